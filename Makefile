@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh clone: `make test` and `make report`.
+# Each creates or updates .venv; a second run reinstalls only when
+# pyproject.toml changed (the stamp file is older than it).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.scalelab-installed
+
+.PHONY: test report venv bench-torch clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+report: $(STAMP)
+	$(BIN)/scalelab report $(REPORT_ARGS)
+
+# Optional: PyTorch as a benchmark peer (a local CPU wheel on this machine).
+bench-torch: $(STAMP)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+
+clean:
+	rm -rf $(VENV) .asv reports/output

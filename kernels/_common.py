@@ -1,0 +1,93 @@
+"""Small helpers shared by the kernel modules: validation at the public
+boundary, 64-byte aligned allocation and a Numba thread-count context.
+
+Kernels validate their inputs once, here at the boundary; the jitted inner
+loops trust what they are given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numba
+import numpy as np
+
+#: Cache-line / AVX-512 alignment for hot buffers (NumPy only guarantees 16 bytes).
+ALIGNMENT = 64
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def aligned_empty(shape, dtype=np.float32, alignment: int = ALIGNMENT) -> np.ndarray:
+    """Return an uninitialised C-contiguous array whose data is ``alignment``-byte aligned."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_zeros(shape, dtype=np.float32, alignment: int = ALIGNMENT) -> np.ndarray:
+    """Like :func:`aligned_empty` but zero-filled."""
+    out = aligned_empty(shape, dtype, alignment)
+    out[...] = 0
+    return out
+
+
+def as_aligned(a: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
+    """Return ``a`` if it is C-contiguous and aligned, else an aligned C-contiguous copy."""
+    if a.flags.c_contiguous and a.ctypes.data % alignment == 0:
+        return a
+    out = aligned_empty(a.shape, a.dtype, alignment)
+    out[...] = a
+    return out
+
+
+def check_float_array(name: str, a, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Validate that ``a`` is a real floating array (float32/float64) of the given rank.
+
+    Raises ``TypeError`` for non-arrays, integer, bool or complex dtypes and
+    ``ValueError`` for a wrong rank; the message names the argument.
+    """
+    if not isinstance(a, np.ndarray):
+        if isinstance(a, (list, tuple)) or np.isscalar(a):
+            a = np.asarray(a)
+        else:
+            raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in ranks:
+            want = " or ".join(str(r) for r in ranks)
+            raise ValueError(f"{name} must have rank {want}, got shape {a.shape}")
+    return a
+
+
+def check_int_array(name: str, a, ndim: int | None = None) -> np.ndarray:
+    """Validate an integer array (any signed/unsigned integer dtype) and return it as int64."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have rank {ndim}, got shape {a.shape}")
+    return a.astype(np.int64, copy=False)
+
+
+@contextlib.contextmanager
+def numba_threads(n: int | None) -> Iterator[int]:
+    """Run the body with ``n`` Numba threads (None leaves the count alone), then restore it."""
+    old = numba.get_num_threads()
+    if n is not None:
+        n = int(n)
+        if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(
+                f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {n}"
+            )
+        numba.set_num_threads(n)
+    try:
+        yield numba.get_num_threads()
+    finally:
+        numba.set_num_threads(old)

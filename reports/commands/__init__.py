@@ -1,0 +1,1 @@
+"""Subcommands of the ``scalelab`` console script, one module each."""

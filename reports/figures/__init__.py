@@ -1,0 +1,1 @@
+"""Figure functions, one per figure, each returning a matplotlib ``Figure``."""

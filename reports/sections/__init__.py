@@ -1,0 +1,1 @@
+"""Report sections: each module has ``TITLE`` and ``build(ctx) -> Section``."""
