@@ -184,6 +184,8 @@ def training_energy(
     carbon = _number("carbon_kg_per_kwh", carbon_kg_per_kwh)
     if carbon < 0:
         raise ValueError(f"carbon_kg_per_kwh must be non-negative, got {carbon!r}")
+    if power_w is None and hw.tdp_w is None:
+        raise ValueError(f"power_w is required: hardware {hw.name!r} has no known board power (tdp_w)")
     power = hw.tdp_w if power_w is None else _positive("power_w", power_w)
     if flops is not None:
         flops = _positive("flops", flops)

@@ -17,15 +17,24 @@ class Hardware:
     name: str
     peak_flops: float  # FLOP/s, dense 16-bit tensor math (fp32 for a CPU measured here)
     bandwidth_bytes_per_s: float  # main-memory bandwidth, bytes/s
-    memory_bytes: float  # device memory, bytes
-    tdp_w: float  # board power, watts
+    memory_bytes: float | None  # device memory, bytes (None: unknown)
+    tdp_w: float | None  # board power, watts (None: unknown, e.g. a CPU measured in a VM)
     source: str = ""
 
     def __post_init__(self) -> None:
         for field_name in ("peak_flops", "bandwidth_bytes_per_s", "memory_bytes", "tdp_w"):
             value = getattr(self, field_name)
+            if value is None and field_name in ("memory_bytes", "tdp_w"):
+                continue
             if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
                 raise ValueError(f"{field_name} must be a positive finite number, got {value!r}")
+
+    @classmethod
+    def measure_this_cpu(cls, **kwargs) -> "Hardware":
+        """Measure this machine (fp32 BLAS matmul peak, Numba stream bandwidth); see :mod:`simulations.cpu_measure`."""
+        from simulations.cpu_measure import cpu_hardware  # lazy: pulls in Numba
+
+        return cpu_hardware(**kwargs)
 
 
 GB = 1e9

@@ -1,0 +1,81 @@
+"""``scalelab inference``: prefill and decode cost of one model on one accelerator."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inference",
+        help="roofline cost of prefill and decode for a model on an accelerator",
+        description="Print the prefill/decode phase table (time, FLOPs, bytes, bound, MFU/MBU) "
+                    "from the per-operation roofline model in simulations.inference.",
+    )
+    p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
+    p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
+    p.add_argument("--batch", type=int, default=16, help="sequences served together (default 16)")
+    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per sequence (default 2048)")
+    p.add_argument("--gen", type=int, default=256, help="generated tokens per sequence (default 256)")
+    p.add_argument("--dtype-bytes", type=float, default=2.0, help="bytes per weight/activation/KV value (default 2)")
+    p.add_argument("--ops", action="store_true", help="also print the per-operation roofline of both phases")
+    p.set_defaults(func=run)
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
+    """Prefill, the first and the last decode step, as one table."""
+    from simulations.inference import decode_cost, prefill_cost
+
+    rows = []
+    for label, c in (
+        ("prefill", prefill_cost(model, hw, batch=batch, prompt_len=prompt, dtype_bytes=dtype_bytes)),
+        ("decode (first step)", decode_cost(model, hw, batch=batch, context_len=prompt + 1, dtype_bytes=dtype_bytes)),
+        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=prompt + gen, dtype_bytes=dtype_bytes)),
+    ):
+        rows.append({
+            "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,
+            "FLOP/byte": c.intensity, "bound": c.bound, "MFU": c.mfu, "MBU": c.mbu, "tokens/s": c.tokens_per_s,
+        })
+    return pd.DataFrame(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulations.inference import (
+        get_hardware, get_model, kv_cache_bytes, max_batch, request_latency, ridge_point, roofline_table,
+        weight_bytes,
+    )
+
+    m, h = get_model(args.model), get_hardware(args.hw)
+    for name in ("batch", "prompt", "gen"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    dt = args.dtype_bytes
+    table = phase_table(m, h, batch=args.batch, prompt=args.prompt, gen=args.gen, dtype_bytes=dt)
+    lat = request_latency(m, h, batch=args.batch, prompt_len=args.prompt, gen_len=args.gen, dtype_bytes=dt)
+    end = args.prompt + args.gen
+    print(f"{m.name} on {h.name}: batch {args.batch}, prompt {args.prompt}, generate {args.gen}, "
+          f"{dt:g} bytes per value")
+    print(f"params {m.params_total / 1e9:.1f}B total, {m.params_active / 1e9:.1f}B active; "
+          f"weights {_fmt_bytes(weight_bytes(m, dtype_bytes=dt))}; "
+          f"KV cache at {end} tokens {_fmt_bytes(kv_cache_bytes(m, batch=args.batch, seq_len=end, dtype_bytes=dt))}; "
+          f"memory {_fmt_bytes(h.memory_bytes)}; ridge point {ridge_point(h):.0f} FLOP/byte")
+    print()
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print()
+    print(f"time to first token {lat.ttft_s * 1e3:.1f} ms; mean time per output token {lat.tpot_s * 1e3:.2f} ms; "
+          f"request {lat.total_s:.2f} s; {lat.throughput_tokens_per_s:.0f} generated tokens/s")
+    fits = max_batch(m, h, end, dtype_bytes=dt)
+    print(f"largest batch that fits at {end} tokens: {fits}" + ("" if lat.fits_memory else "  (this batch does NOT fit)"))
+    if args.ops:
+        for phase, seq in (("prefill", args.prompt), ("decode", end)):
+            print(f"\n{phase} operations (seq_len {seq}):")
+            df = roofline_table(m, h, phase, args.batch, seq, dtype_bytes=dt)
+            print(df[["op", "layers", "flops", "bytes", "intensity", "bound", "time_s", "time_share"]]
+                  .to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    return 0

@@ -1,0 +1,319 @@
+"""Measure this machine's roofline: fp32 matmul peak and main-memory bandwidth.
+
+Nothing about the CPU is typed in. Three micro-benchmarks, a few seconds in all:
+
+* **compute ceiling**: float32 ``A @ B`` through NumPy's BLAS (the best dense
+  fp32 throughput any code on this machine reaches), ``2 n^3`` FLOPs per call;
+* **compiled-loop ceiling**: a register-blocked matmul written as plain Numba
+  loops on cache-resident 64 x 64 tiles: what LLVM makes of loops like ours,
+  without BLAS's hand-written assembly (the ceiling for our Numba kernels);
+* **bandwidth ceiling**: Numba stream kernels over arrays far larger than the
+  last-level cache: a read-only reduction (``sum(a * b)``, the access pattern of
+  decode, which reads weights and KV cache and writes almost nothing) and the
+  STREAM triad ``a = b + s * c`` (reported for reference).
+
+The machine is shared and noisy, so every figure is the best of several timed
+repeats (the least-disturbed run), which is what a ceiling is.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange
+
+from kernels._common import aligned_empty, numba_threads
+
+
+# reassoc lets LLVM vectorise the reduction into several accumulators; without
+# it the loop is bound by one add's latency, not by memory.
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _stream_read(a, b, n_blocks):
+    """Sum of ``a * b`` over 1-D float32 arrays; each thread owns whole blocks."""
+    n = a.shape[0]
+    block = (n + n_blocks - 1) // n_blocks
+    partial = np.zeros(n_blocks, dtype=np.float64)
+    for blk in prange(n_blocks):
+        lo = blk * block
+        hi = min(n, lo + block)
+        acc = np.float32(0.0)
+        for i in range(lo, hi):
+            acc += a[i] * b[i]
+        partial[blk] = acc
+    return partial.sum()
+
+
+@numba.njit(parallel=True, cache=True)
+def _stream_triad(out, b, c, scalar, n_blocks):
+    """STREAM triad ``out = b + scalar * c``; each thread owns whole blocks."""
+    n = out.shape[0]
+    block = (n + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
+        lo = blk * block
+        hi = min(n, lo + block)
+        for i in range(lo, hi):
+            out[i] = b[i] + scalar * c[i]
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _tile_mm_nt_acc(a, b, c):
+    """``c[i, j] += sum_k a[i, k] * b[j, k]``; rows in pairs, columns in fours (M even, N % 4 == 0).
+
+    The dot-product form with the reduction index contiguous in both operands
+    and a 2 x 4 block of accumulators is the shape LLVM vectorises best from
+    plain loops; accumulating into ``c`` keeps repeated calls from being folded.
+    """
+    m, k = a.shape
+    n = b.shape[0]
+    for i in range(0, m, 2):
+        for j in range(0, n, 4):
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+            for kk in range(k):
+                a0 = a[i, kk]
+                a1 = a[i + 1, kk]
+                b0 = b[j, kk]
+                b1 = b[j + 1, kk]
+                b2 = b[j + 2, kk]
+                b3 = b[j + 3, kk]
+                s00 += a0 * b0
+                s01 += a0 * b1
+                s02 += a0 * b2
+                s03 += a0 * b3
+                s10 += a1 * b0
+                s11 += a1 * b1
+                s12 += a1 * b2
+                s13 += a1 * b3
+            c[i, j] += s00
+            c[i, j + 1] += s01
+            c[i, j + 2] += s02
+            c[i, j + 3] += s03
+            c[i + 1, j] += s10
+            c[i + 1, j + 1] += s11
+            c[i + 1, j + 2] += s12
+            c[i + 1, j + 3] += s13
+
+
+@numba.njit(parallel=True, cache=True)
+def _tile_mm_loop(a, b, c, reps):
+    """Each thread multiplies its own cache-resident tiles ``reps`` times: a (T, M, K), b (T, N, K), c (T, M, N)."""
+    for t in prange(a.shape[0]):
+        for _ in range(reps):
+            _tile_mm_nt_acc(a[t], b[t], c[t])
+
+
+@dataclass(frozen=True)
+class CPUMeasurement:
+    """What :func:`measure_cpu` found (all best-of-repeats)."""
+
+    matmul_flops_per_s: float  # fp32 BLAS matmul, FLOP/s
+    matmul_n: int  # square matrix size used
+    numba_loop_flops_per_s: float  # register-blocked Numba loop on cache-resident 64x64x64 tiles, FLOP/s
+    read_bytes_per_s: float  # Numba read-only stream (sum a*b), bytes/s
+    triad_bytes_per_s: float  # Numba STREAM triad, counting 3 arrays moved, bytes/s
+    stream_bytes: int  # size of one stream array, bytes
+    numba_threads: int
+    blas: str  # which BLAS ran (threadpoolctl), for the record
+    memory_bytes: int  # physical memory reported by the OS
+    seconds: float  # wall time the measurement took
+
+
+def _blas_description() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if infos:
+            i = infos[0]
+            return f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
+    except Exception:  # pragma: no cover - informational only
+        pass
+    return "unknown BLAS"
+
+
+def _physical_memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 0
+
+
+def _best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_matmul_flops(n: int = 1024, repeats: int = 7, seed: int = 0) -> float:
+    """Best fp32 BLAS matmul rate in FLOP/s for ``(n, n) @ (n, n)``."""
+    if n <= 0 or repeats <= 0:
+        raise ValueError(f"n and repeats must be positive, got n={n}, repeats={repeats}")
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
+    b = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
+    out = np.empty((n, n), dtype=np.float32)  # (n, n)
+    np.matmul(a, b, out=out)  # warm: thread pool start-up, page faults
+    return 2.0 * n**3 / _best_time(lambda: np.matmul(a, b, out=out), repeats)
+
+
+def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, threads: int | None = None) -> float:
+    """Best FLOP/s of a plain register-blocked Numba matmul loop on L2-resident fp32 tiles.
+
+    This is the compute ceiling for code compiled from loops by Numba/LLVM, as
+    opposed to BLAS's hand-tuned assembly; our Numba kernels are written in
+    this form, so it is the ceiling they can hope to reach.
+    """
+    if tile <= 0 or tile % 4 or reps <= 0 or repeats <= 0:
+        raise ValueError(f"tile must be a positive multiple of 4 and reps/repeats positive, got {tile}, {reps}, {repeats}")
+    with numba_threads(threads) as nt:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, M, K)
+        b = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, N, K)
+        c = np.zeros((nt, tile, tile), dtype=np.float32)  # (T, M, N)
+        _tile_mm_loop(a, b, c, 1)  # compile / load from cache
+        t = _best_time(lambda: _tile_mm_loop(a, b, c, reps), repeats)
+    return 2.0 * nt * reps * tile**3 / t
+
+
+def measure_stream_bandwidth(
+    n_bytes: int = 128 * 2**20, repeats: int = 7, threads: int | None = None
+) -> tuple[float, float]:
+    """Best (read-only, triad) bandwidth in bytes/s with float32 arrays of ``n_bytes`` each.
+
+    The default 128 MiB per array is four times a 32 MiB L3, so the data come from DRAM.
+    """
+    if n_bytes < 4 or repeats <= 0:
+        raise ValueError(f"n_bytes must be >= 4 and repeats positive, got {n_bytes}, {repeats}")
+    n = n_bytes // 4
+    a = aligned_empty(n, np.float32)  # (n,)
+    b = aligned_empty(n, np.float32)  # (n,)
+    c = aligned_empty(n, np.float32)  # (n,)
+    a[:] = 1.0
+    b[:] = 2.0
+    c[:] = 0.5
+    with numba_threads(threads) as nt:
+        n_blocks = 8 * nt
+        _stream_read(a, b, n_blocks)  # compile (or load from cache) and fault pages in
+        _stream_triad(a, b, c, np.float32(3.0), n_blocks)
+        t_read = _best_time(lambda: _stream_read(a, b, n_blocks), repeats)
+        t_triad = _best_time(lambda: _stream_triad(a, b, c, np.float32(3.0), n_blocks), repeats)
+    return 2 * n * 4 / t_read, 3 * n * 4 / t_triad
+
+
+class CeilingProbe:
+    """All three ceilings from preallocated, warmed buffers: one short timed run each per :meth:`measure`.
+
+    Used to measure the ceilings right next to each kernel call (the
+    calibration in :mod:`simulations.inference`), where allocating and warming
+    fresh buffers every time would cost more than the measurement.
+    """
+
+    # Defaults make each probe run ~0.1-0.3 s, the order of the kernels it is paired with: on a shared
+    # machine a short multi-threaded run loses a larger share to one preempted thread at its final barrier.
+    def __init__(self, *, matmul_n: int = 1536, stream_bytes: int = 128 * 2**20, tile: int = 64, reps: int = 1600,
+                 threads: int | None = None, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.threads = threads
+        self.a = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)  # (n, n)
+        self.b = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)  # (n, n)
+        self.c = np.empty((matmul_n, matmul_n), dtype=np.float32)  # (n, n)
+        self.matmul_flops = 2.0 * matmul_n**3
+        n = stream_bytes // 4
+        self.x = aligned_empty(n, np.float32)  # (n,)
+        self.y = aligned_empty(n, np.float32)  # (n,)
+        self.x[:] = 1.0
+        self.y[:] = 2.0
+        self.read_bytes = 2.0 * n * 4
+        with numba_threads(threads) as nt:
+            self.nt = nt
+            self.ta = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, M, K)
+            self.tb = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, N, K)
+            self.tc = np.zeros((nt, tile, tile), dtype=np.float32)  # (T, M, N)
+            self.reps = reps
+            self.loop_flops = 2.0 * nt * reps * tile**3
+            self.measure()  # warm: compile/load kernels, fault pages in
+
+    def measure(self, runs: int = 1) -> tuple[float, float, float]:
+        """(BLAS matmul FLOP/s, Numba-loop FLOP/s, read-stream bytes/s): best of ``runs`` short runs each."""
+        with numba_threads(self.threads):
+            blas = self.matmul_flops / _best_time(lambda: np.matmul(self.a, self.b, out=self.c), runs)
+            loop = self.loop_flops / _best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.reps), runs)
+            read = self.read_bytes / _best_time(lambda: _stream_read(self.x, self.y, 8 * self.nt), runs)
+        return blas, loop, read
+
+
+def measure_cpu(
+    *, matmul_n: int = 1024, stream_bytes: int = 128 * 2**20, repeats: int = 7, threads: int | None = None
+) -> CPUMeasurement:
+    """Measure this CPU's fp32 matmul peak and stream bandwidth (a few seconds)."""
+    t0 = time.perf_counter()
+    flops = measure_matmul_flops(matmul_n, repeats)
+    loop_flops = measure_numba_loop_flops(repeats=repeats, threads=threads)
+    read_bw, triad_bw = measure_stream_bandwidth(stream_bytes, repeats, threads)
+    return CPUMeasurement(
+        matmul_flops_per_s=flops,
+        matmul_n=matmul_n,
+        numba_loop_flops_per_s=loop_flops,
+        read_bytes_per_s=read_bw,
+        triad_bytes_per_s=triad_bw,
+        stream_bytes=stream_bytes // 4 * 4,
+        numba_threads=threads if threads is not None else numba.get_num_threads(),
+        blas=_blas_description(),
+        memory_bytes=_physical_memory_bytes(),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _rapl_max_power_w() -> float | None:
+    """The package power limit from Linux powercap, if this machine exposes it."""
+    path = "/sys/class/powercap/intel-rapl:0/constraint_0_max_power_uw"
+    try:
+        with open(path) as f:
+            value = float(f.read().strip()) / 1e6
+        return value if value > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_hardware(
+    measurement: CPUMeasurement | None = None, *, compute_ceiling: str = "blas", tdp_w: float | None = None, **kwargs
+):
+    """Build a :class:`simulations.hardware.Hardware` for this CPU from a measurement.
+
+    ``compute_ceiling`` picks ``peak_flops``: ``"blas"`` (fp32 BLAS matmul, the
+    machine's best) or ``"numba"`` (the register-blocked Numba loop, the best
+    that plain compiled loops reach).
+
+    ``bandwidth_bytes_per_s`` is the read-only stream figure, because the
+    workloads this roofline models (decode) read weights and KV cache and write
+    almost nothing. ``tdp_w`` cannot be measured from user space on most VMs: it
+    is taken from the argument, else from RAPL when readable, else left as
+    ``None`` (unknown), which the energy model refuses to use.
+    """
+    from simulations.hardware import Hardware
+
+    if compute_ceiling not in ("blas", "numba"):
+        raise ValueError(f"compute_ceiling must be 'blas' or 'numba', got {compute_ceiling!r}")
+    m = measurement if measurement is not None else measure_cpu(**kwargs)
+    peak = m.matmul_flops_per_s if compute_ceiling == "blas" else m.numba_loop_flops_per_s
+    power = tdp_w if tdp_w is not None else _rapl_max_power_w()
+    power_note = f"{power:.0f} W" if power is not None else "tdp_w unknown"
+    return Hardware(
+        name=f"this CPU ({os.cpu_count()} logical cores, {m.numba_threads} threads, {compute_ceiling} peak)",
+        peak_flops=peak,
+        bandwidth_bytes_per_s=m.read_bytes_per_s,
+        memory_bytes=float(m.memory_bytes) if m.memory_bytes > 0 else None,
+        tdp_w=power,
+        source=(
+            f"measured here: fp32 {m.matmul_n}^3 matmul via {m.blas} = {m.matmul_flops_per_s / 1e9:.1f} GFLOP/s; "
+            f"Numba register-blocked loop {m.numba_loop_flops_per_s / 1e9:.1f} GFLOP/s; "
+            f"Numba read stream {m.read_bytes_per_s / 1e9:.1f} GB/s (triad {m.triad_bytes_per_s / 1e9:.1f} GB/s) "
+            f"over {m.stream_bytes / 2**20:.0f} MiB arrays; best of repeats; {power_note}"
+        ),
+    )
