@@ -1,0 +1,230 @@
+"""asv benchmarks for kernels/sampling.py: top-k, top-p filtering and full sampling.
+
+Peers, side by side in one run: the NumPy references (full sort) and, when
+PyTorch is importable, ``torch.topk`` and a transformers-style sort-based top-p
+path (sort, softmax, cumsum, mask, ``torch.multinomial``).  Shapes: B in
+{1, 32}, V in {32000, 128256, 256000}, float32; Numba/torch threads in {1, 2}.
+"""
+
+import time
+
+import numba
+import numpy as np
+
+from kernels import sampling as S
+
+BATCHES = [1, 32]
+VOCABS = [32000, 128256, 256000]
+THREADS = [1, 2]
+K = 50
+TEMPERATURE = 0.7
+TOP_P = 0.9
+
+
+def _logits(B, V):
+    # scale 3 gives a realistic spread: top-p 0.9 at T=0.7 keeps a few % of V
+    return (np.random.default_rng(1234).standard_normal((B, V)) * 3.0).astype(np.float32)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # asv treats NotImplementedError in setup as "skipped"
+        raise NotImplementedError("torch is not installed")
+    return torch
+
+
+def _torch_top_p_sample(torch, x, temperature, top_p, generator):
+    """transformers' TopPLogitsWarper followed by softmax + multinomial."""
+    x = x / temperature
+    sorted_logits, sorted_idx = torch.sort(x, descending=False)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cum <= (1 - top_p)
+    remove_sorted[..., -1:] = 0  # always keep the most probable token
+    remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+    x = x.masked_fill(remove, -float("inf"))
+    return torch.multinomial(torch.softmax(x, dim=-1), 1, generator=generator)
+
+
+class _Threads:
+    """Sets the Numba thread count in setup and restores it in teardown."""
+
+    params = [BATCHES, VOCABS, THREADS]
+    param_names = ["B", "V", "threads"]
+    timeout = 300
+
+    def _set_threads(self, threads):
+        self._old_threads = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+    def teardown(self, *args):
+        old = getattr(self, "_old_threads", None)
+        if old is not None:
+            numba.set_num_threads(old)
+
+
+class TopK(_Threads):
+    def setup(self, B, V, threads):
+        self._set_threads(threads)
+        self.x = _logits(B, V)
+        S.top_k(self.x, K)  # compile/warm on this dtype and layout
+
+    def time_top_k(self, B, V, threads):
+        S.top_k(self.x, K)
+
+    def time_top_k_numpy_ref(self, B, V, threads):
+        S.top_k_ref(self.x, K)
+
+    def track_top_k_bandwidth(self, B, V, threads):
+        reps = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            S.top_k(self.x, K)
+            reps.append(time.perf_counter() - t0)
+        return self.x.nbytes / min(reps) / 1e9
+
+    track_top_k_bandwidth.unit = "GB/s"
+
+
+class TopKTorch(_Threads):
+    def setup(self, B, V, threads):
+        torch = _torch()
+        self._set_threads(threads)
+        self._old_torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.xt = torch.from_numpy(_logits(B, V))
+        torch.topk(self.xt, K)
+
+    def teardown(self, *args):
+        if hasattr(self, "torch"):
+            self.torch.set_num_threads(self._old_torch_threads)
+        super().teardown()
+
+    def time_torch_topk(self, B, V, threads):
+        self.torch.topk(self.xt, K)
+
+
+class FilterTopP(_Threads):
+    def setup(self, B, V, threads):
+        self._set_threads(threads)
+        self.x = _logits(B, V)
+        S.filter_logits(self.x, temperature=TEMPERATURE, top_p=TOP_P)
+
+    def time_filter_top_p(self, B, V, threads):
+        S.filter_logits(self.x, temperature=TEMPERATURE, top_p=TOP_P)
+
+    def time_filter_top_p_numpy_ref(self, B, V, threads):
+        S.filter_logits_ref(self.x, temperature=TEMPERATURE, top_p=TOP_P)
+
+
+class Sample(_Threads):
+    def setup(self, B, V, threads):
+        self._set_threads(threads)
+        self.x = _logits(B, V)
+        self.seeds = np.arange(B)
+        S.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
+
+    def time_sample_top_p(self, B, V, threads):
+        S.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
+
+    def time_sample_top_p_numpy_ref(self, B, V, threads):
+        S.sample_ref(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
+
+
+class SampleTorch(_Threads):
+    def setup(self, B, V, threads):
+        torch = _torch()
+        self._set_threads(threads)
+        self._old_torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.xt = torch.from_numpy(_logits(B, V))
+        self.gen = torch.Generator().manual_seed(0)
+        _torch_top_p_sample(torch, self.xt, TEMPERATURE, TOP_P, self.gen)
+
+    def teardown(self, *args):
+        if hasattr(self, "torch"):
+            self.torch.set_num_threads(self._old_torch_threads)
+        super().teardown()
+
+    def time_torch_sort_top_p_sample(self, B, V, threads):
+        _torch_top_p_sample(self.torch, self.xt, TEMPERATURE, TOP_P, self.gen)
+
+
+class Compile:
+    """Numba compile time of each public entry point, in a fresh process and empty cache."""
+
+    timeout = 900
+    repeat = 1
+    number = 1
+
+    _PRELUDE = (
+        "import os, tempfile\n"
+        "os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='scalelab-numba-')\n"
+        "import numpy as np\n"
+        "from kernels import sampling as S\n"
+        "x = np.zeros((2, 8), dtype=np.float32)\n"
+    )
+
+    def timeraw_compile_sample(self):
+        return self._PRELUDE + "S.sample(x, top_p=0.9, seed=0); S.sample(x[:1], top_p=0.9, seed=0)\n"
+
+    def timeraw_compile_top_k(self):
+        return self._PRELUDE + "S.top_k(x, 3); S.top_k(x[:1], 3)\n"
+
+
+def _interleaved(fns, reps):
+    """Median and minimum seconds per callable, peers interleaved round-robin."""
+    ts = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: (float(np.median(v)), min(v)) for k, v in ts.items()}
+
+
+def measure_bars(reps=9, threads=2):
+    """Print the issue-3 performance bars as ratios against peers timed in the same process.
+
+    Not a benchmark (asv ignores it): ``python -m asv_benchmarks.sampling``.
+    """
+    torch = _torch()
+    numba.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    x = _logits(32, 128256)
+    xt = torch.from_numpy(x)
+    seeds = np.arange(32)
+    S.top_k(x, K)
+    S.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds)
+    r = _interleaved({
+        "top_k": lambda: S.top_k(x, K),
+        "torch.topk": lambda: torch.topk(xt, K),
+        "sample": lambda: S.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
+        "torch sort top-p": lambda: _torch_top_p_sample(torch, xt, TEMPERATURE, TOP_P, gen),
+        "numpy top_k_ref": lambda: S.top_k_ref(x, K),
+        "numpy sample_ref": lambda: S.sample_ref(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
+    }, reps)
+    for k, (med, mn) in r.items():
+        print(f"B=32 V=128256 {k:18s} median {med * 1e3:9.3f} ms   min {mn * 1e3:9.3f} ms")
+    for a, b in [("torch.topk", "top_k"), ("numpy top_k_ref", "top_k"),
+                 ("torch sort top-p", "sample"), ("numpy sample_ref", "sample")]:
+        print(f"  {a} / {b}: median {r[a][0] / r[b][0]:.2f}x   min {r[a][1] / r[b][1]:.2f}x")
+    x1 = _logits(1, 256000)
+    xt1 = torch.from_numpy(x1)
+    S.sample(x1, temperature=TEMPERATURE, top_p=TOP_P, seed=1)
+    r = _interleaved({
+        "sample": lambda: S.sample(x1, temperature=TEMPERATURE, top_p=TOP_P, seed=1),
+        "torch.topk": lambda: torch.topk(xt1, K),
+        "torch sort top-p": lambda: _torch_top_p_sample(torch, xt1, TEMPERATURE, TOP_P, gen),
+    }, reps * 5)
+    for k, (med, mn) in r.items():
+        print(f"B=1 V=256000 {k:18s} median {med * 1e3:9.3f} ms   min {mn * 1e3:9.3f} ms")
+    print(f"  sample / torch.topk: median {r['sample'][0] / r['torch.topk'][0]:.2f}   "
+          f"min {r['sample'][1] / r['torch.topk'][1]:.2f}")
+
+
+if __name__ == "__main__":
+    measure_bars()

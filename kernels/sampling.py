@@ -1,0 +1,1228 @@
+"""Sampling kernels: temperature, top-k, top-p, min-p, seeded draws and best-of-N.
+
+Versions in this file (each fast kernel has a plain NumPy reference beside it):
+
+* ``*_ref`` -- the obviously-correct way: full stable sort of the vocabulary,
+  softmax, cumulative sum, mask, ``Generator.choice``.  O(V log V) per row.
+* Numba kernels -- O(V) per row, never sorting the vocabulary:
+
+  - ``top_k``: one streaming pass per row keeping a size-k min-heap; a chunk of
+    64 logits is only inspected element-wise when one of them beats the heap
+    minimum, so after the first few thousand tokens the pass is a vectorized
+    compare-and-count.  The final k entries are heap-sorted (O(k log k)).
+  - top-p / sampling: the probability mass is bucketed by the distance
+    ``d = max - x`` of each scaled logit below the row maximum (1024 buckets of
+    width 1/16 nat plus one overflow bucket for ``d >= 64``, whose tokens carry
+    less than ``V * e**-64`` of the mass and are below float64 resolution).
+    ``exp(-d)`` is factored as ``exp(-b/16) * exp(-(d - b/16))`` with a table for
+    the first factor and a degree-9 polynomial on ``[0, 1/16)`` for the second,
+    so the hot loop is branch-free and vectorizes.  The cumulative mass over
+    buckets finds the boundary bucket; only the tokens of that bucket are
+    collected and the exact crossing token is found by re-bucketing them
+    (linear in the bucket size) and sorting the last few dozen.  The draw is an
+    inverse CDF over the bucket masses, then over the tokens of the chosen
+    bucket in id order: two cheap passes, no per-token random numbers.
+  - Determinism: every row is split into fixed blocks of ``BLOCK`` tokens; all
+    floating-point sums are formed per block and merged in block order, both
+    when a row is processed by one thread and when its blocks are spread over
+    threads (small batches), so results do not depend on the thread count or on
+    which rows share the batch.  Each row uses one uniform number, a pure
+    function of its seed (splitmix64), and greedy rows use none.
+
+Dtype rules: logits may be float32 or float64; temperature scaling happens in
+the logits dtype (``logits / dtype(temperature)``), so filtered logits have the
+input dtype.  Probabilities, masses and log-probabilities are float64.
+Accuracy: the kernel and the reference agree exactly on which tokens survive
+except when a cumulative mass lies within a few float64 ulps of ``top_p * Z``
+(the sums are formed in a different order), or a probability ratio within an
+ulp of ``min_p``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from kernels._common import aligned_empty, check_float_array
+
+__all__ = [
+    "filter_logits",
+    "filter_logits_ref",
+    "sample",
+    "sample_ref",
+    "top_k",
+    "top_k_ref",
+    "logprobs_ref",
+    "row_uniform",
+    "sequence_logprob",
+    "best_of_n",
+    "BLOCK",
+]
+
+#: Tokens per block; every float sum is formed per block, then merged in block order.
+BLOCK = 16384
+#: Bucket width is 1/BUCKETS_PER_NAT nat of distance below the row maximum.
+BUCKETS_PER_NAT = 16
+#: Regular buckets cover d in [0, 64); the last bucket holds d >= 64 (and -inf).
+N_REGULAR = 64 * BUCKETS_PER_NAT
+NB = N_REGULAR + 1
+_WIDTH = 1.0 / BUCKETS_PER_NAT
+#: exp(-b/16) at each regular bucket's upper edge (from np.exp); the overflow bucket has no mass.
+_BUCKET_SCALE = np.concatenate([np.exp(-np.arange(N_REGULAR) * _WIDTH), [0.0]])
+_CHUNK = 64
+#: Tokens per vectorized sub-pass of the histogram (scratch stays in L1/L2).
+_HCHUNK = 2048
+#: Below this many candidates the boundary bucket is resolved by insertion sort.
+_SMALL = 48
+_SUB = 256
+
+# -inf must survive (no "nnan"/"ninf"); no "arcp" either, so x / t stays a true
+# division and matches the reference bit for bit; "contract" lets Horner use FMA.
+_FM = {"nsz", "contract", "afn"}
+
+_OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW = 0, 1, 2, 3
+
+
+# --------------------------------------------------------------------------- #
+# NumPy references: the plain sorting way.
+# --------------------------------------------------------------------------- #
+
+def _ref_rows(logits, temperature, top_k_, top_p, min_p):
+    x2, squeeze = _as_2d(check_float_array("logits", logits, (1, 2)))
+    _check_logits_values(x2)
+    B, V = x2.shape
+    t, k, p, mp = _row_params(B, temperature, top_k_, top_p, min_p)
+    _check_scaling(x2, t)
+    return x2, squeeze, t, k, p, mp
+
+
+def _check_scaling(x2, t):
+    """Temperatures must be representable in the logits dtype and not overflow the scaled max."""
+    tdt = t.astype(x2.dtype)
+    tiny = (t > 0) & (tdt == 0)
+    if tiny.any():
+        r = int(np.nonzero(tiny)[0][0])
+        raise ValueError(f"temperature must be 0 or representable in {x2.dtype} (row {r}, got {t[r]})")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        over = (t > 0) & (x2.max(axis=1) / np.where(tdt > 0, tdt, 1) == np.inf)
+    if over.any():
+        r = int(np.nonzero(over)[0][0])
+        raise ValueError(f"temperature {t[r]} is too small for row {r}: "
+                         "the scaled logits overflow the logits dtype")
+    return tdt
+
+
+def _ref_filter_row(row, t, k, p, mp):
+    """Filtered, temperature-scaled logits of one row (NumPy, full sort)."""
+    V = row.size
+    dt = row.dtype.type
+    out = np.full(V, -np.inf, dtype=row.dtype)
+    if t == 0.0:
+        j = int(np.argmax(row))  # first maximum = lowest id on ties
+        out[j] = row[j]
+        return out
+    x = row / dt(t)  # (V,) scaled in the logits dtype
+    keep = np.ones(V, dtype=bool)
+    if 0 < k < V:
+        kth = np.sort(x)[::-1][k - 1]
+        keep &= x >= kth
+    m = np.float64(x.max())
+    e = np.exp(x.astype(np.float64) - m)  # (V,) unnormalised probabilities
+    if p < 1.0:
+        ek = np.where(keep, e, 0.0)
+        order = np.argsort(-x, kind="stable")  # desc prob, lower id first
+        es = ek[order]
+        cum_before = np.concatenate([[0.0], np.cumsum(es)[:-1]])
+        thr = p * ek.sum()
+        pos = es > 0
+        cross = np.nonzero((cum_before < thr) & pos & (cum_before + es >= thr))[0]
+        last = cross[0] if cross.size else np.nonzero(pos)[0][-1]
+        kp = np.zeros(V, dtype=bool)
+        kp[order[: last + 1]] = True
+        keep &= kp
+    if mp > 0.0:
+        keep &= e >= mp
+    out[keep] = x[keep]
+    return out
+
+
+def filter_logits_ref(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+    """NumPy reference for :func:`filter_logits` (sorts the whole vocabulary)."""
+    x2, squeeze, t, k, p, mp = _ref_rows(logits, temperature, top_k, top_p, min_p)
+    out = np.stack([_ref_filter_row(x2[r], t[r], k[r], p[r], mp[r]) for r in range(x2.shape[0])])
+    return out[0] if squeeze else out
+
+
+def sample_ref(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
+               return_logprobs=False):
+    """NumPy reference for :func:`sample`: draws from the reference-filtered distribution.
+
+    Row ``r`` uses ``numpy.random.default_rng(seed_r)``; it draws from the same
+    distribution as :func:`sample` but not the same tokens.
+    """
+    x2, squeeze, t, k, p, mp = _ref_rows(logits, temperature, top_k, top_p, min_p)
+    B = x2.shape[0]
+    seeds = _row_seeds(B, seed)
+    tokens = np.empty(B, dtype=np.int64)
+    logp = np.empty(B, dtype=np.float64)
+    for r in range(B):
+        f = _ref_filter_row(x2[r], t[r], k[r], p[r], mp[r]).astype(np.float64)
+        if t[r] == 0.0:
+            tokens[r], logp[r] = int(np.argmax(f)), 0.0
+            continue
+        lp = f - f.max()
+        lp = lp - np.log(np.exp(lp).sum())  # (V,) log-probabilities
+        probs = np.exp(lp)
+        tokens[r] = np.random.default_rng(int(seeds[r])).choice(f.size, p=probs / probs.sum())
+        logp[r] = lp[tokens[r]]
+    if squeeze:
+        tokens, logp = tokens[0], logp[0]
+    return (tokens, logp) if return_logprobs else tokens
+
+
+def top_k_ref(logits, k):
+    """NumPy reference for :func:`top_k`: stable full sort, first k."""
+    x2, squeeze = _as_2d(check_float_array("logits", logits, (1, 2)))
+    _check_logits_values(x2)
+    k = _check_k(k, x2.shape[1])
+    idx = np.argsort(-x2, axis=1, kind="stable")[:, :k]  # (B, k)
+    vals = np.take_along_axis(x2, idx, axis=1)
+    if squeeze:
+        return vals[0], idx[0]
+    return vals, idx
+
+
+def logprobs_ref(logits, tokens, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+    """Log-probability of ``tokens`` under the reference-filtered distribution (float64)."""
+    x2, squeeze, t, k, p, mp = _ref_rows(logits, temperature, top_k, top_p, min_p)
+    tok = np.atleast_1d(np.asarray(tokens))
+    out = np.empty(x2.shape[0])
+    for r in range(x2.shape[0]):
+        if t[r] == 0.0:
+            out[r] = 0.0 if tok[r] == np.argmax(x2[r]) else -np.inf
+            continue
+        f = _ref_filter_row(x2[r], t[r], k[r], p[r], mp[r]).astype(np.float64)
+        e = np.exp(f - f.max())
+        out[r] = (f[tok[r]] - f.max()) - np.log(e.sum())
+    return out[0] if squeeze else out
+
+
+# --------------------------------------------------------------------------- #
+# Validation at the public boundary.
+# --------------------------------------------------------------------------- #
+
+def _as_2d(a):
+    if a.ndim == 1:
+        return a[None, :], True
+    return a, False
+
+
+def _check_logits_values(x2):
+    bad = ~(x2 < np.inf)  # NaN or +inf
+    if bad.any():
+        r = int(np.nonzero(bad.any(axis=1))[0][0])
+        raise ValueError(f"logits must not contain NaN or +inf (first bad row {r})")
+    nofin = ~(x2 > -np.inf).any(axis=1)
+    if nofin.any():
+        r = int(np.nonzero(nofin)[0][0])
+        raise ValueError(f"logits row {r} has no finite logit")
+
+
+def _per_row(name, a, B):
+    if a.ndim == 0:
+        return np.broadcast_to(a, (B,))
+    if a.ndim != 1 or a.shape[0] != B:
+        raise ValueError(f"{name} must be a scalar or a per-row array of length {B}, got shape {a.shape}")
+    return a
+
+
+def _first_bad(name, ok, vals, what):
+    if not ok.all():
+        r = int(np.nonzero(~ok)[0][0])
+        raise ValueError(f"{name} must be {what} (first bad row {r}, got {vals[r]})")
+
+
+def _row_params(B, temperature, top_k_, top_p, min_p):
+    """Per-row parameter arrays (float64 t, p, mp; int64 k), validated."""
+    t = _num_param("temperature", temperature, B)
+    _first_bad("temperature", np.isfinite(t) & (t >= 0), t, "finite and >= 0")
+    p = _num_param("top_p", top_p, B)
+    _first_bad("top_p", (p > 0) & (p <= 1), p, "in (0, 1]")
+    mp = _num_param("min_p", min_p, B)
+    _first_bad("min_p", (mp >= 0) & (mp <= 1), mp, "in [0, 1]")
+    ka = np.asarray(top_k_)
+    if ka.dtype.kind not in "iu":
+        raise TypeError(f"top_k must be an integer or a per-row integer array, got {ka.dtype}")
+    k = _per_row("top_k", ka, B).astype(np.int64)
+    return t, k, p, mp
+
+
+def _num_param(name, value, B):
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number or a per-row array of real numbers, got {a.dtype}")
+    return _per_row(name, a, B).astype(np.float64)
+
+
+def _check_k(k, V):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    k = int(k)
+    if not 1 <= k <= V:
+        raise ValueError(f"k must be in [1, V={V}], got {k}")
+    return k
+
+
+_U64 = np.uint64
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z.astype(_U64, copy=True)
+        z ^= z >> _U64(30)
+        z *= _U64(0xBF58476D1CE4E5B9)
+        z ^= z >> _U64(27)
+        z *= _U64(0x94D049BB133111EB)
+        z ^= z >> _U64(31)
+    return z
+
+
+def row_uniform(seeds, counter=0):
+    """Uniform in [0, 1) for each row: a pure function of (seed, counter) (53 random bits)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(seeds, dtype=_U64) + _GOLDEN * _U64(counter + 1)
+    z = _splitmix64(_splitmix64(z) ^ _U64(0xD1B54A32D192ED03))
+    return (z >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def _row_seeds(B, seed):
+    if seed is None:
+        return np.random.SeedSequence().generate_state(B, dtype=np.uint64)
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError("seed must be None, an int or a per-row integer array, got bool")
+    a = np.asarray(seed)
+    if a.dtype.kind not in "iu" and not (a.dtype.kind == "O" and a.ndim == 0 and isinstance(seed, int)):
+        raise TypeError(f"seed must be None, an int or a per-row integer array, got {a.dtype}")
+    if a.ndim == 0:
+        s = int(seed)
+        if not 0 <= s < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {s}")
+        return np.full(B, s, dtype=_U64)
+    if a.ndim != 1 or a.shape[0] != B:
+        raise ValueError(f"seed must be a scalar or a per-row array of length {B}, got shape {a.shape}")
+    if a.dtype.kind == "i" and (a < 0).any():
+        r = int(np.nonzero(a < 0)[0][0])
+        raise ValueError(f"seed must be >= 0 (first bad row {r})")
+    return a.astype(_U64)
+
+
+# --------------------------------------------------------------------------- #
+# Numba leaves: one block [lo, hi) of one row.
+# --------------------------------------------------------------------------- #
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _exp_small(delta):
+    """exp(-delta) for delta in [0, 1/16]: degree-9 Taylor (error < 3e-19 relative).
+
+    Exactly 1 at delta = 0, so tokens tied at the maximum get mass exactly 1
+    and exact ties resolve like the reference.
+    """
+    q = -delta
+    p = 1.0 / 362880.0
+    p = p * q + 1.0 / 40320.0
+    p = p * q + 1.0 / 5040.0
+    p = p * q + 1.0 / 720.0
+    p = p * q + 1.0 / 120.0
+    p = p * q + 1.0 / 24.0
+    p = p * q + 1.0 / 6.0
+    p = p * q + 0.5
+    p = p * q + 1.0
+    return p * q + 1.0
+
+
+@njit(cache=True, inline="always")
+def _offset(d, b):
+    """d minus the lower edge of bucket b, in [0, 1/16)."""
+    return d - b * 0.0625
+
+
+@njit(cache=True, inline="always")
+def _bucket(d):
+    s = d * 16.0  # BUCKETS_PER_NAT
+    s = s if s < 1024.0 else 1024.0  # N_REGULAR; also maps d = +inf
+    return np.int32(s)
+
+
+@njit(cache=True)
+def _blk_max(l, lo, hi):
+    """(max, number of NaN/+inf) of l[lo:hi]; -inf when there is no finite value."""
+    m = -np.inf
+    bad = 0
+    for i in range(lo, hi):
+        v = l[i]
+        m = max(m, v)
+        bad += not (v < np.inf)
+    return m, bad
+
+
+@njit(cache=True, inline="always")
+def _worse(va, ia, vb, ib):
+    return va < vb or (va == vb and ia > ib)
+
+
+@njit(cache=True)
+def _sift_down(hv, hi_, n, j):
+    v, idx = hv[j], hi_[j]
+    while True:
+        c = 2 * j + 1
+        if c >= n:
+            break
+        if c + 1 < n and _worse(hv[c + 1], hi_[c + 1], hv[c], hi_[c]):
+            c += 1
+        if _worse(hv[c], hi_[c], v, idx):
+            hv[j], hi_[j] = hv[c], hi_[c]
+            j = c
+        else:
+            break
+    hv[j], hi_[j] = v, idx
+
+
+@njit(cache=True)
+def _heap_push_all(hv, hi_, n, k, v, idx):
+    """Offer (v, idx) to a min-heap (worst at the root) of capacity k holding n items."""
+    if n < k:
+        j = n
+        while j > 0:
+            p = (j - 1) // 2
+            if _worse(v, idx, hv[p], hi_[p]):
+                hv[j], hi_[j] = hv[p], hi_[p]
+                j = p
+            else:
+                break
+        hv[j], hi_[j] = v, idx
+        return n + 1
+    if _worse(hv[0], hi_[0], v, idx):
+        hv[0], hi_[0] = v, idx
+        _sift_down(hv, hi_, n, 0)
+    return n
+
+
+@njit(cache=True)
+def _blk_topk(l, lo, hi, k, hv, hi_):
+    """Top-k of l[lo:hi] into the heap (hv, hi_); returns (n_in_heap, max, n_bad)."""
+    n = 0
+    bad = 0
+    m = -np.inf
+    i = lo
+    while i < hi and n < k:  # fill: everything is accepted, -inf included
+        v = l[i]
+        bad += not (v < np.inf)
+        m = max(m, v)
+        n = _heap_push_all(hv, hi_, n, k, v, i)
+        i += 1
+    thr = hv[0]
+    while i < hi:
+        c1 = min(i + _CHUNK, hi)
+        hit = 0
+        for j in range(i, c1):  # vectorized compare-and-count; most chunks stop here
+            v = l[j]
+            hit += v > thr
+            bad += not (v < np.inf)
+        if hit:
+            for j in range(i, c1):
+                v = l[j]
+                if v > thr:  # strict: a later equal value has a higher id and loses
+                    hv[0], hi_[0] = v, j
+                    _sift_down(hv, hi_, n, 0)
+                    thr = hv[0]
+                    m = max(m, v)
+        i = c1
+    return n, m, bad
+
+
+@njit(cache=True)
+def _heap_sort_desc(hv, hi_, n):
+    """Sort the heap in place into descending order (lowest id first on ties)."""
+    end = n - 1
+    while end > 0:
+        hv[0], hv[end] = hv[end], hv[0]
+        hi_[0], hi_[end] = hi_[end], hi_[0]
+        _sift_down(hv, hi_, end, 0)
+        end -= 1
+
+
+@njit(cache=True, fastmath=_FM)
+def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv):
+    """Raw bucket masses sum(exp(-(d - b/16))) of tokens with x >= xk in l[lo:hi].
+
+    ``bidx``/``pv`` are (_HCHUNK,) scratch: the arithmetic runs as one
+    vectorized loop into them, the scatter into ``hist`` as a second loop.
+    """
+    hist[:] = 0.0
+    for c0 in range(lo, hi, _HCHUNK):
+        n = min(_HCHUNK, hi - c0)
+        for j in range(n):
+            x = l[c0 + j] / tt
+            d = m - np.float64(x)
+            b = _bucket(d)
+            p = _exp_small(_offset(d, b))
+            pv[j] = p if (x >= xk and b < 1024) else 0.0
+            bidx[j] = b
+        for j in range(n):
+            hist[bidx[j]] += pv[j]
+
+
+@njit(cache=True)
+def _bucket_l_bounds(tb, tt, m, lmax):
+    """Logit interval [lo, hi] (with a safety margin) holding every token of bucket tb.
+
+    Lets the collection passes test the raw logits with two compares; the
+    exact bucket is recomputed for the few tokens inside.
+    """
+    hi = (m - tb * _WIDTH) * tt
+    lo = (m - (tb + 1) * _WIDTH) * tt if tb < N_REGULAR else -np.inf
+    margin = 1e-5 * (abs(hi) + abs(lmax) + (abs(lo) if tb < N_REGULAR else 0.0)) + 1e-300
+    return lo - margin, hi + margin
+
+
+@njit(cache=True, fastmath=_FM)
+def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos):
+    """Append tokens of bucket tb with x >= xlim and (x, id) not after (xc, idc).
+
+    ``[llo, lhi]`` bounds the bucket's raw logits (see _bucket_l_bounds).
+    Writes ids, scaled logits (float64) and masses exp(-d) at cid/cx/ce[pos:],
+    in id order; returns the count.
+    """
+    n = 0
+    scale = _BUCKET_SCALE[tb]
+    for c0 in range(lo, hi, _CHUNK):
+        c1 = min(c0 + _CHUNK, hi)
+        hit = 0
+        for j in range(c0, c1):  # vectorized: two compares per logit
+            v = l[j]
+            hit += (v >= llo) & (v <= lhi)
+        if hit:
+            for j in range(c0, c1):
+                x = l[j] / tt
+                xf = np.float64(x)
+                d = m - xf
+                if _bucket(d) == tb and x >= xlim and (xf > xc or (xf == xc and j <= idc)):
+                    cid[pos + n] = j
+                    cx[pos + n] = xf
+                    ce[pos + n] = scale * _exp_small(_offset(d, tb)) if tb < 1024 else 0.0
+                    n += 1
+    return n
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _exp_neg(d):
+    """exp(-d) for d >= 0 to ~1 ulp (0 below 1e-307); used for the min-p test only."""
+    z = -d if d < 708.0 else -708.0
+    nf = math.floor(z * 1.4426950408889634 + 0.5)
+    r = z - nf * 0.6931471803691238 - nf * 1.9082149292705877e-10
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return 0.0 if d >= 708.0 else p * (2.0 ** nf)
+
+
+@njit(cache=True, fastmath=_FM)
+def _blk_minp(l, lo, hi, tt, m, min_p):
+    """Smallest scaled logit (float64) among tokens with exp(x - max) >= min_p."""
+    best = np.inf
+    dcut = -math.log(min_p)
+    for i in range(lo, hi):
+        x = np.float64(l[i] / tt)
+        d = m - x
+        ok = d < dcut - 1e-9 or (d <= dcut + 1e-9 and _exp_neg(d) >= min_p)
+        best = min(best, x) if ok else best
+    return best
+
+
+@njit(cache=True, fastmath=_FM)
+def _blk_write(l, lo, hi, tt, xc, idc, out):
+    """out = scaled logits where (x, id) is not after the cut (xc, idc), else -inf."""
+    for i in range(lo, hi):
+        x = l[i] / tt
+        xf = np.float64(x)
+        keep = (xf > xc) | ((xf == xc) & (i <= idc))
+        out[i] = x if keep else -np.inf
+
+
+# --------------------------------------------------------------------------- #
+# Pass drivers: the same block leaves, serial (one thread per row) or over
+# threads (within one row).  Both merge per-block results in block order.
+# --------------------------------------------------------------------------- #
+
+_P_MAX, _P_TOPK, _P_HIST, _P_COLLECT, _P_MINP, _P_WRITE = 0, 1, 2, 3, 4, 5
+# typed zeros so every call of _par_pass has one signature (one compile per dtype)
+_F0 = np.float64(0.0)
+_I0 = np.int64(0)
+
+
+@njit(cache=True, parallel=True)
+def _par_pass(kind, l, out, bmax, bbad, bn, bhv, bhi, bhist, cid, cx, ce, bcount, bmin,
+              tt, m, xk, k, tb, llo, lhi, xc, idc, min_p):
+    """One pass of kind ``kind`` over the blocks of one row, blocks spread over threads.
+
+    A single parallel function (rather than one per pass) keeps compile time down.
+    The arrays are the fields of the workspace tuple (passed one by one:
+    arrays unpacked from a tuple inside a parfor were not written back).  Each
+    block writes only its own slot, so results never depend on the schedule.
+    """
+    V = l.shape[0]
+    nblk = (V + BLOCK - 1) // BLOCK
+    for j in prange(nblk):
+        lo = j * BLOCK
+        hi = min(V, lo + BLOCK)
+        if kind == _P_MAX:
+            bmax[j], bbad[j] = _blk_max(l, lo, hi)
+        elif kind == _P_TOPK:
+            bn[j], bmax[j], bbad[j] = _blk_topk(l, lo, hi, k, bhv[j], bhi[j])
+        elif kind == _P_HIST:
+            bidx = np.empty(_HCHUNK, dtype=np.int32)
+            pv = np.empty(_HCHUNK, dtype=np.float64)
+            _blk_hist(l, lo, hi, tt, m, xk, bhist[j], bidx, pv)
+        elif kind == _P_COLLECT:
+            bcount[j] = _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xk, xc, idc, cid, cx, ce, lo)
+        elif kind == _P_MINP:
+            bmin[j] = _blk_minp(l, lo, hi, tt, m, min_p)
+        else:
+            _blk_write(l, lo, hi, tt, xc, idc, out)
+
+
+@njit(cache=True)
+def _row_max(l, par, ws):
+    bmax, bbad = ws[0], ws[1]
+    V = l.shape[0]
+    if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
+        return _blk_max(l, 0, V)
+    _par_pass(_P_MAX, l, l, *ws, l[0], _F0, _F0, _I0, _I0, _F0, _F0, _F0, _I0, _F0)
+    nblk = (V + BLOCK - 1) // BLOCK
+    m = -np.inf
+    bad = 0
+    for j in range(nblk):
+        m = max(m, bmax[j])
+        bad += bbad[j]
+    return m, bad
+
+
+@njit(cache=True)
+def _row_topk(l, par, ws, k, hv, hi_):
+    """Top-k heap of the row in (hv, hi_); returns (n, max, n_bad)."""
+    V = l.shape[0]
+    if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
+        return _blk_topk(l, 0, V, k, hv, hi_)
+    bmax, bbad, bn, bhv, bhi = ws[0], ws[1], ws[2], ws[3], ws[4]
+    _par_pass(_P_TOPK, l, l, *ws, l[0], _F0, _F0, np.int64(k), _I0, _F0, _F0, _F0, _I0, _F0)
+    nblk = (V + BLOCK - 1) // BLOCK
+    n = 0
+    m = -np.inf
+    bad = 0
+    for j in range(nblk):
+        m = max(m, bmax[j])
+        bad += bbad[j]
+        for t in range(bn[j]):
+            n = _heap_push_all(hv, hi_, n, k, bhv[j, t], bhi[j, t])
+    return n, m, bad
+
+
+@njit(cache=True)
+def _row_hist(l, par, ws, tt, m, xk, hist):
+    """Bucket masses (float64, NB) of tokens with x >= xk: block sums merged in block order."""
+    bhist = ws[5]
+    V = l.shape[0]
+    nblk = (V + BLOCK - 1) // BLOCK
+    hist[:] = 0.0
+    if par and V > BLOCK:
+        _par_pass(_P_HIST, l, l, *ws, tt, np.float64(m), np.float64(xk), _I0, _I0, _F0, _F0, _F0, _I0, _F0)
+        for j in range(nblk):
+            for b in range(NB):
+                hist[b] += bhist[j, b]
+    else:
+        bidx = np.empty(_HCHUNK, dtype=np.int32)
+        pv = np.empty(_HCHUNK, dtype=np.float64)
+        for j in range(nblk):
+            _blk_hist(l, j * BLOCK, min(V, (j + 1) * BLOCK), tt, m, xk, bhist[0], bidx, pv)
+            for b in range(NB):
+                hist[b] += bhist[0, b]
+    for b in range(NB):
+        hist[b] *= _BUCKET_SCALE[b]
+
+
+@njit(cache=True)
+def _row_collect(l, par, ws, tt, m, lmax, tb, xlim, xc, idc):
+    """Tokens of bucket tb passing the filters, in id order, at the front of cid/cx/ce."""
+    cid, cx, ce, bcount = ws[6], ws[7], ws[8], ws[9]
+    V = l.shape[0]
+    llo, lhi = _bucket_l_bounds(tb, tt, m, lmax)
+    if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
+        return _blk_collect(l, 0, V, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, 0)
+    _par_pass(_P_COLLECT, l, l, *ws, tt, np.float64(m), np.float64(xlim), _I0, np.int64(tb),
+              np.float64(llo), np.float64(lhi), np.float64(xc), np.int64(idc), _F0)
+    nblk = (V + BLOCK - 1) // BLOCK
+    n = 0
+    for j in range(nblk):
+        lo = j * BLOCK
+        for t in range(bcount[j]):
+            cid[n] = cid[lo + t]
+            cx[n] = cx[lo + t]
+            ce[n] = ce[lo + t]
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _row_minp(l, par, ws, tt, m, min_p):
+    bmin = ws[10]
+    V = l.shape[0]
+    if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
+        return _blk_minp(l, 0, V, tt, m, min_p)
+    _par_pass(_P_MINP, l, l, *ws, tt, np.float64(m), _F0, _I0, _I0, _F0, _F0, _F0, _I0,
+              np.float64(min_p))
+    nblk = (V + BLOCK - 1) // BLOCK
+    best = np.inf
+    for j in range(nblk):
+        best = min(best, bmin[j])
+    return best
+
+
+@njit(cache=True)
+def _row_write(l, par, ws, tt, xc, idc, out):
+    if par and l.shape[0] > BLOCK:
+        _par_pass(_P_WRITE, l, out, *ws, tt, _F0, _F0, _I0, _I0, _F0, _F0, np.float64(xc), np.int64(idc), _F0)
+    else:
+        _blk_write(l, 0, l.shape[0], tt, xc, idc, out)
+
+
+@njit(cache=True, inline="always")
+def _sub_bucket(xmax, span, x):
+    # divide (not multiply by a reciprocal) so a subnormal span cannot overflow
+    return min(_SUB - 1, int((xmax - x) / span * (_SUB - 1)))
+
+
+@njit(cache=True)
+def _resolve(cid, cx, ce, n, need):
+    """Crossing token among candidates (id order) taken in (x desc, id asc) order.
+
+    The crossing token is the first whose cumulative mass (including itself)
+    reaches ``need``; if rounding leaves ``need`` unreached, the last one.
+    Returns (x, id, mass up to and including it).  Reorders cid/cx/ce.
+    """
+    above = 0.0
+    sub = np.empty(_SUB, dtype=np.float64)
+    while True:
+        if n <= _SMALL:
+            break
+        xmin, xmax = np.inf, -np.inf
+        for i in range(n):
+            xmin = min(xmin, cx[i])
+            xmax = max(xmax, cx[i])
+        if xmin == xmax:
+            break  # all tied: id order is the order
+        span = xmax - xmin
+        sub[:] = 0.0
+        for i in range(n):
+            sub[_sub_bucket(xmax, span, cx[i])] += ce[i]
+        cum = 0.0
+        kb = -1
+        for b in range(_SUB):
+            if sub[b] > 0.0:
+                if cum + sub[b] >= need:
+                    kb = b
+                    break
+                cum += sub[b]
+        if kb < 0:  # rounding: need not reached -> last non-empty sub-bucket
+            cum = 0.0
+            for b in range(_SUB):
+                if sub[b] > 0.0:
+                    kb = b
+            for b in range(kb):
+                cum += sub[b]
+        # keep only sub-bucket kb (order preserved)
+        w = 0
+        for i in range(n):
+            if _sub_bucket(xmax, span, cx[i]) == kb:
+                cid[w], cx[w], ce[w] = cid[i], cx[i], ce[i]
+                w += 1
+        if w == n:  # no progress possible (should not happen); fall back to sorting
+            break
+        n = w
+        above += cum
+        need -= cum
+    # stable insertion sort by x descending (ids already ascending)
+    for i in range(1, n):
+        a, b_, c = cid[i], cx[i], ce[i]
+        j = i - 1
+        while j >= 0 and cx[j] < b_:
+            cid[j + 1], cx[j + 1], ce[j + 1] = cid[j], cx[j], ce[j]
+            j -= 1
+        cid[j + 1], cx[j + 1], ce[j + 1] = a, b_, c
+    acc = 0.0
+    for i in range(n):
+        acc += ce[i]
+        if acc >= need:
+            return cx[i], cid[i], above + acc
+    return cx[n - 1], cid[n - 1], above + acc
+
+
+@njit(cache=True)
+def _before(xa, ia, xb, ib):
+    """True when (xa, ia) comes strictly before (xb, ib) in (x desc, id asc) order."""
+    return xa > xb or (xa == xb and ia < ib)
+
+
+@njit(cache=True)
+def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
+    """Filter (mode 0, writes ``out``) or sample (mode 1) one row.
+
+    ``par`` spreads the row's blocks over the threads; otherwise one thread
+    does them in order.  Both give bit-identical results.  ``ws`` is the
+    workspace tuple of _par_pass; (hv, hi_) a top-k heap; ``hist`` (NB,).
+    Returns (status, token, logprob).
+    """
+    V = l.shape[0]
+    big = np.int64(V)
+    # 1. row maximum (and the k-th largest logit when top-k is on)
+    use_k = 0 < k < V and tt != 0
+    if use_k:
+        n, lmax, bad = _row_topk(l, par, ws, k, hv, hi_)
+        lk = hv[0]
+    else:
+        lmax, bad = _row_max(l, par, ws)
+        lk = -np.inf
+    if bad:
+        return _BAD_VALUE, -1, 0.0
+    if lmax == -np.inf:
+        return _NO_FINITE, -1, 0.0
+    if tt == 0:  # greedy: first maximum, no randomness
+        j = 0
+        while l[j] != lmax:
+            j += 1
+        if mode == 0:
+            out[:] = -np.inf
+            out[j] = lmax
+        return _OK, j, 0.0
+    lm = np.empty(1, dtype=l.dtype)
+    lm[0] = lmax  # back to the logits dtype: the scaling must divide in that dtype
+    mx = lm[0] / tt
+    if mx == np.inf:
+        return _OVERFLOW, -1, 0.0
+    m = np.float64(mx)
+    xk = np.float64(lk / tt)  # k-th largest scaled logit (division is monotone)
+    # 2. cuts in (x desc, id asc) order; keep everything not after the cut
+    xc, idc = xk, big
+    kind = 1 if use_k else 0  # 0 none, 1 top-k, 2 top-p, 3 min-p
+    acc_p = 0.0
+    need_hist = mode == 1 or top_p < 1.0
+    if need_hist:
+        _row_hist(l, par, ws, tt, m, xk, hist)
+    if top_p < 1.0:
+        z = 0.0
+        for b in range(NB):
+            z += hist[b]
+        thr = top_p * z
+        cum = 0.0
+        bs = -1
+        for b in range(N_REGULAR):
+            if hist[b] > 0.0:
+                if cum + hist[b] >= thr:
+                    bs = b
+                    break
+                cum += hist[b]
+        need = thr - cum
+        if bs < 0:  # rounding left thr unreached: keep every token with mass
+            need = np.inf
+            cum = 0.0
+            for b in range(N_REGULAR):
+                if hist[b] > 0.0:
+                    bs = b
+            for b in range(bs):
+                cum += hist[b]
+        nc = _row_collect(l, par, ws, tt, m, lmax, bs, xk, -np.inf, big)
+        pxc, pid, acc_p = _resolve(ws[6], ws[7], ws[8], nc, need)
+        if _before(pxc, pid, xc, idc):
+            xc, idc, kind = pxc, pid, 2
+    if min_p > 0.0:
+        xm = _row_minp(l, par, ws, tt, m, min_p)
+        if _before(xm, big, xc, idc):
+            xc, idc, kind = xm, big, 3
+    if mode == 0:
+        _row_write(l, par, ws, tt, xc, idc, out)
+        return _OK, -1, 0.0
+    # 3. mass of the kept set, then one inverse-CDF draw
+    bc = _bucket(m - xc)
+    partial = 0.0
+    if kind == 2:
+        partial = acc_p
+    elif kind == 1 or kind == 0:
+        partial = hist[bc] if bc < N_REGULAR else 0.0
+    else:
+        nc = _row_collect(l, par, ws, tt, m, lmax, bc, xk, xc, idc)
+        for i in range(nc):
+            partial += ws[8][i]
+    zk = 0.0
+    for b in range(min(bc, N_REGULAR)):
+        zk += hist[b]
+    zk += partial
+    target = u * zk
+    cum = 0.0
+    pick = -1
+    for b in range(min(bc, N_REGULAR)):
+        if hist[b] > 0.0 and target < cum + hist[b]:
+            pick = b
+            break
+        cum += hist[b]
+    if pick < 0 and partial > 0.0 and bc < N_REGULAR:
+        pick = bc
+    if pick < 0:  # rounding at the very top of the CDF: last bucket with mass
+        for b in range(min(bc + 1, N_REGULAR)):
+            if hist[b] > 0.0 and (b < bc or partial > 0.0):
+                pick = b
+        cum = 0.0
+        for b in range(pick):
+            cum += hist[b]
+        target = np.inf
+    if pick == bc:
+        nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, xc, idc)
+    else:
+        nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, -np.inf, big)
+    cid, cx, ce = ws[6], ws[7], ws[8]
+    r = target - cum
+    acc = 0.0
+    tok = cid[nc - 1]
+    dtok = m - cx[nc - 1]
+    for i in range(nc):
+        acc += ce[i]
+        if acc > r:
+            tok = cid[i]
+            dtok = m - cx[i]
+            break
+    return _OK, tok, -dtok - math.log(zk)
+
+
+@njit(cache=True, parallel=True)
+def _rows_driver(l2, tts, ks, tps, mps, us, mode, out, ngroups, maxk,
+                 bhist, cid, cx, ce, tokens, logps, status):
+    """Rows spread over ``ngroups`` threads, each row processed by one thread.
+
+    Scratch ``bhist`` (G, 1, NB) and ``cid``/``cx``/``ce`` (G, V) are per group.
+    """
+    B, V = l2.shape
+    nblk = (V + BLOCK - 1) // BLOCK
+    per = (B + ngroups - 1) // ngroups
+    kk = max(maxk, 1)
+    for g in prange(ngroups):
+        ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
+              np.empty(nblk, dtype=np.int64), np.empty((1, 1), dtype=l2.dtype),
+              np.empty((1, 1), dtype=np.int64), bhist[g], cid[g], cx[g], ce[g],
+              np.empty(nblk, dtype=np.int64), np.empty(nblk, dtype=np.float64))
+        hv = np.empty(kk, dtype=l2.dtype)
+        hi_ = np.empty(kk, dtype=np.int64)
+        hist = np.empty(NB, dtype=np.float64)
+        for r in range(g * per, min(B, (g + 1) * per)):
+            s, t, lp = _process_row(l2[r], tts[r], ks[r], tps[r], mps[r], us[r], mode, False,
+                                    out[r], ws, hv, hi_, hist)
+            status[r] = s
+            tokens[r] = t
+            logps[r] = lp
+
+
+@njit(cache=True)
+def _row_par_driver(l2, tts, ks, tps, mps, us, mode, out, maxk, bhist, cid, cx, ce,
+                    tokens, logps, status):
+    """Rows one at a time, each row's blocks spread over the threads.
+
+    Scratch ``bhist`` (nblk, NB) and ``cid``/``cx``/``ce`` (V,).
+    """
+    B, V = l2.shape
+    nblk = (V + BLOCK - 1) // BLOCK
+    kk = max(maxk, 1)
+    ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
+          np.empty(nblk, dtype=np.int64), np.empty((nblk, kk), dtype=l2.dtype),
+          np.empty((nblk, kk), dtype=np.int64), bhist, cid, cx, ce,
+          np.empty(nblk, dtype=np.int64), np.empty(nblk, dtype=np.float64))
+    hv = np.empty(kk, dtype=l2.dtype)
+    hi_ = np.empty(kk, dtype=np.int64)
+    hist = np.empty(NB, dtype=np.float64)
+    for r in range(B):
+        s, t, lp = _process_row(l2[r], tts[r], ks[r], tps[r], mps[r], us[r], mode, True,
+                                out[r], ws, hv, hi_, hist)
+        status[r] = s
+        tokens[r] = t
+        logps[r] = lp
+
+
+@njit(cache=True, parallel=True)
+def _topk_rows(l2, k, ngroups, vals, idx, status):
+    B, V = l2.shape
+    per = (B + ngroups - 1) // ngroups
+    for g in prange(ngroups):
+        for r in range(g * per, min(B, (g + 1) * per)):
+            n, m, bad = _blk_topk(l2[r], 0, V, k, vals[r], idx[r])
+            _heap_sort_desc(vals[r], idx[r], n)
+            status[r] = _BAD_VALUE if bad else (_NO_FINITE if m == -np.inf else _OK)
+
+
+@njit(cache=True)
+def _topk_row_par(l2, k, vals, idx, status):
+    B, V = l2.shape
+    nblk = (V + BLOCK - 1) // BLOCK
+    # same workspace types as the sampling path, so _par_pass is compiled once per dtype
+    ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
+          np.empty(nblk, dtype=np.int64), np.empty((nblk, k), dtype=l2.dtype),
+          np.empty((nblk, k), dtype=np.int64), np.empty((1, NB), dtype=np.float64),
+          np.empty(1, dtype=np.int64), np.empty(1, dtype=np.float64),
+          np.empty(1, dtype=np.float64), np.empty(nblk, dtype=np.int64),
+          np.empty(nblk, dtype=np.float64))
+    for r in range(B):
+        n, m, bad = _row_topk(l2[r], True, ws, k, vals[r], idx[r])
+        _heap_sort_desc(vals[r], idx[r], n)
+        status[r] = _BAD_VALUE if bad else (_NO_FINITE if m == -np.inf else _OK)
+
+
+# --------------------------------------------------------------------------- #
+# Public API.
+# --------------------------------------------------------------------------- #
+
+def _raise_status(status, temperature_rows):
+    bad = np.nonzero(status != _OK)[0]
+    if bad.size == 0:
+        return
+    r = int(bad[0])
+    s = int(status[r])
+    if s == _BAD_VALUE:
+        raise ValueError(f"logits must not contain NaN or +inf (first bad row {r})")
+    if s == _NO_FINITE:
+        raise ValueError(f"logits row {r} has no finite logit")
+    raise ValueError(
+        f"temperature {temperature_rows[r]} is too small for row {r}: "
+        "the scaled logits overflow the logits dtype"
+    )
+
+
+def _use_row_par(B):
+    return B < numba.get_num_threads()
+
+
+def _prepare(logits, temperature, top_k_, top_p, min_p):
+    a = check_float_array("logits", logits, (1, 2))
+    l2, squeeze = _as_2d(a)
+    if not l2.flags.c_contiguous:
+        l2 = np.ascontiguousarray(l2)
+    B, V = l2.shape
+    if V == 0:
+        raise ValueError("logits must have at least one token (V >= 1)")
+    t, k, p, mp = _row_params(B, temperature, top_k_, top_p, min_p)
+    tdt = t.astype(l2.dtype)  # scaling happens in the logits dtype
+    tiny = (t > 0) & (tdt == 0)
+    if tiny.any():
+        r = int(np.nonzero(tiny)[0][0])
+        raise ValueError(f"temperature must be 0 or representable in {l2.dtype} (row {r}, got {t[r]})")
+    # (overflow of the scaled maximum is detected inside the kernel, row by row)
+    k = np.where((k <= 0) | (k >= V), 0, k)
+    return l2, squeeze, t, tdt, k, p, mp
+
+
+def _run(l2, tdt, k, p, mp, u, mode, out):
+    B, V = l2.shape
+    tokens = np.empty(B, dtype=np.int64)
+    logps = np.empty(B, dtype=np.float64)
+    status = np.zeros(B, dtype=np.int64)
+    if B == 0:
+        return tokens, logps, status
+    maxk = int(k.max())
+    nblk = (V + BLOCK - 1) // BLOCK
+    if _use_row_par(B):
+        bhist = aligned_empty((nblk, NB), np.float64)
+        cid = aligned_empty(V, np.int64)
+        cx = aligned_empty(V, np.float64)
+        ce = aligned_empty(V, np.float64)
+        _row_par_driver(l2, tdt, k, p, mp, u, mode, out, maxk, bhist, cid, cx, ce,
+                        tokens, logps, status)
+    else:
+        ng = min(B, numba.get_num_threads())
+        bhist = aligned_empty((ng, 1, NB), np.float64)
+        cid = aligned_empty((ng, V), np.int64)
+        cx = aligned_empty((ng, V), np.float64)
+        ce = aligned_empty((ng, V), np.float64)
+        _rows_driver(l2, tdt, k, p, mp, u, mode, out, ng, maxk, bhist, cid, cx, ce,
+                     tokens, logps, status)
+    return tokens, logps, status
+
+
+def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+    """Temperature-scale logits and set every token removed by top-k/top-p/min-p to -inf.
+
+    Parameters
+    ----------
+    logits : ndarray, (B, V) or (V,), float32 or float64
+    temperature : float or (B,) array
+        ``0`` is greedy (only the first argmax survives and keeps its unscaled
+        logit); ``> 0`` divides the logits in the logits dtype.
+    top_k : int or (B,) int array
+        Keep every token whose scaled logit is >= the k-th largest (ties kept).
+        ``<= 0`` or ``>= V`` disables it.
+    top_p : float or (B,) array in (0, 1]
+        Keep the smallest set of most probable tokens (descending probability,
+        lower id first on ties) whose float64 mass reaches ``top_p`` of the
+        top-k-renormalised distribution; the crossing token is kept.
+    min_p : float or (B,) array in [0, 1]
+        Keep tokens with probability >= ``min_p`` times the largest.
+
+    Filters apply in the order temperature, top-k, top-p, min-p.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``logits``.
+    """
+    l2, squeeze, t, tdt, k, p, mp = _prepare(logits, temperature, top_k, top_p, min_p)
+    out = aligned_empty(l2.shape, l2.dtype)  # (B, V)
+    u = np.zeros(l2.shape[0])
+    _, _, status = _run(l2, tdt, k, p, mp, u, 0, out)
+    _raise_status(status, t)
+    return out[0] if squeeze else out
+
+
+def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
+           return_logprobs=False):
+    """Draw one token per row from the filtered, renormalised distribution.
+
+    Parameters
+    ----------
+    logits, temperature, top_k, top_p, min_p
+        As in :func:`filter_logits`.
+    seed : None, int or (B,) integer array
+        ``None`` draws fresh entropy for every row.  An int is used for every
+        row (identical rows then give identical tokens: pass a per-row array
+        for independent streams).  A row's token depends only on its logits,
+        parameters and seed, never on other rows or the thread count.
+        Greedy rows (temperature 0) consume no randomness.
+    return_logprobs : bool
+        Also return the float64 log-probability of each chosen token under the
+        filtered distribution (0 for greedy rows).
+
+    Returns
+    -------
+    tokens : (B,) int64, or an int64 scalar for 1-D logits
+    logprobs : (B,) float64 (only with ``return_logprobs``)
+    """
+    l2, squeeze, t, tdt, k, p, mp = _prepare(logits, temperature, top_k, top_p, min_p)
+    B = l2.shape[0]
+    u = row_uniform(_row_seeds(B, seed))
+    out = np.empty((B, 1), dtype=l2.dtype)  # not written in sampling mode
+    tokens, logps, status = _run(l2, tdt, k, p, mp, u, 1, out)
+    _raise_status(status, t)
+    if squeeze:
+        tokens, logps = tokens[0], logps[0]
+    return (tokens, logps) if return_logprobs else tokens
+
+
+def top_k(logits, k):
+    """The k largest logits per row, sorted descending (lowest index first on ties).
+
+    Parameters
+    ----------
+    logits : ndarray, (B, V) or (V,), float32 or float64
+    k : int in [1, V]
+
+    Returns
+    -------
+    values : (B, k) logits dtype
+    indices : (B, k) int64
+    """
+    a = check_float_array("logits", logits, (1, 2))
+    l2, squeeze = _as_2d(a)
+    if not l2.flags.c_contiguous:
+        l2 = np.ascontiguousarray(l2)
+    B, V = l2.shape
+    k = _check_k(k, V)
+    vals = aligned_empty((B, k), l2.dtype)
+    idx = aligned_empty((B, k), np.int64)
+    status = np.empty(B, dtype=np.int64)
+    if _use_row_par(B):
+        _topk_row_par(l2, k, vals, idx, status)
+    else:
+        _topk_rows(l2, k, min(B, numba.get_num_threads()), vals, idx, status)
+    _raise_status(status, None)
+    if squeeze:
+        return vals[0], idx[0]
+    return vals, idx
+
+
+def sequence_logprob(token_logprobs, lengths, *, reduce="mean"):
+    """Score N candidate sequences from their per-token log-probabilities.
+
+    Parameters
+    ----------
+    token_logprobs : (N, T) float array
+        Row ``i`` holds the log-probabilities of candidate ``i``'s tokens; entries
+        at positions ``>= lengths[i]`` are padding and ignored.
+    lengths : (N,) int array with values in [1, T]
+    reduce : "mean" or "sum"
+
+    Returns
+    -------
+    (N,) float64
+
+    Notes
+    -----
+    ``"sum"`` is the joint log-probability of the sequence.  Every token adds a
+    negative term, so the sum prefers short outputs regardless of quality; the
+    per-token mean removes that length bias and is what :func:`best_of_n` uses.
+    """
+    lp, ln = _check_seq(token_logprobs, lengths)
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    T = lp.shape[1]
+    mask = np.arange(T)[None, :] < ln[:, None]  # (N, T)
+    s = np.where(mask, lp, 0.0).sum(axis=1)
+    return s / ln if reduce == "mean" else s
+
+
+def best_of_n(token_logprobs, lengths):
+    """Index of the candidate with the highest mean token log-probability.
+
+    Ties go to the lowest index.  The mean, not the sum, is used: the sum of
+    log-probabilities falls with every extra token, so it would pick the
+    shortest candidate rather than the most confident one.
+    """
+    return int(np.argmax(sequence_logprob(token_logprobs, lengths, reduce="mean")))
+
+
+def _check_seq(token_logprobs, lengths):
+    lp = check_float_array("token_logprobs", token_logprobs, 2).astype(np.float64, copy=False)
+    N, T = lp.shape
+    if N == 0:
+        raise ValueError("token_logprobs must hold at least one candidate (N >= 1)")
+    ln = np.asarray(lengths)
+    if ln.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array, got {ln.dtype}")
+    if ln.shape != (N,):
+        raise ValueError(f"lengths must have shape ({N},), got {ln.shape}")
+    ln = ln.astype(np.int64)
+    badl = (ln < 1) | (ln > T)
+    if badl.any():
+        i = int(np.nonzero(badl)[0][0])
+        raise ValueError(f"lengths must be in [1, T={T}] (first bad candidate {i}, got {ln[i]})")
+    valid = np.arange(T)[None, :] < ln[:, None]
+    badv = valid & ~(lp <= 0)  # NaN or positive log-probability
+    if badv.any():
+        i = int(np.nonzero(badv.any(axis=1))[0][0])
+        raise ValueError(f"token_logprobs must be <= 0 and not NaN (first bad candidate {i})")
+    return lp, ln
