@@ -1,0 +1,329 @@
+"""The performance-regression gate (``scalelab regress``, reports/regress.py).
+
+Fast tests check the gate's decision rule on synthetic asv results, its
+environment and its argument handling. The slow tests are the proof: in a
+temporary clone of this repository they commit a 2x slowdown of
+``kernels.attention.decode_attention``, an unchanged revision and a broken
+kernel, and run the real gate (a real ``asv continuous`` in a virtualenv that
+the module's tests share) on ``asv_benchmarks/gate_probe.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reports import regress
+from reports.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------ decision rule
+
+
+def _entry(samples):
+    samples = [float(x) for x in samples]
+    return (float(np.median(samples)), {"ci_99_a": min(samples), "ci_99_b": max(samples)}, samples)
+
+
+def _noisy(center, n=40, seed=0, spread=0.03):
+    rng = np.random.default_rng(seed)
+    return center * (1.0 + spread * rng.standard_normal(n))
+
+
+def test_two_x_slowdown_with_samples_is_a_regression():
+    base = {("m.T.time_k", ""): _entry(_noisy(1e-3, seed=1))}
+    head = {("m.T.time_k", ""): _entry(_noisy(2e-3, seed=2))}
+    (row,) = regress.compare_results(base, head, {"m.T.time_k": "seconds"}, factor=1.3)
+    assert row.verdict == "regression"
+    assert row.significant and row.p_value < regress.ALPHA
+    assert row.ratio == pytest.approx(2.0, rel=0.05)
+
+
+def test_same_distribution_is_not_a_regression():
+    base = {("m.T.time_k", "1"): _entry(_noisy(1e-3, seed=3))}
+    head = {("m.T.time_k", "1"): _entry(_noisy(1e-3, seed=4))}
+    (row,) = regress.compare_results(base, head, {"m.T.time_k": "seconds"}, factor=1.05)
+    assert row.verdict == "same"
+    assert row.slowdown == pytest.approx(1.0, abs=0.05)
+
+
+def test_big_but_insignificant_change_does_not_gate():
+    # Three samples a side: a rank test cannot reach p < 0.002, and the 99%
+    # intervals overlap, so a 1.6x median change is not evidence.
+    base = {("m.time_k", ""): _entry([1.0, 1.1, 3.0])}
+    head = {("m.time_k", ""): _entry([1.6, 1.7, 2.9])}
+    (row,) = regress.compare_results(base, head, {"m.time_k": "seconds"}, factor=1.3)
+    assert row.verdict == "same" and row.significant is False
+
+
+def test_significant_slowdown_below_factor_does_not_gate():
+    base = {("m.time_k", ""): _entry(_noisy(1.0, seed=5, spread=0.001))}
+    head = {("m.time_k", ""): _entry(_noisy(1.1, seed=6, spread=0.001))}
+    (row,) = regress.compare_results(base, head, {"m.time_k": "seconds"}, factor=1.3)
+    assert row.significant and row.verdict == "same"
+    (row,) = regress.compare_results(base, head, {"m.time_k": "seconds"}, factor=1.05)
+    assert row.verdict == "regression"
+
+
+def test_rates_are_higher_is_better():
+    # GFLOP/s halving is a 2x slowdown; doubling is an improvement.
+    base = {("m.track_gflops", ""): _entry(_noisy(100.0, seed=7))}
+    head = {("m.track_gflops", ""): _entry(_noisy(50.0, seed=8))}
+    (row,) = regress.compare_results(base, head, {"m.track_gflops": "GFLOP/s"}, factor=1.3)
+    assert row.verdict == "regression" and row.slowdown == pytest.approx(2.0, rel=0.05)
+    (row,) = regress.compare_results(head, base, {"m.track_gflops": "GFLOP/s"}, factor=1.3)
+    assert row.verdict == "improvement"
+
+
+def test_failed_skipped_and_unsampled_results():
+    base = {
+        ("a", ""): _entry([1.0] * 10),
+        ("b", ""): (math.nan, None, None),  # skipped (e.g. torch missing)
+        ("c", ""): (2.0, None, None),  # a plain track_ value: no samples, no stats
+        ("d", ""): (None, None, None),  # fails on base only: a benchmark of a new kernel
+    }
+    head = {("a", ""): (None, None, None), ("b", ""): (math.nan, None, None), ("c", ""): (9.0, None, None),
+            ("d", ""): _entry([1.0] * 10)}
+    rows = {r.benchmark: r for r in regress.compare_results(base, head, {"a": "seconds"}, factor=1.3)}
+    assert rows["a"].verdict == "failed"
+    assert rows["b"].verdict == "skipped"
+    assert rows["c"].verdict == "n/a" and rows["c"].significant is None
+    assert rows["d"].verdict == "new"
+    # failures sort first, and the table says so in words
+    table = regress.format_table(list(rows.values()), "a" * 40, "b" * 40, 1.3)
+    assert "| `a` | - | 1 s | failed |" in table and "**failed**" in table
+
+
+def test_identical_samples_are_not_different():
+    base = {("m.t", ""): _entry([1.0] * 20)}
+    head = {("m.t", ""): _entry([1.0] * 20)}
+    (row,) = regress.compare_results(base, head, {}, factor=1.05)
+    assert row.p_value == 1.0 and row.verdict == "same"
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5, math.inf, math.nan])
+def test_factor_must_exceed_one(factor):
+    with pytest.raises(ValueError, match="factor"):
+        regress.compare_results({}, {}, {}, factor=factor)
+
+
+def test_table_rows_carry_params_and_units():
+    base = {("attention.Decode.time_decode", "8, 2"): _entry([2e-3] * 20)}
+    head = {("attention.Decode.time_decode", "8, 2"): _entry([2.1e-3] * 20)}
+    rows = regress.compare_results(base, head, {"attention.Decode.time_decode": "seconds"}, 1.3)
+    table = regress.format_table(rows, "0123456789abcdef", "fedcba9876543210", 1.3)
+    lines = table.splitlines()
+    assert lines[2].startswith("| benchmark | parameters | base | head | ratio | significant |")
+    assert lines[4] == ("| `attention.Decode.time_decode` | 8, 2 | 2 ms | 2.1 ms | 1.050 | "
+                        f"yes (p={rows[0].p_value:.1e}) | same |")
+
+
+# --------------------------------------------------------------- environment
+
+
+def test_environment_is_single_threaded_and_leaves_openblas_tuning_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere/shared")
+    env = regress.gate_environment(tmp_path / "cache", tmp_path / "site")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert env[var] == "1"
+    assert env["OPENBLAS_CORETYPE"] == "Zen"
+    assert "NUMBA_CACHE_DIR" not in env  # set per revision by sitecustomize instead
+    assert env["ASV_PYTHONPATH"] == str(tmp_path / "site")
+
+
+def test_sitecustomize_gives_each_revision_its_own_numba_cache(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(regress._SITECUSTOMIZE)
+    seen = {}
+    for commit in ("a" * 40, "b" * 40):
+        env = dict(os.environ, PYTHONPATH=str(site), SCALELAB_NUMBA_CACHE_ROOT=str(tmp_path / "c"),
+                   ASV_COMMIT=commit)
+        env.pop("NUMBA_CACHE_DIR", None)
+        out = subprocess.run(
+            [sys.executable, "-c", "import numba; print(numba.config.CACHE_DIR)"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        seen[commit] = out
+    assert seen["a" * 40] == str(tmp_path / "c" / ("a" * 40))
+    assert seen["b" * 40] == str(tmp_path / "c" / ("b" * 40))
+
+
+def test_continuous_command_interleaves_and_pins_the_machine():
+    cmd = regress.asv_continuous_command("b" * 40, "h" * 40, factor=1.3, bench="gate_probe",
+                                         machine="m1", rounds=2, repeat=20)
+    assert cmd[cmd.index("continuous") + 1:cmd.index("continuous") + 3] == ["b" * 40, "h" * 40]
+    assert "--interleave-rounds" in cmd
+    assert "rounds=2" in cmd and "repeat=20" in cmd
+    assert cmd[cmd.index("--machine") + 1] == "m1"
+    assert cmd[cmd.index("--bench") + 1] == "gate_probe"
+
+
+# ------------------------------------------------------------------- the CLI
+
+
+def test_bad_revision_is_one_line_and_exit_2(capsys):
+    code = cli_main(["regress", "no-such-revision-xyz", "HEAD", "--repo", str(REPO), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "BASE" in err[0] and "no-such-revision-xyz" in err[0]
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["HEAD", "HEAD", "--factor", "0.9"], "factor"),
+    (["HEAD~0", "HEAD", "--bench", "("], "bench"),
+    (["HEAD", "deadbeef" * 5], "HEAD"),
+])
+def test_bad_arguments_exit_2(capsys, argv, word):
+    code = cli_main(["regress", *argv, "--repo", str(REPO), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and word in err[0]
+
+
+# ---------------------------------------------------------- normalized signal
+
+
+def test_normalized_ratio_tracks_work_not_machine_speed():
+    sys.path.insert(0, str(REPO))
+    try:
+        from asv_benchmarks.normalized import normalized_samples, reference_compute
+    finally:
+        sys.path.remove(str(REPO))
+    x = np.ones(1024, dtype=np.float32)
+    reference_compute(x, x, 8)  # compile outside the measurement
+    ref = lambda: reference_compute(x, x, 256)  # noqa: E731
+    double = lambda: reference_compute(x, x, 512)  # noqa: E731 - exactly twice the work
+    result = normalized_samples(double, ref, pairs=9, block=8)
+    assert result["number"] == 1 and len(result["samples"]) == 9
+    assert float(np.median(result["samples"])) == pytest.approx(2.0, rel=0.25)
+
+
+# ------------------------------------------------------- proof: real asv runs
+
+SLOWDOWN_PATCH = '''
+
+# --- deliberate 2x slowdown committed by tests/test_regress.py ---
+_decode_attention_once = decode_attention
+
+
+def decode_attention(*args, **kwargs):
+    _decode_attention_once(*args, **kwargs)
+    return _decode_attention_once(*args, **kwargs)
+'''
+
+BROKEN_PATCH = '''
+
+# --- deliberately broken by tests/test_regress.py ---
+def decode_attention(*args, **kwargs):
+    raise RuntimeError("decode_attention deliberately broken")
+'''
+
+PROBE = "gate_probe.DecodeProbe.time_decode_attention"
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit_on_branch(clone, branch, base, path, append, message):
+    _git(clone, "checkout", "-q", "-B", branch, base)
+    with open(clone / path, "a") as fh:
+        fh.write(append)
+    _git(clone, "commit", "-q", "-am", message)
+    sha = _git(clone, "rev-parse", "HEAD")
+    _git(clone, "checkout", "-q", base)
+    return sha
+
+
+@pytest.fixture(scope="module")
+def gate_clone():
+    """A clone of this repository's committed HEAD with three extra commits.
+
+    The asv virtualenv (built once, ~1-2 min) lives in the clone's .asv/env
+    and is shared by every test of this module; the whole clone is removed
+    afterwards.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="scalelab-gate-test-"))
+    try:
+        clone = tmp / "repo"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        attention = clone / "kernels" / "attention.py"
+        if not attention.is_file() or "def decode_attention" not in attention.read_text():
+            pytest.skip("kernels/attention.py with decode_attention is not committed yet")
+        _git(clone, "config", "user.name", "scalelab gate test")
+        _git(clone, "config", "user.email", "gate-test@scalelab.invalid")
+        # asv takes the benchmark suite from the work tree (not from each
+        # commit), so the probe is placed there if HEAD predates it.
+        probe = clone / "asv_benchmarks" / "gate_probe.py"
+        if not probe.is_file():
+            shutil.copy(REPO / "asv_benchmarks" / "gate_probe.py", probe)
+        base = _git(clone, "rev-parse", "HEAD")
+        shas = {
+            "base": base,
+            "unchanged": _commit_on_branch(clone, "unchanged", base, "README.md",
+                                           "\n<!-- gate test: no code change -->\n", "README only"),
+            "slow": _commit_on_branch(clone, "slow", base, "kernels/attention.py", SLOWDOWN_PATCH,
+                                      "decode_attention does its work twice"),
+            "broken": _commit_on_branch(clone, "broken", base, "kernels/attention.py", BROKEN_PATCH,
+                                        "decode_attention raises"),
+        }
+        yield clone, shas
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_gate(clone, base, head, *extra):
+    out_json = clone.parent / f"gate-{head[:8]}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reports.cli", "regress", base, head, "--bench", "gate_probe",
+         "--repo", str(clone), "--json", str(out_json), "--quiet", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=840,
+    )
+    record = json.loads(out_json.read_text()) if out_json.is_file() else None
+    return proc, record
+
+
+@pytest.mark.slow
+def test_gate_exits_1_and_names_the_benchmark_on_a_2x_slowdown(gate_clone):
+    clone, shas = gate_clone
+    table = clone.parent / "table.md"
+    proc, record = _run_gate(clone, shas["base"], shas["slow"], "--output", str(table))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert PROBE in proc.stdout and "**regression**" in proc.stdout
+    assert table.read_text().startswith("Benchmarks, base")
+    (row,) = [r for r in record["rows"] if r["benchmark"] == PROBE]
+    assert row["verdict"] == "regression" and row["ratio"] > 1.5
+    # each revision ran with its own Numba cache directory
+    assert set(record["numba_cache_index_files"]) == {shas["base"], shas["slow"]}
+
+
+@pytest.mark.slow
+def test_gate_exits_0_on_an_unchanged_revision(gate_clone):
+    clone, shas = gate_clone
+    proc, record = _run_gate(clone, shas["base"], shas["unchanged"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [r for r in record["rows"] if r["benchmark"] == PROBE]
+    assert row["verdict"] in ("same", "improvement")
+
+
+@pytest.mark.slow
+def test_gate_exits_2_when_the_benchmark_breaks(gate_clone):
+    clone, shas = gate_clone
+    # One round is enough to see a failure (and saves two reinstalls).
+    proc, record = _run_gate(clone, shas["base"], shas["broken"], "--rounds", "1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "benchmarks failed" in proc.stderr and PROBE in proc.stderr
+    (row,) = [r for r in record["rows"] if r["benchmark"] == PROBE]
+    assert row["verdict"] == "failed" and row["head"] is None and row["base"] is not None
