@@ -57,6 +57,12 @@ Conventions
   ``unpermute`` keep the activation dtype (accumulation in that dtype, at
   least float32); ``moe_layer`` requires every array in one dtype and
   computes in it.
+* Threads: every kernel has a parallel driver and a one-thread twin running
+  the same block leaves over the same fixed blocks; small problems (below
+  ``_LOGITS_PARALLEL_MIN``, ``_DISPATCH_PARALLEL_MIN``,
+  ``_COPY_PARALLEL_MIN_BYTES``, ``_SILU_PARALLEL_MIN``) take the twin, since a
+  2-thread fork/join costs milliseconds on a loaded machine. Results are
+  bitwise identical on either path and for any thread count.
 * Weight layout for ``moe_layer``: ``x`` (T, d), ``router_w`` (d, E),
   ``w1`` and ``w3`` (E, d, ffn) (gate and up projections), ``w2`` (E, ffn, d)
   (down projection); expert e computes
@@ -218,110 +224,162 @@ def _silu_mul_block(h, g, lo, hi, one):
 
 
 # ----------------------------------------------------------------------------
-# Parallel drivers
+# Block leaves and their drivers
 # ----------------------------------------------------------------------------
+# Every kernel is a jitted leaf that does one fixed block, driven twice: a
+# parallel driver (prange over blocks) and a one-thread twin (range over the
+# same blocks). Both run the same leaf in the same order within a block and
+# blocks never share outputs, so the two paths are bitwise identical. The
+# public functions take the serial twin below a work threshold: on this 2-core
+# machine, shared with other jobs, a 2-thread parallel section paid a fixed
+# cost of about 5-15 ms (measured: route + dispatch at T=512, E=8 took 0.19 ms
+# on 1 thread and 10-16 ms on 2; permute + unpermute at T=512, d=4096 moved
+# 3.4 GB/s on 1 thread and 1.9 GB/s on 2), which small problems cannot repay.
 
-@njit(parallel=True, cache=True)
-def _route_softmax_kernel(logits, k, renormalize, weights, experts, bad):
+# Router logits (T * E) below which route, the losses and expert_choice run on
+# one thread. One thread routes about 2-10 ns per logit (softmax..grouped
+# sigmoid), so this is at most ~1-2 ms of serial work: T = 512 at E <= 256
+# stays serial; T = 8192 at E >= 64 (the asv bars, 2 threads) stays parallel.
+_LOGITS_PARALLEL_MIN = 1 << 18
+# Assignments (T * k) below which dispatch runs on one thread (~0.1 ms of work).
+_DISPATCH_PARALLEL_MIN = 1 << 15
+# Bytes of rows a permute / unpermute call reads + writes below which it runs
+# on one thread: 64 MiB is ~5 ms of one-thread copying at the ~14 GB/s one
+# core streams here, about the 2-thread fork/join cost measured under load.
+# T = 512, d = 4096, k = 2 in float32 (~34 MB per call) stays serial;
+# T = 8192 (the bandwidth bar, ~0.5 GB per call) stays parallel.
+_COPY_PARALLEL_MIN_BYTES = 1 << 26
+# Elements of h below which the SwiGLU silu * gate runs on one thread.
+_SILU_PARALLEL_MIN = 1 << 16
+
+
+@njit(cache=True)
+def _route_softmax_block(logits, k, renormalize, weights, experts, b):
+    """Softmax top-k of token block b; returns the block's count of NaN / +inf logits."""
     T, E = logits.shape
-    nb = (T + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for b in prange(nb):
-        vals = np.empty(k, logits.dtype)  # selection in the input dtype: exact
-        idx = np.empty(k, np.int32)
-        nbad = 0
-        for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
-            row = logits[t]
-            for e in range(E):  # vectorised NaN / +inf count, kept out of the scan
-                v = row[e]
-                nbad += (v != v) | (v == np.inf)
-            for e in range(k):
-                _push(vals, idx, e, k, row[e], e)
-            thr = vals[k - 1]  # the scan below only ever compares against this
-            for e in range(k, E):
-                v = row[e]
-                if v > thr:
-                    _push(vals, idx, k, k, v, e)
-                    thr = vals[k - 1]
-            m = np.float64(vals[0])
-            if m == -np.inf:  # every expert masked: a token with no route
-                for s in range(k):
-                    weights[t, s] = 0.0
-                    experts[t, s] = idx[s]
-                continue
-            denom = 0.0
-            if renormalize:
-                for s in range(k):
-                    denom += np.exp(np.float64(vals[s]) - m)
-            else:
-                for e in range(E):
-                    denom += np.exp(np.float64(row[e]) - m)
+    vals = np.empty(k, logits.dtype)  # selection in the input dtype: exact
+    idx = np.empty(k, np.int32)
+    nbad = 0
+    for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
+        row = logits[t]
+        for e in range(E):  # vectorised NaN / +inf count, kept out of the scan
+            v = row[e]
+            nbad += (v != v) | (v == np.inf)
+        for e in range(k):
+            _push(vals, idx, e, k, row[e], e)
+        thr = vals[k - 1]  # the scan below only ever compares against this
+        for e in range(k, E):
+            v = row[e]
+            if v > thr:
+                _push(vals, idx, k, k, v, e)
+                thr = vals[k - 1]
+        m = np.float64(vals[0])
+        if m == -np.inf:  # every expert masked: a token with no route
             for s in range(k):
-                weights[t, s] = np.exp(np.float64(vals[s]) - m) / denom
+                weights[t, s] = 0.0
                 experts[t, s] = idx[s]
-        bad[b] = nbad
+            continue
+        denom = 0.0
+        if renormalize:
+            for s in range(k):
+                denom += np.exp(np.float64(vals[s]) - m)
+        else:
+            for e in range(E):
+                denom += np.exp(np.float64(row[e]) - m)
+        for s in range(k):
+            weights[t, s] = np.exp(np.float64(vals[s]) - m) / denom
+            experts[t, s] = idx[s]
+    return nbad
 
 
 @njit(parallel=True, cache=True)
-def _route_sigmoid_kernel(logits, k, bias, n_groups, topk_groups, renormalize, scale,
-                          weights, experts, bad):
+def _route_softmax_par(logits, k, renormalize, weights, experts, bad):
+    for b in prange(bad.shape[0]):
+        bad[b] = _route_softmax_block(logits, k, renormalize, weights, experts, b)
+
+
+@njit(cache=True)
+def _route_softmax_ser(logits, k, renormalize, weights, experts, bad):
+    for b in range(bad.shape[0]):
+        bad[b] = _route_softmax_block(logits, k, renormalize, weights, experts, b)
+
+
+@njit(cache=True)
+def _route_sigmoid_block(logits, k, bias, n_groups, topk_groups, renormalize, scale,
+                         weights, experts, b):
+    """Sigmoid (grouped) top-k of token block b; returns the block's count of NaN logits."""
     T, E = logits.shape
     gsz = E // n_groups
-    nb = (T + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for b in prange(nb):
-        ibuf = np.empty(E, np.int32)
-        pbuf = np.empty(E, np.float32)
-        score = np.empty(E, np.float32)   # (E,) unbiased sigmoid scores
-        biased = np.empty(E, np.float32)  # (E,) selection scores
-        gscore = np.empty(n_groups, np.float32)
-        eligible = np.ones(n_groups, np.bool_)
-        gvals = np.empty(topk_groups, np.float32)
-        gidx = np.empty(topk_groups, np.int32)
-        vals = np.empty(k, np.float32)
-        idx = np.empty(k, np.int32)
-        nbad = 0
-        for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
-            nbad += _sigmoid_row_f32(logits[t], bias, ibuf, pbuf, score, biased)
-            if n_groups > 1:
-                # group score: sum of the group's two highest biased scores
-                for g in range(n_groups):
-                    m1 = -np.inf
-                    m2 = -np.inf
-                    for e in range(g * gsz, (g + 1) * gsz):
-                        v = biased[e]
-                        if v > m1:
-                            m2 = m1
-                            m1 = v
-                        elif v > m2:
-                            m2 = v
-                    gscore[g] = m1 + m2 if gsz > 1 else m1
-                ng = 0
-                for g in range(n_groups):
-                    v = gscore[g]
-                    if ng < topk_groups or v > gvals[topk_groups - 1]:
-                        ng = _push(gvals, gidx, ng, topk_groups, v, g)
-                eligible[:] = False
-                for j in range(topk_groups):
-                    eligible[gidx[j]] = True
-            # experts are visited in ascending id, so ties keep the lowest id;
-            # excluded groups are skipped outright (never masked by value).
-            n = 0
+    ibuf = np.empty(E, np.int32)
+    pbuf = np.empty(E, np.float32)
+    score = np.empty(E, np.float32)   # (E,) unbiased sigmoid scores
+    biased = np.empty(E, np.float32)  # (E,) selection scores
+    gscore = np.empty(n_groups, np.float32)
+    eligible = np.ones(n_groups, np.bool_)
+    gvals = np.empty(topk_groups, np.float32)
+    gidx = np.empty(topk_groups, np.int32)
+    vals = np.empty(k, np.float32)
+    idx = np.empty(k, np.int32)
+    nbad = 0
+    for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
+        nbad += _sigmoid_row_f32(logits[t], bias, ibuf, pbuf, score, biased)
+        if n_groups > 1:
+            # group score: sum of the group's two highest biased scores
             for g in range(n_groups):
-                if not eligible[g]:
-                    continue
+                m1 = -np.inf
+                m2 = -np.inf
                 for e in range(g * gsz, (g + 1) * gsz):
                     v = biased[e]
-                    if n < k or v > vals[k - 1]:
-                        n = _push(vals, idx, n, k, v, e)
-            denom = 0.0
-            for s in range(k):
-                denom += np.float64(score[idx[s]])
-            for s in range(k):
-                w = np.float64(score[idx[s]]) * scale
-                if renormalize:
-                    w = w / denom if denom > 0.0 else 0.0
-                weights[t, s] = w
-                experts[t, s] = idx[s]
-        bad[b] = nbad
+                    if v > m1:
+                        m2 = m1
+                        m1 = v
+                    elif v > m2:
+                        m2 = v
+                gscore[g] = m1 + m2 if gsz > 1 else m1
+            ng = 0
+            for g in range(n_groups):
+                v = gscore[g]
+                if ng < topk_groups or v > gvals[topk_groups - 1]:
+                    ng = _push(gvals, gidx, ng, topk_groups, v, g)
+            eligible[:] = False
+            for j in range(topk_groups):
+                eligible[gidx[j]] = True
+        # experts are visited in ascending id, so ties keep the lowest id;
+        # excluded groups are skipped outright (never masked by value).
+        n = 0
+        for g in range(n_groups):
+            if not eligible[g]:
+                continue
+            for e in range(g * gsz, (g + 1) * gsz):
+                v = biased[e]
+                if n < k or v > vals[k - 1]:
+                    n = _push(vals, idx, n, k, v, e)
+        denom = 0.0
+        for s in range(k):
+            denom += np.float64(score[idx[s]])
+        for s in range(k):
+            w = np.float64(score[idx[s]]) * scale
+            if renormalize:
+                w = w / denom if denom > 0.0 else 0.0
+            weights[t, s] = w
+            experts[t, s] = idx[s]
+    return nbad
+
+
+@njit(parallel=True, cache=True)
+def _route_sigmoid_par(logits, k, bias, n_groups, topk_groups, renormalize, scale,
+                       weights, experts, bad):
+    for b in prange(bad.shape[0]):
+        bad[b] = _route_sigmoid_block(logits, k, bias, n_groups, topk_groups, renormalize,
+                                      scale, weights, experts, b)
+
+
+@njit(cache=True)
+def _route_sigmoid_ser(logits, k, bias, n_groups, topk_groups, renormalize, scale,
+                       weights, experts, bad):
+    for b in range(bad.shape[0]):
+        bad[b] = _route_sigmoid_block(logits, k, bias, n_groups, topk_groups, renormalize,
+                                      scale, weights, experts, b)
 
 
 @njit(cache=True)
@@ -400,131 +458,199 @@ def _dispatch_serial(experts, n_experts, capacity, order, position, counts, dema
     return n_kept
 
 
-# Below this many assignments one thread beats a fork/join.
-_DISPATCH_PARALLEL_MIN = 1 << 15
-
-
-@njit(parallel=True, cache=True)
-def _permute_kernel(x, order, k, out):
+@njit(cache=True)
+def _permute_block(x, order, k, out, b):
     n = order.shape[0]
-    nb = (n + _COPY_BLOCK - 1) // _COPY_BLOCK
-    for b in prange(nb):
-        for r in range(b * _COPY_BLOCK, min(n, (b + 1) * _COPY_BLOCK)):
-            out[r, :] = x[order[r] // k, :]
+    for r in range(b * _COPY_BLOCK, min(n, (b + 1) * _COPY_BLOCK)):
+        out[r, :] = x[order[r] // k, :]
 
 
 @njit(parallel=True, cache=True)
-def _unpermute_kernel(y_sorted, position, weights, out):
+def _permute_par(x, order, k, out):
+    nb = (order.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    for b in prange(nb):
+        _permute_block(x, order, k, out, b)
+
+
+@njit(cache=True)
+def _permute_ser(x, order, k, out):
+    nb = (order.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    for b in range(nb):
+        _permute_block(x, order, k, out, b)
+
+
+@njit(cache=True)
+def _unpermute_block(y_sorted, position, weights, out, b):
     T, k = position.shape
     d = out.shape[1]
-    nb = (T + _COPY_BLOCK - 1) // _COPY_BLOCK
-    for b in prange(nb):
-        for t in range(b * _COPY_BLOCK, min(T, (b + 1) * _COPY_BLOCK)):
-            first = True
-            for s in range(k):  # fixed slot order: deterministic sums
-                p = position[t, s]
-                if p < 0:
-                    continue
-                w = weights[t, s]
-                if first:
-                    for j in range(d):
-                        out[t, j] = w * y_sorted[p, j]
-                    first = False
-                else:
-                    for j in range(d):
-                        out[t, j] += w * y_sorted[p, j]
+    for t in range(b * _COPY_BLOCK, min(T, (b + 1) * _COPY_BLOCK)):
+        first = True
+        for s in range(k):  # fixed slot order: deterministic sums
+            p = position[t, s]
+            if p < 0:
+                continue
+            w = weights[t, s]
             if first:
-                out[t, :] = 0.0
+                for j in range(d):
+                    out[t, j] = w * y_sorted[p, j]
+                first = False
+            else:
+                for j in range(d):
+                    out[t, j] += w * y_sorted[p, j]
+        if first:
+            out[t, :] = 0.0
 
 
 @njit(parallel=True, cache=True)
-def _softmax_stats_kernel(logits, psum, zsum):
-    """Per-block sums of softmax probabilities (nb, E) and of logsumexp^2 (nb,)."""
-    T, E = logits.shape
-    nb = psum.shape[0]
+def _unpermute_par(y_sorted, position, weights, out):
+    nb = (position.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
     for b in prange(nb):
-        p = np.empty(E, np.float64)
-        for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
-            m = -np.inf
-            for e in range(E):
-                m = max(m, np.float64(logits[t, e]))
-            if m == -np.inf:
-                continue
-            ssum = 0.0
-            for e in range(E):
-                p[e] = np.exp(np.float64(logits[t, e]) - m)
-                ssum += p[e]
-            for e in range(E):
-                psum[b, e] += p[e] / ssum
-            lse = m + np.log(ssum)
-            zsum[b] += lse * lse
+        _unpermute_block(y_sorted, position, weights, out, b)
 
 
-@njit(parallel=True, cache=True)
-def _softmax_rows_kernel(logits, probs):
-    """Row softmax (float64 accumulation) into ``probs``; fully masked rows give 0."""
+@njit(cache=True)
+def _unpermute_ser(y_sorted, position, weights, out):
+    nb = (position.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    for b in range(nb):
+        _unpermute_block(y_sorted, position, weights, out, b)
+
+
+@njit(cache=True)
+def _softmax_stats_block(logits, psum, zsum, b):
+    """Block b's sums of softmax probabilities into psum[b] (E,) and of logsumexp^2 into zsum[b]."""
     T, E = logits.shape
-    nb = (T + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for b in prange(nb):
-        for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
-            m = -np.inf
-            for e in range(E):
-                m = max(m, np.float64(logits[t, e]))
-            if m == -np.inf:
-                probs[t, :] = 0.0
-                continue
-            ssum = 0.0
-            for e in range(E):
-                ssum += np.exp(np.float64(logits[t, e]) - m)
-            for e in range(E):
-                probs[t, e] = np.exp(np.float64(logits[t, e]) - m) / ssum
+    p = np.empty(E, np.float64)
+    for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
+        m = -np.inf
+        for e in range(E):
+            m = max(m, np.float64(logits[t, e]))
+        if m == -np.inf:
+            continue
+        ssum = 0.0
+        for e in range(E):
+            p[e] = np.exp(np.float64(logits[t, e]) - m)
+            ssum += p[e]
+        for e in range(E):
+            psum[b, e] += p[e] / ssum
+        lse = m + np.log(ssum)
+        zsum[b] += lse * lse
 
 
 @njit(parallel=True, cache=True)
-def _expert_choice_kernel(probs, capacity, tokens, weights):
-    """Each expert (column) keeps its ``capacity`` largest probabilities, lowest token first on ties."""
-    T, E = probs.shape
+def _softmax_stats_par(logits, psum, zsum):
+    for b in prange(psum.shape[0]):
+        _softmax_stats_block(logits, psum, zsum, b)
+
+
+@njit(cache=True)
+def _softmax_stats_ser(logits, psum, zsum):
+    for b in range(psum.shape[0]):
+        _softmax_stats_block(logits, psum, zsum, b)
+
+
+@njit(cache=True)
+def _softmax_rows_block(logits, probs, b):
+    """Row softmax (float64 accumulation) of block b into ``probs``; fully masked rows give 0."""
+    T, E = logits.shape
+    for t in range(b * _ROW_BLOCK, min(T, (b + 1) * _ROW_BLOCK)):
+        m = -np.inf
+        for e in range(E):
+            m = max(m, np.float64(logits[t, e]))
+        if m == -np.inf:
+            probs[t, :] = 0.0
+            continue
+        ssum = 0.0
+        for e in range(E):
+            ssum += np.exp(np.float64(logits[t, e]) - m)
+        for e in range(E):
+            probs[t, e] = np.exp(np.float64(logits[t, e]) - m) / ssum
+
+
+@njit(parallel=True, cache=True)
+def _softmax_rows_par(logits, probs):
+    nb = (logits.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for b in prange(nb):
+        _softmax_rows_block(logits, probs, b)
+
+
+@njit(cache=True)
+def _softmax_rows_ser(logits, probs):
+    nb = (logits.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for b in range(nb):
+        _softmax_rows_block(logits, probs, b)
+
+
+@njit(cache=True)
+def _expert_choice_column(probs, capacity, tokens, weights, e):
+    """Expert (column) e keeps its ``capacity`` largest probabilities, lowest token first on ties."""
+    T = probs.shape[0]
+    col = np.empty(T, np.float64)  # (T,) negated so "best" = smallest
+    for t in range(T):
+        col[t] = -probs[t, e]
+    # O(T) selection of the capacity-th best value, then a stable sort of
+    # only the candidates (in token order) instead of sorting all T.
+    thr = np.partition(col, capacity - 1)[capacity - 1]
+    cand = np.empty(T, np.int64)
+    n = 0
+    n_better = 0
+    for t in range(T):
+        if col[t] < thr:
+            n_better += 1
+    n_ties = capacity - n_better  # how many tokens equal to thr still fit
+    for t in range(T):
+        v = col[t]
+        if v < thr:
+            cand[n] = t
+            n += 1
+        elif v == thr and n_ties > 0:
+            cand[n] = t
+            n += 1
+            n_ties -= 1
+    keys = np.empty(n, np.float64)
+    for i in range(n):
+        keys[i] = col[cand[i]]
+    perm = np.argsort(keys, kind="mergesort")  # stable: equal values keep token order
+    for c in range(capacity):
+        t = cand[perm[c]]
+        tokens[e, c] = t
+        weights[e, c] = probs[t, e]
+
+
+@njit(parallel=True, cache=True)
+def _expert_choice_par(probs, capacity, tokens, weights):
     if capacity == 0:
         return
-    for e in prange(E):
-        col = np.empty(T, np.float64)  # (T,) negated so "best" = smallest
-        for t in range(T):
-            col[t] = -probs[t, e]
-        # O(T) selection of the capacity-th best value, then a stable sort of
-        # only the candidates (in token order) instead of sorting all T.
-        thr = np.partition(col, capacity - 1)[capacity - 1]
-        cand = np.empty(T, np.int64)
-        n = 0
-        n_better = 0
-        for t in range(T):
-            if col[t] < thr:
-                n_better += 1
-        n_ties = capacity - n_better  # how many tokens equal to thr still fit
-        for t in range(T):
-            v = col[t]
-            if v < thr:
-                cand[n] = t
-                n += 1
-            elif v == thr and n_ties > 0:
-                cand[n] = t
-                n += 1
-                n_ties -= 1
-        keys = np.empty(n, np.float64)
-        for i in range(n):
-            keys[i] = col[cand[i]]
-        perm = np.argsort(keys, kind="mergesort")  # stable: equal values keep token order
-        for c in range(capacity):
-            t = cand[perm[c]]
-            tokens[e, c] = t
-            weights[e, c] = probs[t, e]
+    for e in prange(probs.shape[1]):
+        _expert_choice_column(probs, capacity, tokens, weights, e)
+
+
+@njit(cache=True)
+def _expert_choice_ser(probs, capacity, tokens, weights):
+    if capacity == 0:
+        return
+    for e in range(probs.shape[1]):
+        _expert_choice_column(probs, capacity, tokens, weights, e)
 
 
 @njit(parallel=True, cache=True)
-def _silu_mul_kernel(h, g, one):
+def _silu_mul_par(h, g, one):
     n = h.shape[0]
     nb = (n + _COPY_BLOCK - 1) // _COPY_BLOCK
     for b in prange(nb):
         _silu_mul_block(h, g, b * _COPY_BLOCK, min(n, (b + 1) * _COPY_BLOCK), one)
+
+
+@njit(cache=True)
+def _silu_mul_ser(h, g, one):
+    n = h.shape[0]
+    nb = (n + _COPY_BLOCK - 1) // _COPY_BLOCK
+    for b in range(nb):
+        _silu_mul_block(h, g, b * _COPY_BLOCK, min(n, (b + 1) * _COPY_BLOCK), one)
+
+
+def _pick(parallel, serial, work: int, threshold: int):
+    """The parallel driver when ``work`` reaches ``threshold`` (read at call time, so tests can patch it)."""
+    return parallel if work >= threshold else serial
 
 
 # ----------------------------------------------------------------------------
@@ -627,13 +753,15 @@ def route(router_logits, top_k, *, scoring="softmax", renormalize=True, bias=Non
     experts = np.empty((T, k), np.int32)  # (T, k)
     bad = np.zeros((T + _ROW_BLOCK - 1) // _ROW_BLOCK, np.int64)  # (blocks,)
     if opt.scoring == "softmax":
-        _route_softmax_kernel(a, k, opt.renormalize, weights, experts, bad)
+        kernel = _pick(_route_softmax_par, _route_softmax_ser, T * E, _LOGITS_PARALLEL_MIN)
+        kernel(a, k, opt.renormalize, weights, experts, bad)
         if bad.any():
             raise ValueError("router_logits must not contain NaN or +inf (softmax scoring)")
     else:
         b32 = np.zeros(E, np.float32) if opt.bias is None else opt.bias.astype(np.float32)
-        _route_sigmoid_kernel(a, k, b32, opt.n_groups, opt.topk_groups, opt.renormalize,
-                              opt.scale, weights, experts, bad)
+        kernel = _pick(_route_sigmoid_par, _route_sigmoid_ser, T * E, _LOGITS_PARALLEL_MIN)
+        kernel(a, k, b32, opt.n_groups, opt.topk_groups, opt.renormalize, opt.scale,
+               weights, experts, bad)
         if bad.any():
             raise ValueError("router_logits must not contain NaN")
     return weights, experts
@@ -774,7 +902,7 @@ def dispatch(experts, n_experts, *, capacity=None) -> Dispatch:
     counts = np.empty(E, np.int64)
     demand = np.empty(E, np.int64)
     offsets = np.empty(E + 1, np.int64)
-    kernel = _dispatch_kernel if T * k >= _DISPATCH_PARALLEL_MIN else _dispatch_serial
+    kernel = _pick(_dispatch_kernel, _dispatch_serial, T * k, _DISPATCH_PARALLEL_MIN)
     n_kept = kernel(e, E, -1 if C is None else C, order, position, counts, demand, offsets)
     return Dispatch(order[:n_kept], counts, offsets, position, demand, C)
 
@@ -856,7 +984,8 @@ def permute(x, dispatch, *, out=None):
         raise ValueError(f"x must have {D.n_tokens} rows (the dispatch's tokens), got {x.shape[0]}")
     x = np.ascontiguousarray(x)
     out = _check_out(out, (D.n_kept, x.shape[1]), x.dtype)
-    _permute_kernel(x, D.order, D.top_k, out)
+    nbytes = 2 * D.n_kept * x.shape[1] * x.itemsize  # rows read + written
+    _pick(_permute_par, _permute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(x, D.order, D.top_k, out)
     return out
 
 
@@ -899,7 +1028,8 @@ def unpermute(y_sorted, dispatch, weights, *, out=None):
     ys = np.ascontiguousarray(ys)
     w = _check_weights(weights, D, ys.dtype)
     out = _check_out(out, (D.n_tokens, ys.shape[1]), ys.dtype)
-    _unpermute_kernel(ys, D.position, w, out)
+    nbytes = (D.n_kept + D.n_tokens) * ys.shape[1] * ys.itemsize  # rows read + written
+    _pick(_unpermute_par, _unpermute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(ys, D.position, w, out)
     return out
 
 
@@ -924,7 +1054,7 @@ def _loss_stats(a: np.ndarray):
     nb = (a.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     psum = np.zeros((nb, a.shape[1]), np.float64)  # (blocks, E)
     zsum = np.zeros(nb, np.float64)  # (blocks,)
-    _softmax_stats_kernel(a, psum, zsum)
+    _pick(_softmax_stats_par, _softmax_stats_ser, a.size, _LOGITS_PARALLEL_MIN)(a, psum, zsum)
     return psum.sum(axis=0), zsum.sum()
 
 
@@ -1005,10 +1135,10 @@ def expert_choice(router_logits, capacity):
     T, E = a.shape
     C = _check_int("capacity", capacity, lo=0, hi=T)
     probs = np.empty((T, E), np.float64)  # (T, E)
-    _softmax_rows_kernel(a, probs)
+    _pick(_softmax_rows_par, _softmax_rows_ser, a.size, _LOGITS_PARALLEL_MIN)(a, probs)
     tokens = np.empty((E, C), np.int32)  # (E, C)
     weights = np.empty((E, C), np.float32)  # (E, C)
-    _expert_choice_kernel(probs, C, tokens, weights)
+    _pick(_expert_choice_par, _expert_choice_ser, a.size, _LOGITS_PARALLEL_MIN)(probs, C, tokens, weights)
     return tokens, weights
 
 
@@ -1030,7 +1160,7 @@ def _swiglu_into(x, w1, w3, w2, h, g, out):
     """out <- (silu(x @ w1) * (x @ w3)) @ w2 using the scratch buffers h, g (rows, ffn)."""
     np.matmul(x, w1, out=h)
     np.matmul(x, w3, out=g)
-    _silu_mul_kernel(h, g, h.dtype.type(1))
+    _pick(_silu_mul_par, _silu_mul_ser, h.size, _SILU_PARALLEL_MIN)(h, g, h.dtype.type(1))
     np.matmul(h, w2, out=out)
 
 

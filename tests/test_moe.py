@@ -63,6 +63,41 @@ def assert_route_matches(logits, k, tol_tie=1e-5, **opts):
     return w, e
 
 
+# (parallel driver, one-thread twin) of every kernel in kernels/moe.py
+_DRIVERS = [
+    ("_route_softmax_par", "_route_softmax_ser"),
+    ("_route_sigmoid_par", "_route_sigmoid_ser"),
+    ("_dispatch_kernel", "_dispatch_serial"),
+    ("_permute_par", "_permute_ser"),
+    ("_unpermute_par", "_unpermute_ser"),
+    ("_softmax_stats_par", "_softmax_stats_ser"),
+    ("_softmax_rows_par", "_softmax_rows_ser"),
+    ("_expert_choice_par", "_expert_choice_ser"),
+    ("_silu_mul_par", "_silu_mul_ser"),
+]
+_THRESHOLDS = ("_LOGITS_PARALLEL_MIN", "_DISPATCH_PARALLEL_MIN", "_COPY_PARALLEL_MIN_BYTES",
+               "_SILU_PARALLEL_MIN")
+
+
+def force_path(monkeypatch, path):
+    """Make every public function take the ``path`` ("parallel" or "serial") drivers.
+
+    The thresholds are set to 0 (always parallel) or beyond any test size
+    (always serial), and the other path's drivers are replaced by a function
+    that fails, so a test proves which code actually ran.
+    """
+    assert path in ("parallel", "serial")
+    for name in _THRESHOLDS:
+        monkeypatch.setattr(moe, name, 0 if path == "parallel" else 1 << 62)
+
+    def banned(*args):
+        raise AssertionError(f"a {'serial' if path == 'parallel' else 'parallel'} driver ran "
+                             f"while forcing the {path} path")
+
+    for par, ser in _DRIVERS:
+        monkeypatch.setattr(moe, ser if path == "parallel" else par, banned)
+
+
 # ----------------------------------------------------------------------------
 # route: softmax
 # ----------------------------------------------------------------------------
@@ -439,7 +474,9 @@ def test_moe_layer_single_expert_is_dense_swiglu():
 # ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
-def test_identical_results_with_1_and_2_threads():
+def test_identical_results_with_1_and_2_threads(monkeypatch):
+    # these sizes are below the serial thresholds: force the parallel drivers
+    force_path(monkeypatch, "parallel")
     T, E, k, d = 1000, 16, 4, 33
     l = _logits(7, T, E)
     x = np.random.default_rng(8).standard_normal((T, d)).astype(np.float32)
@@ -582,3 +619,83 @@ def test_dispatch_parallel_path_matches_reference():
         D, R = moe.dispatch(e, E, capacity=cap), moe.dispatch_ref(e, E, capacity=cap)
         for f in ("order", "counts", "offsets", "position", "demand"):
             np.testing.assert_array_equal(getattr(D, f), getattr(R, f), err_msg=f)
+
+
+# ----------------------------------------------------------------------------
+# serial twins vs parallel drivers
+# ----------------------------------------------------------------------------
+
+def _run_everything(T, E, k, d, dtype, seed):
+    """Every public kernel on one random problem (masked rows included); a tuple of arrays."""
+    l = _logits(seed, T, E, dtype)
+    if T > 2:
+        l[1] = -np.inf  # a fully masked token
+        l[2, : E // 2] = -np.inf  # a partly masked token
+    x = np.random.default_rng(seed + 1).standard_normal((T, d)).astype(dtype)
+    rw, w1, w3, w2 = _moe_weights(seed + 2, d, E, 7, dtype)
+    bias = np.linspace(-0.3, 0.3, E).astype(np.float32)
+    G = 4 if E % 4 == 0 else 1
+    kg = min(G, max(2, -(-k // (E // G))))  # enough eligible groups for top_k
+    w, e = moe.route(l, k)
+    wr, er = moe.route(l, k, renormalize=False)
+    ws, es = moe.route(np.nan_to_num(l, neginf=-30.0), k, scoring="sigmoid", bias=bias,
+                       n_groups=G, topk_groups=kg, scale=2.5)
+    out = [w, e, wr, er, ws, es]
+    for cap in (None, max(1, T * k // (2 * E))):
+        D = moe.dispatch(e, E, capacity=cap)
+        xs = moe.permute(x, D)
+        y = moe.unpermute(xs * dtype(1.5), D, w)
+        out += [D.order, D.position, D.counts, D.offsets, D.demand, xs, y]
+    tok, wc = moe.expert_choice(l, min(T, 5))
+    out += [tok, wc, np.float64(moe.load_balancing_loss(l, e)), np.float64(moe.router_z_loss(l)),
+            moe.swiglu_ffn(x, w1[0], w3[0], w2[0]),
+            moe.moe_layer(x, rw, w1, w3, w2, k, capacity=max(1, T // 2))]
+    return out
+
+
+@pytest.mark.parametrize("T, E, k, d, dtype", [
+    (0, 4, 1, 3, np.float32),
+    (1, 1, 1, 1, np.float32),
+    (3, 8, 8, 5, np.float64),      # k = E
+    (65, 16, 4, 9, np.float32),    # one row past a block
+    (300, 64, 2, 40, np.float32),
+    (513, 32, 3, 17, np.float64),
+])
+def test_serial_and_parallel_paths_are_bitwise_identical(monkeypatch, T, E, k, d, dtype):
+    with monkeypatch.context() as m:
+        force_path(m, "serial")
+        serial = _run_everything(T, E, k, d, dtype, seed=T + E)
+    with monkeypatch.context() as m:
+        force_path(m, "parallel")
+        parallel = _run_everything(T, E, k, d, dtype, seed=T + E)
+        if numba.config.NUMBA_NUM_THREADS >= 2:
+            with numba_threads(2):
+                parallel2 = _run_everything(T, E, k, d, dtype, seed=T + E)
+        else:
+            parallel2 = parallel
+    assert len(serial) == len(parallel) == len(parallel2)
+    for i, (a, b, c) in enumerate(zip(serial, parallel, parallel2)):
+        assert a.dtype == b.dtype and a.shape == b.shape, i
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+        np.testing.assert_array_equal(a, c, err_msg=f"output {i}")
+
+
+def test_thresholds_select_the_drivers(monkeypatch):
+    # default thresholds: a T=512 problem runs serial, a large one parallel
+    calls = []
+    for par, ser in _DRIVERS:
+        for name in (par, ser):
+            fn = getattr(moe, name)
+            monkeypatch.setattr(moe, name, lambda *a, _f=fn, _n=name: (calls.append(_n), _f(*a))[1])
+    small = _logits(3, 512, 8)
+    w, e = moe.route(small, 2)
+    D = moe.dispatch(e, 8)
+    x = np.zeros((512, 4096), np.float32)
+    moe.unpermute(moe.permute(x, D), D, w)
+    assert calls == ["_route_softmax_ser", "_dispatch_serial", "_permute_ser", "_unpermute_ser"]
+    calls.clear()
+    big = _logits(4, moe._LOGITS_PARALLEL_MIN // 64, 64)
+    w, e = moe.route(big, 8)
+    assert e.size >= moe._DISPATCH_PARALLEL_MIN
+    moe.dispatch(e, 64)
+    assert calls == ["_route_softmax_par", "_dispatch_kernel"]
