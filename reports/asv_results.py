@@ -1,0 +1,395 @@
+"""Read asv benchmark results into pandas, and derive what the report plots.
+
+asv (0.6, results API version 2) writes one JSON file per machine, commit and
+environment: ``<results_dir>/<machine>/<commit[:8]>-<env>.json``. Each file
+holds ``result_columns`` (``result``, ``params``, ``version``, ``started_at``,
+``duration``, ``stats_*`` ...) and, per benchmark, a row in that column order;
+trailing empty columns are dropped. A parametrized benchmark's ``result`` is a
+flat list over the Cartesian product of its ``params`` (lists of ``repr``
+strings); a failed or skipped combination is ``null`` / ``NaN``. The benchmark
+descriptions (``param_names``, ``unit``, ``type``) live in
+``<results_dir>/benchmarks.json``; without it parameters are named ``p0, p1 ...``.
+
+:func:`load_results` turns all of this into one long DataFrame, a row per
+(file, benchmark, parameter combination). :func:`classify` names the kernel and
+the implementation (``numba`` = ours, ``numpy`` = the reference, ``torch``)
+from the benchmark's name and parameters, by pattern, so new benchmarks are
+picked up without a table to maintain.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+#: Parameter names that say which implementation ran.
+IMPL_PARAMS = ("impl", "implementation", "backend", "peer", "library", "lib", "engine", "variant", "method")
+#: Parameter names that hold the thread count.
+THREAD_PARAMS = ("threads", "n_threads", "num_threads", "nthreads", "thread")
+#: Words stripped from class/method names when naming the kernel.
+_NOISE = re.compile(
+    r"(suite|benchmarks?|bench|timing|time|track|peakmem|mem|"
+    r"numba|ours|numpy|reference|ref|torch|pytorch|sdpa|"
+    r"gflops?|gflop_s|gb_?s|gbps|bandwidth|throughput|flops|rate)",
+    re.IGNORECASE,
+)
+_TYPES = ("timeraw", "peakmem", "time", "track", "mem")
+
+COLUMNS = [
+    "machine", "commit", "date", "env_name", "benchmark", "module", "cls", "method", "type",
+    "unit", "params", "value", "q25", "q75", "ci99_low", "ci99_high", "number", "repeat",
+    "kernel", "impl", "threads", "shape",
+]
+
+
+def _literal(text):
+    """A parameter value from its repr string (``'512'`` -> 512, ``"'numba'"`` -> 'numba')."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def _number(value) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def impl_of(text: str) -> str | None:
+    """``torch`` / ``numpy`` / ``numba`` if ``text`` names one, else None."""
+    low = str(text).lower()
+    if "torch" in low or "sdpa" in low:
+        return "torch"
+    if "numpy" in low or re.search(r"(^|[_\W])ref(erence)?($|[_\W])", low) or low in ("np", "ref"):
+        return "numpy"
+    if "numba" in low or "ours" in low or low in ("jit", "scalelab"):
+        return "numba"
+    return None
+
+
+def _words(name: str) -> list[str]:
+    """Lower-case words of a CamelCase or snake_case name, minus type, implementation and unit words."""
+    name = re.sub(r"^(timeraw|peakmem|time|track|mem)_", "", name)
+    name = re.sub(r"NumPy|Numpy|PyTorch|Torch|Numba|SDPA|MoE|GQA|KV", lambda m: f"_{m.group(0).lower()}_", name)
+    parts = re.findall(r"[A-Z]+(?=[A-Z][a-z]|\b|_|\d)|[A-Z]?[a-z]+|\d+", name)
+    return [p.lower() for p in parts if not _NOISE.fullmatch(p)]
+
+
+def class_key(benchmark: str) -> str:
+    """The benchmark's area and class without implementation words (``sampling.top_k`` for
+    both ``sampling.TopK`` and ``sampling.TopKTorch``): pairs peers kept in sibling classes."""
+    pieces = benchmark.split(".")
+    cls = pieces[-2] if len(pieces) >= 3 else ""
+    area = pieces[-3] if len(pieces) >= 3 else (pieces[0] if len(pieces) > 1 else "")
+    return ".".join(b for b in (area, "_".join(w for w in _words(cls) if w != area)) if b)
+
+
+def _method_kernel(benchmark: str) -> str:
+    """Area, class and *all* method words: tells apart several timed methods of one class."""
+    pieces = benchmark.split(".")
+    area = pieces[-3] if len(pieces) >= 3 else ""
+    words = [w for w in _words(pieces[-1]) if w != area]
+    return ".".join(b for b in (class_key(benchmark), "_".join(words)) if b)
+
+
+def classify(benchmark: str, params: dict) -> tuple[str, str, int | None, str]:
+    """Return ``(kernel, impl, threads, shape)`` for one result row.
+
+    ``benchmark`` is asv's dotted name (``attention.Prefill.time_numba``).
+    The implementation comes from an ``impl``-like parameter if there is one,
+    else from the method name, else the class name; a benchmark naming no
+    peer is ours (``numba``).
+    """
+    pieces = benchmark.split(".")
+    method = pieces[-1]
+    cls = pieces[-2] if len(pieces) >= 3 else ""
+    module = ".".join(pieces[:-2]) if len(pieces) >= 3 else ".".join(pieces[:-1])
+    impl = None
+    threads = None
+    shape_parts = []
+    for key, value in params.items():
+        low = str(key).lower()
+        if low in IMPL_PARAMS and impl is None:
+            # A recognised peer name maps to its canonical name (numpy_ref -> numpy); any
+            # other variant (e.g. a dense baseline) keeps its own name, so it is never
+            # mistaken for our kernel.
+            impl = impl_of(value) or str(value).lower()
+        elif low in THREAD_PARAMS:
+            try:
+                threads = int(value)
+            except (TypeError, ValueError):
+                shape_parts.append(f"{key}={value}")
+        else:
+            shape_parts.append(f"{key}={value}")
+    if impl is None:
+        impl = impl_of(method) or impl_of(cls) or "numba"
+    area = module.split(".")[-1] if module else ""
+    cls_words = [w for w in _words(cls) if w != area]
+    method_words = [w for w in _words(method) if w != area and w not in cls_words]
+    name_bits = [b for b in ("_".join(cls_words), "_".join(method_words)) if b]
+    kernel = ".".join([area, *name_bits]).strip(".")
+    return kernel or benchmark, impl, threads, ", ".join(shape_parts)
+
+
+def find_results_dir(repo_root: Path | None) -> Path | None:
+    """``<repo>/.asv/results`` (or asv.conf.json's ``results_dir``) if it holds any result file."""
+    if repo_root is None:
+        return None
+    results = Path(repo_root) / ".asv" / "results"
+    conf = Path(repo_root) / "asv.conf.json"
+    try:
+        text = conf.read_text(encoding="utf-8")
+        text = re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE)  # asv allows // comments
+        results = Path(repo_root) / json.loads(text).get("results_dir", ".asv/results")
+    except (OSError, ValueError):
+        pass
+    if not results.is_dir():
+        return None
+    if any(result_files(results)):
+        return results
+    return None
+
+
+def result_files(results_dir: Path):
+    """Every per-commit result file under ``results_dir`` (not machine.json / benchmarks.json)."""
+    for path in sorted(Path(results_dir).glob("*/*.json")):
+        if path.name not in ("machine.json", "benchmarks.json"):
+            yield path
+
+
+def load_benchmark_descriptions(results_dir: Path) -> dict:
+    try:
+        data = json.loads((Path(results_dir) / "benchmarks.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def load_machine_info(results_dir: Path) -> dict[str, dict]:
+    """``machine.json`` of each machine folder (cpu, num_cpu, ram, ...)."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("*/machine.json")):
+        try:
+            out[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    """All asv results under ``results_dir`` as a long DataFrame (columns :data:`COLUMNS`).
+
+    Files that are not valid asv results are skipped. ``value`` is in the
+    benchmark's unit (seconds for ``time_``); ``NaN`` marks a skipped or failed
+    combination (kept, so a missing peer is visible rather than silently absent).
+    """
+    described = load_benchmark_descriptions(results_dir)
+    rows = []
+    for path in result_files(results_dir):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            columns = list(data["result_columns"])
+            results = data["results"]
+            commit = str(data["commit_hash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        machine = (data.get("params") or {}).get("machine") or path.parent.name
+        date = pd.to_datetime(data.get("date"), unit="ms", utc=True, errors="coerce")
+        env = data.get("env_name", "")
+        for name, values in results.items():
+            if not isinstance(values, list):
+                continue
+            row = dict(zip(columns, values))
+            desc = described.get(name, {})
+            params = row.get("params") or []
+            param_names = list(desc.get("param_names") or [f"p{i}" for i in range(len(params))])
+            if len(param_names) != len(params):
+                param_names = [f"p{i}" for i in range(len(params))]
+            result = row.get("result")
+            combos = list(itertools.product(*params)) if params else [()]
+            if not isinstance(result, list):
+                result = [result] * len(combos)
+            method = name.split(".")[-1]
+            # By name first: asv files timeraw_ benchmarks under type "time", but a
+            # fresh-process compile time is not a kernel time to compare with peers.
+            kind = next((t for t in _TYPES if method.startswith(t + "_")), None) or desc.get("type") or "unknown"
+            unit = desc.get("unit") or ("seconds" if kind in ("time", "timeraw") else "")
+
+            def stat(key, j):
+                col = row.get(key)
+                return _number(col[j]) if isinstance(col, list) and j < len(col) else math.nan
+
+            for j, combo in enumerate(combos):
+                value = _number(result[j]) if j < len(result) else math.nan
+                pdict = {k: _literal(v) for k, v in zip(param_names, combo)}
+                kernel, impl, threads, shape = classify(name, pdict)
+                pieces = name.split(".")
+                rows.append({
+                    "machine": machine, "commit": commit, "date": date, "env_name": env,
+                    "benchmark": name, "module": ".".join(pieces[:-2]) or pieces[0],
+                    "cls": pieces[-2] if len(pieces) >= 3 else "", "method": method, "type": kind,
+                    "unit": unit, "params": json.dumps(pdict, default=str, sort_keys=False),
+                    "value": value, "q25": stat("stats_q_25", j), "q75": stat("stats_q_75", j),
+                    "ci99_low": stat("stats_ci_99_a", j), "ci99_high": stat("stats_ci_99_b", j),
+                    "number": stat("stats_number", j), "repeat": stat("stats_repeat", j),
+                    "kernel": kernel, "impl": impl,
+                    "threads": threads if threads is not None else pd.NA, "shape": shape,
+                })
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["threads"] = frame["threads"].astype("Int64")
+    if not frame.empty:
+        # Several timed methods of one class that name the same kernel (RouteDispatch has
+        # time_route, time_dispatch, time_route_dispatch) keep their method names.
+        keys = ["module", "cls", "type", "impl", "kernel"]
+        clash = frame.groupby(keys)["method"].transform("nunique") > 1
+        frame.loc[clash, "kernel"] = frame.loc[clash, "benchmark"].map(_method_kernel)
+    return frame
+
+
+def align_peers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give peer rows kept in a sibling class (``TopKTorch.time_torch_topk``) the kernel
+    name of ours (``TopK.time_top_k``) when that pairing is unambiguous.
+
+    A peer row whose kernel has no ``numba`` row of the same type is matched to the
+    single ``numba`` kernel with the same :func:`class_key`; with none or several
+    candidates it is left alone (and then has nothing to be compared with).
+    """
+    if frame.empty:
+        return frame
+    out = frame.copy()
+    ckey = out["benchmark"].map(class_key)
+    for kind in out["type"].unique():
+        of_type = out["type"] == kind
+        ours = out[of_type & (out["impl"] == "numba")]
+        our_kernels = set(ours["kernel"])
+        by_class: dict[str, set] = {}
+        for k, c in zip(ours["kernel"], ckey[ours.index]):
+            by_class.setdefault(c, set()).add(k)
+        orphan = of_type & (out["impl"] != "numba") & ~out["kernel"].isin(our_kernels)
+        for idx in out.index[orphan]:
+            candidates = by_class.get(ckey[idx], set())
+            if len(candidates) == 1:
+                out.at[idx, "kernel"] = next(iter(candidates))
+    return out
+
+
+def pick_machine(frame: pd.DataFrame, preferred: str | None = None) -> str | None:
+    """The machine to report: ``preferred`` (this host) if it has results, else the most recent."""
+    if frame.empty:
+        return None
+    if preferred is not None and (frame["machine"] == preferred).any():
+        return preferred
+    return str(frame.sort_values("date")["machine"].iloc[-1])
+
+
+def commits_in_order(frame: pd.DataFrame) -> list[str]:
+    """Commits of ``frame``, oldest first (by the commit date asv recorded)."""
+    order = frame.groupby("commit")["date"].max().sort_values()
+    return list(order.index)
+
+
+def latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the most recent commit; when several environments ran it, all of them."""
+    if frame.empty:
+        return frame
+    return frame[frame["commit"] == commits_in_order(frame)[-1]]
+
+
+_KEYS = ["kernel", "shape", "threads"]
+
+
+def speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per kernel, shape and thread count: our time and the peers', and the ratios.
+
+    Uses ``time_`` rows only. ``speedup_vs_numpy`` = NumPy time / our time (> 1
+    means ours is faster); likewise ``speedup_vs_torch``. A peer that was
+    skipped (torch not installed) leaves NaN.
+    """
+    t = align_peers(frame[(frame["type"] == "time") & frame["value"].notna()])
+    if t.empty:
+        return pd.DataFrame(columns=[*_KEYS, "numba_s", "numpy_s", "torch_s",
+                                     "speedup_vs_numpy", "speedup_vs_torch"])
+    t["threads"] = t["threads"].fillna(-1)
+    wide = t.pivot_table(index=_KEYS, columns="impl", values="value", aggfunc="min")
+    out = pd.DataFrame(index=wide.index)
+    for impl in ("numba", "numpy", "torch"):
+        out[f"{impl}_s"] = wide[impl] if impl in wide else math.nan
+    out["speedup_vs_numpy"] = out["numpy_s"] / out["numba_s"]
+    out["speedup_vs_torch"] = out["torch_s"] / out["numba_s"]
+    out = out[out["numba_s"].notna()].reset_index()
+    out["threads"] = out["threads"].astype("Int64").replace(-1, pd.NA)
+    return out.sort_values(_KEYS, key=_natural_key).reset_index(drop=True)
+
+
+def throughputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``track_`` rows whose unit is a rate (GFLOP/s, GB/s ...), with the rate in base units."""
+    t = frame[(frame["type"] == "track") & frame["value"].notna()].copy()
+    if t.empty:
+        return pd.DataFrame(columns=[*_KEYS, "impl", "unit", "value", "metric", "per_s"])
+    scale = {"t": 1e12, "g": 1e9, "m": 1e6, "k": 1e3, "": 1.0}
+    metrics, per_s = [], []
+    for unit, value in zip(t["unit"], t["value"]):
+        u = str(unit).replace(" ", "").lower()
+        m = re.fullmatch(r"([tgmk]?)(flops?|flop/s|b/s|bytes?/s|byte/s|flop/s)(/s)?", u)
+        if m is None:
+            m2 = re.fullmatch(r"([tgmk]?)(i?b)/s", u)
+            if m2 is None:
+                metrics.append(None)
+                per_s.append(math.nan)
+                continue
+            metrics.append("bandwidth")
+            per_s.append(value * scale[m2.group(1)])
+            continue
+        metrics.append("compute" if "flop" in m.group(2) else "bandwidth")
+        per_s.append(value * scale[m.group(1)])
+    t["metric"] = metrics
+    t["per_s"] = per_s
+    t = t[t["metric"].notna()]
+    return t[[*_KEYS, "impl", "unit", "value", "metric", "per_s"]].sort_values(
+        _KEYS, key=_natural_key).reset_index(drop=True)
+
+
+def history(frame: pd.DataFrame) -> pd.DataFrame:
+    """Our ``time_`` results and the NumPy speedup for every commit, oldest first."""
+    t = frame[(frame["type"] == "time") & frame["value"].notna()].copy()
+    if t.empty:
+        return pd.DataFrame(columns=["commit", "date", *_KEYS, "numba_s", "speedup_vs_numpy", "order"])
+    parts = []
+    for order, commit in enumerate(commits_in_order(t)):
+        s = speedups(t[t["commit"] == commit])
+        if s.empty:
+            continue
+        s.insert(0, "commit", commit[:8])
+        s.insert(1, "date", t.loc[t["commit"] == commit, "date"].max())
+        s["order"] = order
+        parts.append(s)
+    if not parts:
+        return pd.DataFrame(columns=["commit", "date", *_KEYS, "numba_s", "speedup_vs_numpy", "order"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["commit", "date", *_KEYS, "numba_s", "speedup_vs_numpy", "speedup_vs_torch", "order"]]
+
+
+def _natural_key(column: pd.Series) -> pd.Series:
+    """Sort ``L=512`` before ``L=1024``: zero-pad every number in strings."""
+    if column.dtype == object or pd.api.types.is_string_dtype(column):
+        return column.astype(str).map(lambda s: re.sub(r"\d+", lambda m: m.group(0).zfill(12), s))
+    return column
+
+
+__all__ = [
+    "COLUMNS", "classify", "class_key", "align_peers", "impl_of", "find_results_dir", "result_files", "load_results",
+    "load_benchmark_descriptions", "load_machine_info", "pick_machine", "commits_in_order",
+    "latest", "speedups", "throughputs", "history",
+]
