@@ -1,0 +1,1056 @@
+"""Scaled dot-product attention on the CPU: prefill, decode and paged decode.
+
+Public API (every kernel has a plain NumPy reference with the same semantics)
+
+=========================  ===============================  ==========================================
+kernel (Numba)             reference (NumPy, float64 sums)  what it computes
+=========================  ===============================  ==========================================
+``attention``              ``attention_ref``                prefill: Lq queries against Lk keys
+``decode_attention``       ``decode_attention_ref``         one new query per sequence, contiguous cache
+``paged_decode_attention`` ``paged_decode_attention_ref``   the same over a vLLM-style paged cache
+=========================  ===============================  ==========================================
+
+plus the napkin-math helpers :func:`attention_flops` and :func:`kv_bytes_read`
+used by the benchmarks and the inference-cost model.
+
+Semantics shared by all of them
+-------------------------------
+* Grouped-query attention: query head ``h`` reads kv head ``h // (Hq // Hkv)``.
+* ``scale`` defaults to ``1 / sqrt(D)``.
+* Causal masks are bottom-right aligned: query ``i`` of ``Lq`` may see key ``j``
+  of ``Lk`` only if ``j <= i + Lk - Lq`` (FlashAttention-2 convention; a prompt
+  that continues a KV cache). Without ``causal`` every key is visible.
+* ``window=W`` keeps only the ``W`` most recent keys a query may see, i.e.
+  ``j >= hi_i - W + 1`` where ``hi_i`` is the last visible key (for a
+  non-causal call that is the last key of the sequence). ``None`` = unlimited.
+* A query that sees no key returns zeros, never NaN.
+* Decode: keys at positions ``>= lengths[b]`` are never read (NaN/inf there is
+  harmless); the new token is position ``lengths[b] - 1``; ``lengths[b] == 0``
+  returns zeros.
+* dtype rule: inputs must be float32 or float64; mixed inputs are promoted
+  with ``np.result_type``; the output has the promoted dtype. float32 kernels
+  accumulate in float32 (the NumPy references in float64).
+
+Variants, in rising sophistication (llm.c style), and why each is faster
+------------------------------------------------------------------------
+0. ``*_ref``: materialises the (Lq, Lk) score matrix per head in float64 and
+   calls ``np.exp``; obviously correct, memory O(Lq * Lk), used as the oracle.
+1. A plain Numba flash loop (one query row at a time, online softmax, scalar
+   ``exp``) is what the issue measured at ~72 GFLOP/s; it is not kept here
+   because every later idea strictly dominates it.
+2. ``attention`` (FlashAttention-2 loop order) changes five things:
+
+   a. *Tiles*: a block of ``BLOCK_Q`` (32) queries, pre-scaled by
+      ``scale * log2(e)`` while being copied into a contiguous scratch
+      buffer, meets ``BLOCK_K`` (256) keys at a time; memory is O(tile), not
+      O(Lq * Lk). Measured here, 32 x 256 beat 64 x 128 and 64 x 64: the
+      query block (8 KB) and score tile (32 KB) stay in L1/L2 while K and V
+      stream, and a long key tile amortises the horizontal sums of (b).
+   b. *Register-blocked micro-kernels*: both matmuls are written as
+      ``C[i, j] = sum_k A[i, k] * B[j, k]`` with the reduction index innermost
+      and contiguous in both operands (K is already row-major along D; V is
+      transposed tile by tile once per call so P @ V has the same shape). A
+      2 x 4 block of scalar accumulators makes LLVM vectorise the reduction
+      into 8 independent vector FMA chains fed by 6 loads per step (exactly
+      enough chains to hide the 4-cycle FMA latency at 2 FMAs per cycle);
+      the naive axpy form needs a load and a store per FMA and ran 2-3x
+      slower. The key loop is outermost, so each K / V row is fetched once
+      per tile and the small query / probability block is what L1 re-serves.
+   c. *A vectorisable exp*: ``exp2`` of float32 is a degree-6 polynomial on the
+      fractional part times ``2**n`` built from the exponent bits, so the
+      softmax loop vectorises (libm ``exp`` is a scalar call per score);
+      clamping at -127 makes masked (-inf) scores exactly 0. Working in base 2
+      is free because ``log2(e)`` is folded into the query scale.
+   d. *A vectorisable row max*: eight independent max lanes, since without
+      ``nnan`` LLVM keeps a single max chain scalar.
+   e. *Mask only where needed*: tiles entirely outside every row's visible
+      range are never visited; tiles entirely inside skip the mask; only
+      diagonal / window-edge tiles are masked. The parallel loop walks
+      (batch, head, pair of query blocks) where a pair is block ``t`` and
+      block ``n - 1 - t``, so causal work is the same for every iteration.
+3. ``decode_attention`` (flash-decoding): the ``g`` query heads that share a
+   kv head are processed together (a g x 4 score block per step), so each K
+   and V byte is read from DRAM once for all ``g`` heads. The sequence is cut
+   into fixed ``DECODE_SPLIT``-key chunks (independent of the thread count);
+   a parallel work item is (batch, chunk) and produces (max, sum, partial
+   output) per head, and the chunks are merged in a fixed order: both cores
+   stream memory even at batch 1, and the result is bitwise identical for any
+   thread count. Each kv head's rows are streamed in turn.
+4. ``paged_decode_attention``: the same kernel and the same fixed tiles; a
+   tile's keys are gathered segment by segment (one segment per page; rows
+   inside a page are contiguous per kv head), so the softmax and the value
+   update still run on ``DECODE_TILE`` keys at a time rather than on one small
+   page. Because a page interleaves all kv heads, kv heads are the innermost
+   loop here, so each page is consumed while it is in cache (streaming head by
+   head, as for the contiguous cache, reads 512-byte pieces 16 KB apart and
+   ran at ~0.6x of contiguous). With a page size that is a multiple of 4 and
+   no window, paged and contiguous caches holding the same data give the
+   same bits (same blocks of four keys in the same order).
+
+Precision: float32 results match the float64 references to about
+``1e-5 * max|v|`` for well-conditioned inputs (the exp polynomial has a
+relative error below 1e-7); float64 kernels use libm ``exp2`` and match to
+~1e-12. Fast-math flags exclude ``nnan``/``ninf`` because -inf marks masked
+scores.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numba
+import numpy as np
+from llvmlite import ir as llvmir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from kernels._common import check_float_array, check_int_array
+
+__all__ = [
+    "attention",
+    "attention_ref",
+    "decode_attention",
+    "decode_attention_ref",
+    "paged_decode_attention",
+    "paged_decode_attention_ref",
+    "attention_flops",
+    "kv_bytes_read",
+    "BLOCK_Q",
+    "BLOCK_K",
+    "DECODE_SPLIT",
+]
+
+#: LLVM fast-math flags for the kernels: reassociation (vectorised sums),
+#: contraction (FMA) and approximate functions, but *not* nnan/ninf, because
+#: -inf marks masked scores and must propagate exactly.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: Query rows per prefill block (even: the micro-kernel handles 2 rows at a time).
+BLOCK_Q = 32
+#: Keys per prefill tile.
+BLOCK_K = 256
+#: Keys per decode work item (flash-decoding split); fixed so results do not
+#: depend on the thread count.
+DECODE_SPLIT = 512
+#: Keys per decode tile (softmax / value-update granularity) inside a split.
+DECODE_TILE = 64
+
+LOG2E = 1.4426950408889634
+
+# Least-squares fit of 2**f on [0, 1] at 4000 Chebyshev nodes (degree 6);
+# max relative error 8e-8 when evaluated in float32 (below float32 epsilon).
+_P0 = np.float32(1.0000000025868885)
+_P1 = np.float32(0.6931469286930287)
+_P2 = np.float32(0.24023050204499932)
+_P3 = np.float32(0.05548042632576678)
+_P4 = np.float32(0.00968458045235143)
+_P5 = np.float32(0.0012387821478736273)
+_P6 = np.float32(0.0002187750477084649)
+_EXP2_MIN = np.float32(-127.0)
+_I127 = np.int32(127)
+_I23 = np.int32(23)
+
+
+# --------------------------------------------------------------------------- NumPy references
+
+
+def _visible_range(i, Lq, Lk, causal, window):
+    """First and last visible key for query rows ``i`` (arrays); empty when lo > hi."""
+    hi = np.full_like(i, Lk - 1)
+    if causal:
+        hi = np.minimum(hi, i + (Lk - Lq))
+    lo = np.zeros_like(i)
+    if window is not None:
+        lo = np.maximum(0, hi - window + 1)
+    return lo, hi
+
+
+def _softmax_rows_f64(s):
+    """Row softmax of float64 scores with -inf masks; rows that are all -inf give zeros."""
+    m = np.max(s, axis=-1, keepdims=True)  # (..., 1)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.exp(s - m)  # exp(-inf) = 0
+    den = p.sum(axis=-1, keepdims=True)
+    return np.divide(p, den, out=np.zeros_like(p), where=den > 0)
+
+
+def attention_ref(q, k, v, *, causal=True, scale=None, window=None):
+    """Plain NumPy attention with the same semantics as :func:`attention`.
+
+    Scores, softmax and the weighted sum are computed in float64; the result is
+    cast to the input dtype. Memory is O(Lq * Lk) per head.
+    """
+    q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    group = Hq // Hkv
+    i = np.arange(Lq)
+    lo, hi = _visible_range(i, Lq, Lk, causal, window)
+    j = np.arange(Lk)
+    visible = (j[None, :] >= lo[:, None]) & (j[None, :] <= hi[:, None])  # (Lq, Lk)
+    out = np.zeros((B, Hq, Lq, Dv), dtype=np.float64)
+    if Lq == 0 or Lk == 0:
+        return out.astype(dtype)
+    for h in range(Hq):
+        kh = k[:, h // group].astype(np.float64)  # (B, Lk, D)
+        vh = v[:, h // group].astype(np.float64)  # (B, Lk, Dv)
+        s = np.einsum("bid,bjd->bij", q[:, h].astype(np.float64), kh) * scale  # (B, Lq, Lk)
+        s = np.where(visible[None], s, -np.inf)
+        out[:, h] = _softmax_rows_f64(s) @ vh  # (B, Lq, Dv)
+    return out.astype(dtype)
+
+
+def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None, window=None):
+    """Plain NumPy decode attention with the same semantics as :func:`decode_attention`."""
+    q, k_cache, v_cache, lengths, scale, window, dtype = _check_decode(
+        q, k_cache, v_cache, lengths, scale, window
+    )
+    B, Hq, D = q.shape
+    Hkv, Dv = k_cache.shape[1], v_cache.shape[3]
+    group = Hq // Hkv
+    out = np.zeros((B, Hq, Dv), dtype=np.float64)
+    for b in range(B):
+        n = int(lengths[b])
+        lo = 0 if window is None else max(0, n - window)
+        if n == lo:
+            continue
+        kb = k_cache[b, :, lo:n].astype(np.float64)  # (Hkv, n', D): garbage past n never read
+        vb = v_cache[b, :, lo:n].astype(np.float64)  # (Hkv, n', Dv)
+        for h in range(Hq):
+            s = kb[h // group] @ q[b, h].astype(np.float64) * scale  # (n',)
+            p = np.exp(s - s.max())
+            out[b, h] = p @ vb[h // group] / p.sum()
+    return out.astype(dtype)
+
+
+def paged_decode_attention_ref(q, k_pages, v_pages, block_table, lengths, *, scale=None, window=None):
+    """Plain NumPy paged decode: gathers each sequence's pages, then :func:`decode_attention_ref`."""
+    q, k_pages, v_pages, block_table, lengths, scale, window, dtype = _check_paged(
+        q, k_pages, v_pages, block_table, lengths, scale, window
+    )
+    B = q.shape[0]
+    page_size, Hkv, D = k_pages.shape[1:]
+    Dv = v_pages.shape[3]
+    max_blocks = block_table.shape[1]
+    Lmax = max_blocks * page_size
+    k_cache = np.zeros((B, Hkv, Lmax, D), dtype=k_pages.dtype)
+    v_cache = np.zeros((B, Hkv, Lmax, Dv), dtype=v_pages.dtype)
+    for b in range(B):
+        nblk = -(-int(lengths[b]) // page_size)
+        for blk in range(nblk):
+            sl = slice(blk * page_size, (blk + 1) * page_size)
+            k_cache[b, :, sl] = k_pages[block_table[b, blk]].transpose(1, 0, 2)  # (Hkv, ps, D)
+            v_cache[b, :, sl] = v_pages[block_table[b, blk]].transpose(1, 0, 2)  # (Hkv, ps, Dv)
+    return decode_attention_ref(q, k_cache, v_cache, lengths, scale=scale, window=window).astype(dtype)
+
+
+# --------------------------------------------------------------------------- napkin math
+
+
+def attention_flops(Lq, Lk, D, Dv=None, causal=True, window=None):
+    """FLOPs of one attention head: ``2 * (D + Dv)`` per visible (query, key) pair.
+
+    Counts only the unmasked part (what a kernel that skips masked tiles must do),
+    so causal prefill at Lq = Lk = L counts ``2 * L * (L + 1) / 2 * (D + Dv)``.
+    Multiply by batch * query heads for a whole call.
+    """
+    Dv = D if Dv is None else Dv
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1 or None, got {window}")
+    lo, hi = _visible_range(np.arange(int(Lq), dtype=np.int64), int(Lq), int(Lk), causal, window)
+    pairs = int(np.maximum(hi - lo + 1, 0).sum())
+    return 2 * pairs * (int(D) + int(Dv))
+
+
+def kv_bytes_read(lengths, Hkv, D, Dv=None, itemsize=4, window=None):
+    """Bytes of K and V a decode step must read: visible keys x Hkv x (D + Dv) x itemsize."""
+    Dv = D if Dv is None else Dv
+    n = np.asarray(lengths, dtype=np.int64)
+    if window is not None:
+        n = np.minimum(n, int(window))
+    return int(n.sum()) * int(Hkv) * (int(D) + int(Dv)) * int(itemsize)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_scale(scale, D):
+    if scale is None:
+        if D == 0:
+            raise ValueError("q must have a head dimension D >= 1 when scale is None")
+        return 1.0 / math.sqrt(D)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def _check_window(window):
+    if window is None:
+        return None
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Integral):
+        raise TypeError(f"window must be an int >= 1 or None, got {type(window).__name__}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1 or None, got {window}")
+    return int(window)
+
+
+def _check_heads(Hq, Hkv, kname):
+    if Hkv == 0 or Hq % Hkv != 0:
+        raise ValueError(
+            f"query heads Hq={Hq} must be a multiple of {kname} heads Hkv={Hkv} (grouped-query attention)"
+        )
+
+
+def _common_dtype(*arrays):
+    return np.result_type(*arrays)
+
+
+def _check_prefill(q, k, v, causal, scale, window):
+    q = check_float_array("q", q, 4)
+    k = check_float_array("k", k, 4)
+    v = check_float_array("v", v, 4)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    B, Hq, Lq, D = q.shape
+    if k.shape[0] != B or v.shape[0] != B:
+        raise ValueError(f"batch mismatch: q has B={B}, k has {k.shape[0]}, v has {v.shape[0]}")
+    if k.shape[3] != D:
+        raise ValueError(f"k must have the same head dimension D as q: q has D={D}, k has {k.shape[3]}")
+    if v.shape[1] != k.shape[1] or v.shape[2] != k.shape[2]:
+        raise ValueError(
+            f"v must match k in heads and length: k has (Hkv, Lk)={k.shape[1:3]}, v has {v.shape[1:3]}"
+        )
+    _check_heads(Hq, k.shape[1], "k")
+    scale = _check_scale(scale, D)
+    window = _check_window(window)
+    return q, k, v, scale, window, _common_dtype(q, k, v)
+
+
+def _check_decode(q, k_cache, v_cache, lengths, scale, window):
+    q = check_float_array("q", q, 3)
+    k_cache = check_float_array("k_cache", k_cache, 4)
+    v_cache = check_float_array("v_cache", v_cache, 4)
+    B, Hq, D = q.shape
+    if k_cache.shape[0] != B or v_cache.shape[0] != B:
+        raise ValueError(
+            f"batch mismatch: q has B={B}, k_cache has {k_cache.shape[0]}, v_cache has {v_cache.shape[0]}"
+        )
+    if k_cache.shape[3] != D:
+        raise ValueError(f"k_cache must have the same head dimension D as q: q has D={D}, k_cache has {k_cache.shape[3]}")
+    if v_cache.shape[1:3] != k_cache.shape[1:3]:
+        raise ValueError(
+            f"v_cache must match k_cache in heads and Lmax: {k_cache.shape[1:3]} vs {v_cache.shape[1:3]}"
+        )
+    _check_heads(Hq, k_cache.shape[1], "k_cache")
+    lengths = _check_lengths(lengths, B, k_cache.shape[2])
+    scale = _check_scale(scale, D)
+    window = _check_window(window)
+    return q, k_cache, v_cache, lengths, scale, window, _common_dtype(q, k_cache, v_cache)
+
+
+def _check_lengths(lengths, B, Lmax):
+    if isinstance(lengths, np.ndarray) and lengths.dtype.kind == "b":
+        raise TypeError("lengths must have an integer dtype, got bool")
+    lengths = check_int_array("lengths", lengths, 1)
+    if lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape (B,) = ({B},), got {lengths.shape}")
+    if B and (lengths.min() < 0 or lengths.max() > Lmax):
+        raise ValueError(f"lengths must lie in [0, {Lmax}] (the cache length), got [{lengths.min()}, {lengths.max()}]")
+    return lengths
+
+
+def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window):
+    q = check_float_array("q", q, 3)
+    k_pages = check_float_array("k_pages", k_pages, 4)
+    v_pages = check_float_array("v_pages", v_pages, 4)
+    B, Hq, D = q.shape
+    num_pages, page_size, Hkv, Dk = k_pages.shape
+    if Dk != D:
+        raise ValueError(f"k_pages must have the same head dimension D as q: q has D={D}, k_pages has {Dk}")
+    if v_pages.shape[:3] != k_pages.shape[:3]:
+        raise ValueError(
+            "v_pages must match k_pages in (num_pages, page_size, Hkv): "
+            f"{k_pages.shape[:3]} vs {v_pages.shape[:3]}"
+        )
+    if page_size == 0:
+        raise ValueError("k_pages must have page_size >= 1")
+    _check_heads(Hq, Hkv, "k_pages")
+    if isinstance(block_table, np.ndarray) and block_table.dtype.kind == "b":
+        raise TypeError("block_table must have an integer dtype, got bool")
+    block_table = check_int_array("block_table", block_table, 2)
+    if block_table.shape[0] != B:
+        raise ValueError(f"block_table must have shape (B, max_blocks) with B={B}, got {block_table.shape}")
+    lengths = _check_lengths(lengths, B, block_table.shape[1] * page_size)
+    # Only the blocks a sequence uses must point at real pages (vLLM pads the rest).
+    nblk = -(-lengths // page_size)  # (B,)
+    used = np.arange(block_table.shape[1])[None, :] < nblk[:, None]  # (B, max_blocks)
+    ids = block_table[used]
+    if ids.size and (ids.min() < 0 or ids.max() >= num_pages):
+        raise ValueError(
+            f"block_table page ids must lie in [0, {num_pages}) for used blocks, got [{ids.min()}, {ids.max()}]"
+        )
+    scale = _check_scale(scale, D)
+    window = _check_window(window)
+    return q, k_pages, v_pages, block_table, lengths, scale, window, _common_dtype(q, k_pages, v_pages)
+
+
+# --------------------------------------------------------------------------- Numba leaves
+
+
+@intrinsic
+def _bits_as_f32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as the float32 with the same bits (inlined; vectorises)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = args[0]
+        if bits.bitwidth > 32:  # numba widens int32 arithmetic; only the low 32 bits matter
+            low = builder.trunc(low, llvmir.IntType(32))
+        return builder.bitcast(low, llvmir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _exp2_f32(x):
+    """2**x for float32 x <= 0; exactly 0 for x <= -127 (so -inf -> 0)."""
+    x = max(x, _EXP2_MIN)
+    n = np.floor(x)
+    f = x - n  # [0, 1)
+    p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
+    return p * _bits_as_f32((np.int32(n) + _I127) << _I23)  # n = -127 gives +0.0
+
+
+def _exp2(x):  # dispatched by type in the overload below
+    raise NotImplementedError
+
+
+@overload(_exp2, jit_options={"fastmath": FASTMATH})
+def _exp2_overload(x):
+    if x == types.float32:
+        return lambda x: _exp2_f32(x)
+    if x == types.float64:
+        return lambda x: math.exp2(x)
+    return None
+
+
+def _zero_of(a):  # typed zero of an array's dtype, dispatched below
+    raise NotImplementedError
+
+
+@overload(_zero_of)
+def _zero_of_overload(a):
+    dt = a.dtype
+    return lambda a: dt(0)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _dot_rows2(A, ar, B, br, K, zero):
+    """Two dot products sum_k A[ar + r, k] * B[br, k] for r = 0, 1."""
+    s0 = zero
+    s1 = zero
+    for kk in range(K):
+        b = B[br, kk]
+        s0 += A[ar, kk] * b
+        s1 += A[ar + 1, kk] * b
+    return s0, s1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _dot_row4(A, i, B, r0, r1, r2, r3, K, zero):
+    """Four dot products sum_k A[i, k] * B[r, k] for r in (r0, r1, r2, r3)."""
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    for kk in range(K):
+        a = A[i, kk]
+        s0 += a * B[r0, kk]
+        s1 += a * B[r1, kk]
+        s2 += a * B[r2, kk]
+        s3 += a * B[r3, kk]
+    return s0, s1, s2, s3
+
+
+# Index note for the micro-kernels: the innermost index is always a bare loop
+# variable. Numba wraps negative indices, and for ``offset + kk`` with a
+# run-time offset that check cannot be proved away, which turns contiguous
+# loads into gathers; row offsets are fine because they are loop invariant.
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
+    """C[i, c0 + j] = sum_k A[i, k] * B[br0 + j * bstride, k] for i < M, j < N.
+
+    2 x 4 register block; the k loop is contiguous in A and B so LLVM turns the
+    8 scalar accumulators into 8 vector FMA chains. An odd last row (decode
+    with one query head per kv head) uses a 1 x 4 block.
+    """
+    zero = _zero_of(C)
+    N4 = N - N % 4
+    M2 = M - M % 2
+    for j in range(0, N4, 4):  # j outer: each B row is fetched once, A stays in L1
+        r0 = br0 + j * bstride
+        r1 = r0 + bstride
+        r2 = r1 + bstride
+        r3 = r2 + bstride
+        cj = c0 + j
+        if M2 < M:
+            t0, t1, t2, t3 = _dot_row4(A, M2, B, r0, r1, r2, r3, K, zero)
+            C[M2, cj] = t0
+            C[M2, cj + 1] = t1
+            C[M2, cj + 2] = t2
+            C[M2, cj + 3] = t3
+        for i in range(0, M2, 2):
+            s00 = zero
+            s01 = zero
+            s02 = zero
+            s03 = zero
+            s10 = zero
+            s11 = zero
+            s12 = zero
+            s13 = zero
+            for kk in range(K):
+                a0 = A[i, kk]
+                a1 = A[i + 1, kk]
+                b0 = B[r0, kk]
+                b1 = B[r1, kk]
+                b2 = B[r2, kk]
+                b3 = B[r3, kk]
+                s00 += a0 * b0
+                s01 += a0 * b1
+                s02 += a0 * b2
+                s03 += a0 * b3
+                s10 += a1 * b0
+                s11 += a1 * b1
+                s12 += a1 * b2
+                s13 += a1 * b3
+            C[i, cj] = s00
+            C[i, cj + 1] = s01
+            C[i, cj + 2] = s02
+            C[i, cj + 3] = s03
+            C[i + 1, cj] = s10
+            C[i + 1, cj + 1] = s11
+            C[i + 1, cj + 2] = s12
+            C[i + 1, cj + 3] = s13
+    for j in range(N4, N):
+        rj = br0 + j * bstride
+        for i in range(0, M2, 2):
+            s0, s1 = _dot_rows2(A, i, B, rj, K, zero)
+            C[i, c0 + j] = s0
+            C[i + 1, c0 + j] = s1
+        if M2 < M:
+            t = zero
+            for kk in range(K):
+                t += A[M2, kk] * B[rj, kk]
+            C[M2, c0 + j] = t
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _mm_nt_rescale_add(A, B, C, alpha, M, N, K):
+    """C[i, j] = alpha[i] * C[i, j] + sum_k A[i, k] * B[j, k]; M even.
+
+    The P @ V update of the online softmax, with the V tile transposed so the
+    reduction over keys is contiguous in both operands.
+    """
+    zero = _zero_of(C)
+    N4 = N - N % 4
+    for j in range(0, N4, 4):  # j outer: each V row is fetched once, P stays in L1
+        for i in range(0, M, 2):
+            a_0 = alpha[i]
+            a_1 = alpha[i + 1]
+            s00 = zero
+            s01 = zero
+            s02 = zero
+            s03 = zero
+            s10 = zero
+            s11 = zero
+            s12 = zero
+            s13 = zero
+            for kk in range(K):
+                p0 = A[i, kk]
+                p1 = A[i + 1, kk]
+                b0 = B[j, kk]
+                b1 = B[j + 1, kk]
+                b2 = B[j + 2, kk]
+                b3 = B[j + 3, kk]
+                s00 += p0 * b0
+                s01 += p0 * b1
+                s02 += p0 * b2
+                s03 += p0 * b3
+                s10 += p1 * b0
+                s11 += p1 * b1
+                s12 += p1 * b2
+                s13 += p1 * b3
+            C[i, j] = a_0 * C[i, j] + s00
+            C[i, j + 1] = a_0 * C[i, j + 1] + s01
+            C[i, j + 2] = a_0 * C[i, j + 2] + s02
+            C[i, j + 3] = a_0 * C[i, j + 3] + s03
+            C[i + 1, j] = a_1 * C[i + 1, j] + s10
+            C[i + 1, j + 1] = a_1 * C[i + 1, j + 1] + s11
+            C[i + 1, j + 2] = a_1 * C[i + 1, j + 2] + s12
+            C[i + 1, j + 3] = a_1 * C[i + 1, j + 3] + s13
+    for j in range(N4, N):
+        for i in range(0, M, 2):
+            s0, s1 = _dot_rows2(A, i, B, j, K, zero)
+            C[i, j] = alpha[i] * C[i, j] + s0
+            C[i + 1, j] = alpha[i + 1] * C[i + 1, j] + s1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _row_range(i, Lk, off, causal, window):
+    """First and last key query row ``i`` may see (empty when lo > hi); window 0 = unlimited."""
+    hi = Lk - 1
+    if causal:
+        hi = min(hi, i + off)
+    lo = 0
+    if window > 0:
+        lo = max(0, hi - window + 1)
+    return lo, hi
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window):
+    """Set scores of keys a row may not see to -inf (diagonal / window-edge tiles only)."""
+    ninf = -np.inf
+    for r in range(nq):
+        lo, hi = _row_range(q0 + r, Lk, off, causal, window)
+        jlo = max(0, lo - kv0)
+        jhi = min(nk - 1, hi - kv0)
+        if jlo > jhi:
+            jlo = nk
+        for j in range(0, min(jlo, nk)):
+            S[r, j] = ninf
+        for j in range(max(jhi + 1, jlo), nk):
+            S[r, j] = ninf
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _row_max(S, r, n, init):
+    """max(init, S[r, :n]) with 8 independent lanes.
+
+    Without ``nnan`` LLVM will not vectorise a single max chain (one 3-cycle
+    compare per score); eight lanes let the SLP vectoriser use one vmaxps.
+    """
+    m0 = init
+    m1 = init
+    m2 = init
+    m3 = init
+    m4 = init
+    m5 = init
+    m6 = init
+    m7 = init
+    n8 = n - n % 8
+    for j in range(0, n8, 8):
+        x0 = S[r, j]
+        x1 = S[r, j + 1]
+        x2 = S[r, j + 2]
+        x3 = S[r, j + 3]
+        x4 = S[r, j + 4]
+        x5 = S[r, j + 5]
+        x6 = S[r, j + 6]
+        x7 = S[r, j + 7]
+        m0 = x0 if x0 > m0 else m0
+        m1 = x1 if x1 > m1 else m1
+        m2 = x2 if x2 > m2 else m2
+        m3 = x3 if x3 > m3 else m3
+        m4 = x4 if x4 > m4 else m4
+        m5 = x5 if x5 > m5 else m5
+        m6 = x6 if x6 > m6 else m6
+        m7 = x7 if x7 > m7 else m7
+    for j in range(n8, n):
+        x0 = S[r, j]
+        m0 = x0 if x0 > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    return m4 if m4 > m0 else m0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _online_softmax(S, m, l, alpha, rows, nk):
+    """In place: S[r, :nk] <- 2**(S - m_new), update running max m and sum l.
+
+    Rows that have seen no visible key so far keep m = -inf, l = 0 and get
+    P = 0, alpha = 1 (so nothing is ever computed from -inf - -inf).
+    """
+    ninf = -np.inf
+    for r in range(rows):
+        mx = _row_max(S, r, nk, m[r])
+        if mx == ninf:
+            alpha[r] = 1.0
+            for j in range(nk):
+                S[r, j] = 0.0
+            continue
+        a = _exp2(m[r] - mx)
+        rs = _zero_of(S)
+        for j in range(nk):
+            p = _exp2(S[r, j] - mx)
+            S[r, j] = p
+            rs += p
+        l[r] = l[r] * a + rs
+        m[r] = mx
+        alpha[r] = a
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _attention_block(Q, K, Vt, O, q0, nq, qscale, causal, window, block_k, qbuf, S, acc, m, l, alpha):
+    """One query block of one head: rows q0 .. q0+nq-1 of Q (Lq, D) -> O (Lq, Dv).
+
+    K (Lk, D); Vt (n_tiles, Dv, block_k) holds V transposed tile by tile.
+    """
+    Lq, D = Q.shape
+    Lk = K.shape[0]
+    Dv = Vt.shape[1]
+    off = Lk - Lq
+    rows = nq + (nq & 1)  # even for the 2-row micro-kernel
+    lo_f, hi_f = _row_range(q0, Lk, off, causal, window)
+    lo_l, hi_l = _row_range(q0 + nq - 1, Lk, off, causal, window)
+    klo = lo_f
+    khi = hi_l
+    if khi < 0 or khi < klo:  # no row of the block sees any key
+        for r in range(nq):
+            for c in range(Dv):
+                O[q0 + r, c] = 0.0
+        return
+    for r in range(rows):
+        m[r] = -np.inf
+        l[r] = 0.0
+        for c in range(Dv):
+            acc[r, c] = 0.0
+        if r < nq:
+            for d in range(D):
+                qbuf[r, d] = Q[q0 + r, d] * qscale
+        else:
+            for d in range(D):
+                qbuf[r, d] = 0.0
+    for kv0 in range((klo // block_k) * block_k, khi + 1, block_k):  # tiles aligned with Vt's
+        nk = min(block_k, khi + 1 - kv0)
+        _mm_nt_store(qbuf, K, kv0, 1, S, 0, rows, nk, D)  # S (rows, nk) = Qs K^T
+        if kv0 + nk - 1 > hi_f or kv0 < lo_l:
+            _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window)
+        if rows > nq:  # the padding row contributes nothing
+            for j in range(nk):
+                S[nq, j] = -np.inf
+        _online_softmax(S, m, l, alpha, rows, nk)
+        _mm_nt_rescale_add(S, Vt[kv0 // block_k], acc, alpha, rows, Dv, nk)  # acc = alpha*acc + P V
+    for r in range(nq):
+        inv = 1.0 / l[r] if l[r] > 0 else 0.0
+        for c in range(Dv):
+            O[q0 + r, c] = acc[r, c] * inv
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _attention_kernel(q, k, vt, out, qscale, causal, window, block_q, block_k):
+    """Parallel driver over (batch, query head, pair of query blocks).
+
+    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), vt (B, Hkv, n_tiles, Dv, block_k) (V
+    transposed per key tile, zero padded), out (B, Hq, Lq, Dv),
+    all C-contiguous. A work item handles query block t and block nqb-1-t so
+    causal items cost the same; each output row is written by one item, so
+    the result does not depend on the thread count.
+    """
+    B, Hq, Lq, D = q.shape
+    Hkv = k.shape[1]
+    Dv = vt.shape[3]
+    group = Hq // Hkv
+    nqb = (Lq + block_q - 1) // block_q
+    npairs = (nqb + 1) // 2
+    rows_max = block_q + (block_q & 1)
+    for item in prange(B * Hq * npairs):
+        pair = item % npairs
+        bh = item // npairs
+        h = bh % Hq
+        b = bh // Hq
+        hk = h // group
+        qbuf = np.empty((rows_max, D), dtype=q.dtype)  # (BQ, D)
+        S = np.empty((rows_max, block_k), dtype=q.dtype)  # (BQ, BK)
+        acc = np.empty((rows_max, Dv), dtype=q.dtype)  # (BQ, Dv)
+        m = np.empty(rows_max, dtype=q.dtype)
+        l = np.empty(rows_max, dtype=q.dtype)
+        alpha = np.empty(rows_max, dtype=q.dtype)
+        for which in range(2):
+            t = pair if which == 0 else nqb - 1 - pair
+            if which == 1 and t == pair:  # odd block count: the middle block is alone
+                break
+            q0 = t * block_q
+            nq = min(block_q, Lq - q0)
+            _attention_block(q[b, h], k[b, hk], vt[b, hk], out[b, h], q0, nq, qscale,
+                             causal, window, block_k, qbuf, S, acc, m, l, alpha)
+
+
+# --------------------------------------------------------------------------- decode kernels
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _decode_pv(S, c0, V2, row0, rstride, nk, rows, acc):
+    """acc[r, :] += sum_j S[r, c0 + j] * V2[row0 + j * rstride, :] for j < nk.
+
+    Keys go four at a time so each acc row is loaded and stored once per four
+    value rows; the value rows themselves are read once for all heads.
+    """
+    Dv = V2.shape[1]
+    nk4 = nk - nk % 4
+    for j in range(0, nk4, 4):
+        v0 = row0 + j * rstride
+        v1 = v0 + rstride
+        v2 = v1 + rstride
+        v3 = v2 + rstride
+        cj = c0 + j
+        for r in range(rows):
+            p0 = S[r, cj]
+            p1 = S[r, cj + 1]
+            p2 = S[r, cj + 2]
+            p3 = S[r, cj + 3]
+            for c in range(Dv):
+                acc[r, c] += p0 * V2[v0, c] + p1 * V2[v1, c] + p2 * V2[v2, c] + p3 * V2[v3, c]
+    for j in range(nk4, nk):
+        v0 = row0 + j * rstride
+        for r in range(rows):
+            p = S[r, c0 + j]
+            for c in range(Dv):
+                acc[r, c] += p * V2[v0, c]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, end):
+    """Cache rows of keys pos.. of (b, hk): (first row, row stride, keys until the segment ends).
+
+    A contiguous cache is one segment; a paged cache breaks at page boundaries.
+    """
+    if paged:
+        blk = pos // page_size
+        stop = min(end, (blk + 1) * page_size)
+        return (block_table[b, blk] * page_size + pos - blk * page_size) * Hkv + hk, Hkv, stop - pos
+    return (b * Hkv + hk) * Lmax + pos, 1, end - pos
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
+                   qscale, window, split, tile, out):
+    """Flash-decoding driver: parallel over (batch, fixed key split), then a fixed-order merge.
+
+    q (B, Hq, D); out (B, Hq, Dv). K2 (rows, D) / V2 (rows, Dv) hold one key /
+    value of one kv head per row. Contiguous cache: key j of (b, hk) is row
+    (b*Hkv + hk)*Lmax + j. Paged cache: key j lives in page
+    block_table[b, j // page_size], row (page*page_size + j % page_size)*Hkv + hk.
+    Splits and tiles sit at fixed absolute key positions (multiples of
+    ``split`` / ``tile``) for both layouts, so the result never depends on the
+    thread count and paged and contiguous caches do the same arithmetic.
+    """
+    B, Hq, D = q.shape
+    Dv = out.shape[2]
+    group = Hq // Hkv
+    nsplit = max(1, (Lmax + split - 1) // split)
+    part_m = np.empty((B, Hkv, nsplit, group), dtype=q.dtype)
+    part_l = np.empty((B, Hkv, nsplit, group), dtype=q.dtype)
+    part_o = np.empty((B, Hkv, nsplit, group, Dv), dtype=q.dtype)
+    for item in prange(B * nsplit):
+        s = item % nsplit
+        b = item // nsplit
+        n = lengths[b]
+        lo = 0
+        if window > 0:
+            lo = max(0, n - window)
+        j0 = max(lo, s * split)
+        j1 = min(n, (s + 1) * split)
+        for hk in range(Hkv):
+            for r in range(group):
+                part_m[b, hk, s, r] = -np.inf
+                part_l[b, hk, s, r] = 0.0
+                for c in range(Dv):
+                    part_o[b, hk, s, r, c] = 0.0
+        if j0 >= j1:
+            continue
+        qbuf = np.empty((Hq, D), dtype=q.dtype)  # (Hq, D) pre-scaled queries
+        for h in range(Hq):
+            for d in range(D):
+                qbuf[h, d] = q[b, h, d] * qscale
+        S = np.empty((group, tile), dtype=q.dtype)  # (g, tile)
+        alpha = np.empty(group, dtype=q.dtype)
+        # Loop order follows the layout: a contiguous cache streams each kv
+        # head's rows in turn; a paged tile's pages hold every head's rows, so
+        # kv heads go innermost and a page is consumed while still in cache.
+        # Either order performs the same operations on every (head, tile).
+        ntiles = (j1 - 1) // tile - j0 // tile + 1
+        for it in range(ntiles * Hkv):
+            if paged:
+                t = it // Hkv
+                hk = it % Hkv
+            else:
+                hk = it // ntiles
+                t = it % ntiles
+            ts = (j0 // tile + t) * tile
+            a0 = max(ts, j0)
+            a1 = min(ts + tile, j1)
+            qh = qbuf[hk * group:(hk + 1) * group]  # (g, D)
+            m = part_m[b, hk, s]  # (g,)
+            l = part_l[b, hk, s]  # (g,)
+            acc = part_o[b, hk, s]  # (g, Dv)
+            pos = a0
+            while pos < a1:  # scores, segment by segment
+                row0, rstride, cnt = _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, a1)
+                _mm_nt_store(qh, K2, row0, rstride, S, pos - a0, group, cnt, D)
+                pos += cnt
+            _online_softmax(S, m, l, alpha, group, a1 - a0)
+            for r in range(group):
+                a = alpha[r]
+                for c in range(Dv):
+                    acc[r, c] *= a
+            pos = a0
+            while pos < a1:  # P @ V, segment by segment
+                row0, rstride, cnt = _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, a1)
+                _decode_pv(S, pos - a0, V2, row0, rstride, cnt, group, acc)
+                pos += cnt
+    # fixed-order merge of the splits
+    for bh in prange(B * Hkv):
+        hk = bh % Hkv
+        b = bh // Hkv
+        for r in range(group):
+            h = hk * group + r
+            mx = -np.inf
+            for s in range(nsplit):
+                mx = max(mx, part_m[b, hk, s, r])
+            for c in range(Dv):
+                out[b, h, c] = 0.0
+            if mx == -np.inf:  # nothing visible: zeros
+                continue
+            tot = _zero_of(out)
+            for s in range(nsplit):
+                w = _exp2(part_m[b, hk, s, r] - mx)
+                tot += w * part_l[b, hk, s, r]
+                for c in range(Dv):
+                    out[b, h, c] += w * part_o[b, hk, s, r, c]
+            inv = 1.0 / tot
+            for c in range(Dv):
+                out[b, h, c] *= inv
+
+
+# --------------------------------------------------------------------------- public kernels
+
+
+def attention(q, k, v, *, causal=True, scale=None, window=None):
+    """Multi-head / grouped-query attention, tiled with an online softmax (Numba).
+
+    Parameters
+    ----------
+    q : ndarray, shape (B, Hq, Lq, D)
+    k : ndarray, shape (B, Hkv, Lk, D)
+        ``Hq`` must be a multiple of ``Hkv``; query head ``h`` reads kv head
+        ``h // (Hq // Hkv)``.
+    v : ndarray, shape (B, Hkv, Lk, Dv)
+    causal : bool
+        Bottom-right aligned causal mask: query ``i`` sees key ``j`` iff
+        ``j <= i + Lk - Lq``.
+    scale : float, optional
+        Score scale, default ``1 / sqrt(D)``.
+    window : int >= 1, optional
+        Keep only the ``window`` most recent keys each query may see.
+
+    Returns
+    -------
+    out : ndarray, shape (B, Hq, Lq, Dv)
+        dtype is the common dtype of the inputs (float32 or float64). Rows
+        that see no key are zeros.
+
+    Notes
+    -----
+    Working memory is O(tile) per thread plus one transposed copy of ``v``
+    (and contiguous copies of non-contiguous inputs); the result is
+    bitwise identical for any Numba thread count.
+    """
+    q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    out = np.zeros((B, Hq, Lq, Dv), dtype=dtype)
+    if out.size == 0 or Lk == 0:
+        return out
+    qc = np.ascontiguousarray(q, dtype=dtype)  # (B, Hq, Lq, D)
+    kc = np.ascontiguousarray(k, dtype=dtype)  # (B, Hkv, Lk, D)
+    nt = -(-Lk // BLOCK_K)
+    vt = np.zeros((B, Hkv, nt * BLOCK_K, Dv), dtype=dtype)  # (B, Hkv, Lk padded, Dv)
+    vt[:, :, :Lk] = v
+    vt = np.ascontiguousarray(vt.reshape(B, Hkv, nt, BLOCK_K, Dv).transpose(0, 1, 2, 4, 3))  # (B, Hkv, nt, Dv, BK)
+    _attention_kernel(qc, kc, vt, out, dtype.type(scale * LOG2E), bool(causal),
+                      0 if window is None else window, BLOCK_Q, BLOCK_K)
+    return out
+
+
+def decode_attention(q, k_cache, v_cache, lengths, *, scale=None, window=None):
+    """Attention of one new query token per sequence against a contiguous KV cache.
+
+    Parameters
+    ----------
+    q : ndarray, shape (B, Hq, D)
+    k_cache : ndarray, shape (B, Hkv, Lmax, D)
+    v_cache : ndarray, shape (B, Hkv, Lmax, Dv)
+    lengths : integer array, shape (B,)
+        Valid cache length per sequence, in ``[0, Lmax]``; positions
+        ``>= lengths[b]`` are never read. The query is position ``lengths[b] - 1``.
+    scale, window : as in :func:`attention`.
+
+    Returns
+    -------
+    out : ndarray, shape (B, Hq, Dv); zeros for sequences of length 0.
+    """
+    q, k_cache, v_cache, lengths, scale, window, dtype = _check_decode(
+        q, k_cache, v_cache, lengths, scale, window
+    )
+    B, Hq, D = q.shape
+    Hkv, Lmax, Dv = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+    out = np.zeros((B, Hq, Dv), dtype=dtype)
+    if out.size == 0 or Lmax == 0:
+        return out
+    qc = np.ascontiguousarray(q, dtype=dtype)
+    K2 = np.ascontiguousarray(k_cache, dtype=dtype).reshape(B * Hkv * Lmax, D)  # (B*Hkv*Lmax, D)
+    V2 = np.ascontiguousarray(v_cache, dtype=dtype).reshape(B * Hkv * Lmax, Dv)  # (B*Hkv*Lmax, Dv)
+    dummy_table = np.zeros((1, 1), dtype=np.int64)
+    _decode_kernel(qc, K2, V2, lengths, dummy_table, False, 1, Hkv, Lmax,
+                   dtype.type(scale * LOG2E), 0 if window is None else window,
+                   DECODE_SPLIT, DECODE_TILE, out)
+    return out
+
+
+def paged_decode_attention(q, k_pages, v_pages, block_table, lengths, *, scale=None, window=None):
+    """Decode attention over a paged KV cache (vLLM layout).
+
+    Parameters
+    ----------
+    q : ndarray, shape (B, Hq, D)
+    k_pages : ndarray, shape (num_pages, page_size, Hkv, D)
+    v_pages : ndarray, shape (num_pages, page_size, Hkv, Dv)
+    block_table : integer array, shape (B, max_blocks)
+        ``block_table[b, i]`` is the physical page holding keys
+        ``i*page_size .. (i+1)*page_size - 1`` of sequence ``b``; entries of
+        blocks beyond ``ceil(lengths[b] / page_size)`` are ignored.
+    lengths : integer array, shape (B,), in ``[0, max_blocks * page_size]``
+    scale, window : as in :func:`attention`.
+
+    Returns
+    -------
+    out : ndarray, shape (B, Hq, Dv)
+    """
+    q, k_pages, v_pages, block_table, lengths, scale, window, dtype = _check_paged(
+        q, k_pages, v_pages, block_table, lengths, scale, window
+    )
+    B, Hq, D = q.shape
+    num_pages, page_size, Hkv, _ = k_pages.shape
+    Dv = v_pages.shape[3]
+    out = np.zeros((B, Hq, Dv), dtype=dtype)
+    if out.size == 0 or block_table.shape[1] == 0:
+        return out
+    qc = np.ascontiguousarray(q, dtype=dtype)
+    K2 = np.ascontiguousarray(k_pages, dtype=dtype).reshape(num_pages * page_size * Hkv, D)
+    V2 = np.ascontiguousarray(v_pages, dtype=dtype).reshape(num_pages * page_size * Hkv, Dv)
+    _decode_kernel(qc, K2, V2, lengths, np.ascontiguousarray(block_table), True, page_size, Hkv,
+                   block_table.shape[1] * page_size, dtype.type(scale * LOG2E),
+                   0 if window is None else window, DECODE_SPLIT, DECODE_TILE, out)
+    return out
