@@ -22,6 +22,10 @@ Versions in this file (each fast kernel has a plain NumPy reference beside it):
     (linear in the bucket size) and sorting the last few dozen.  The draw is an
     inverse CDF over the bucket masses, then over the tokens of the chosen
     bucket in id order: two cheap passes, no per-token random numbers.
+  - Collecting one bucket's tokens is a two-compare scan, kept on one thread
+    for rows up to ``_COLLECT_PAR_V`` tokens even for B=1 (cheaper than waking
+    the other threads), so a B=1 ``sample`` has two parallel sections (max,
+    histogram) instead of four.
   - Determinism: every row is split into fixed blocks of ``BLOCK`` tokens; all
     floating-point sums are formed per block and merged in block order, both
     when a row is processed by one thread and when its blocks are spread over
@@ -73,6 +77,8 @@ _WIDTH = 1.0 / BUCKETS_PER_NAT
 #: exp(-b/16) at each regular bucket's upper edge (from np.exp); the overflow bucket has no mass.
 _BUCKET_SCALE = np.concatenate([np.exp(-np.arange(N_REGULAR) * _WIDTH), [0.0]])
 _CHUNK = 64
+#: Rows up to this many tokens collect a bucket on one thread even when B is small.
+_COLLECT_PAR_V = 1 << 20
 #: Tokens per vectorized sub-pass of the histogram (scratch stays in L1/L2).
 _HCHUNK = 2048
 #: Below this many candidates the boundary bucket is resolved by insertion sort.
@@ -671,7 +677,10 @@ def _row_collect(l, par, ws, tt, m, lmax, tb, xlim, xc, idc):
     cid, cx, ce, bcount = ws[6], ws[7], ws[8], ws[9]
     V = l.shape[0]
     llo, lhi = _bucket_l_bounds(tb, tt, m, lmax)
-    if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
+    # The scan is two compares per logit (~0.2 ns): below _COLLECT_PAR_V a
+    # parallel launch (waking the other threads) costs more than it saves, and
+    # on a loaded machine far more.  Serial and parallel give identical output.
+    if not par or V <= _COLLECT_PAR_V:
         return _blk_collect(l, 0, V, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, 0)
     _par_pass(_P_COLLECT, l, l, *ws, tt, np.float64(m), np.float64(xlim), _I0, np.int64(tb),
               np.float64(llo), np.float64(lhi), np.float64(xc), np.int64(idc), _F0)

@@ -382,3 +382,24 @@ def test_bad_parameters_name_argument():
     big = np.full((2, 4), 1e30, dtype=np.float32)
     with pytest.raises(ValueError, match=r"temperature.*row 0"):
         S.sample(big, temperature=1e-10)
+
+
+def test_single_row_above_parallel_collect_threshold_matches_reference_and_threads():
+    # V above kernels.sampling._COLLECT_PAR_V takes the parallel bucket-collect
+    # branch for B=1; it must agree with the reference and with one thread.
+    V = S._COLLECT_PAR_V + 4099
+    rng = np.random.default_rng(7)
+    x = _logits(rng, 1, V, scale=3.0)[0]
+    kw = dict(temperature=0.7, top_p=0.9)
+    out = []
+    for threads in (1, 2):
+        with numba_threads(threads):
+            out.append((S.sample(x, seed=11, return_logprobs=True, **kw), S.filter_logits(x, **kw)))
+    assert out[0][0][0] == out[1][0][0] and out[0][0][1] == out[1][0][1]
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    ref = S.filter_logits_ref(x, **kw)
+    np.testing.assert_array_equal(np.isfinite(out[0][1]), np.isfinite(ref))
+    token, logprob = out[1][0]
+    assert np.isfinite(ref[token])
+    p = np.exp(ref.astype(np.float64) - ref.max())
+    assert logprob == pytest.approx(np.log(p[token] / p.sum()), rel=1e-6, abs=1e-9)
