@@ -42,10 +42,16 @@ Variants, in rising sophistication (llm.c style), and why each is faster
 
    a. *Tiles*: a block of ``BLOCK_Q`` (32) queries, pre-scaled by
       ``scale * log2(e)`` while being copied into a contiguous scratch
-      buffer, meets ``BLOCK_K`` (256) keys at a time; memory is O(tile), not
-      O(Lq * Lk). Measured here, 32 x 256 beat 64 x 128 and 64 x 64: the
-      query block (8 KB) and score tile (32 KB) stay in L1/L2 while K and V
-      stream, and a long key tile amortises the horizontal sums of (b).
+      buffer, meets ``BLOCK_K`` (512) keys at a time; memory is O(tile), not
+      O(Lq * Lk). Swept at load 0.2-1.6 (B=1, H=8, D=64, causal float32,
+      2 threads, interleaved with torch SDPA): 32 x 512 beat the previous
+      32 x 256 by ~2% at L=1024 and L=2048 and ~3.5% at L=512 (median
+      per-round paired time ratio; 8 of 9 interleaved runs favoured 512 at
+      each length), a small gain next to the 10-20% run-to-run swing of
+      absolute GFLOP/s; 16, 48, 64, 96, 128 query rows and 128 / 384 keys
+      were no better. The query block (8 KB) and score tile (64 KB) stay in
+      L1/L2 while K and V stream, and a long key tile amortises the
+      horizontal sums of (b).
    b. *Register-blocked micro-kernels*: both matmuls are written as
       ``C[i, j] = sum_k A[i, k] * B[j, k]`` with the reduction index innermost
       and contiguous in both operands (K is already row-major along D; V is
@@ -129,7 +135,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 #: Query rows per prefill block (even: the micro-kernel handles 2 rows at a time).
 BLOCK_Q = 32
 #: Keys per prefill tile.
-BLOCK_K = 256
+BLOCK_K = 512
 #: Keys per decode work item (flash-decoding split); fixed so results do not
 #: depend on the thread count.
 DECODE_SPLIT = 512
