@@ -63,6 +63,23 @@ class _Threads:
             numba.set_num_threads(old)
 
 
+class _TorchThreads(_Threads):
+    """Also sets torch's intra-op thread count (skips the benchmark when torch is missing)."""
+
+    def _set_torch_threads(self, threads):
+        torch = _torch()
+        self._set_threads(threads)
+        self._old_torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        self.torch = torch
+        return torch
+
+    def teardown(self, *args):
+        if hasattr(self, "torch"):
+            self.torch.set_num_threads(self._old_torch_threads)
+        super().teardown()
+
+
 class TopK(_Threads):
     def setup(self, B, V, threads):
         self._set_threads(threads)
@@ -86,20 +103,11 @@ class TopK(_Threads):
     track_top_k_bandwidth.unit = "GB/s"
 
 
-class TopKTorch(_Threads):
+class TopKTorch(_TorchThreads):
     def setup(self, B, V, threads):
-        torch = _torch()
-        self._set_threads(threads)
-        self._old_torch_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        self.torch = torch
+        torch = self._set_torch_threads(threads)
         self.xt = torch.from_numpy(_logits(B, V))
         torch.topk(self.xt, K)
-
-    def teardown(self, *args):
-        if hasattr(self, "torch"):
-            self.torch.set_num_threads(self._old_torch_threads)
-        super().teardown()
 
     def time_torch_topk(self, B, V, threads):
         self.torch.topk(self.xt, K)
@@ -132,21 +140,12 @@ class Sample(_Threads):
         S.sample_ref(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
 
 
-class SampleTorch(_Threads):
+class SampleTorch(_TorchThreads):
     def setup(self, B, V, threads):
-        torch = _torch()
-        self._set_threads(threads)
-        self._old_torch_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        self.torch = torch
+        torch = self._set_torch_threads(threads)
         self.xt = torch.from_numpy(_logits(B, V))
         self.gen = torch.Generator().manual_seed(0)
         _torch_top_p_sample(torch, self.xt, TEMPERATURE, TOP_P, self.gen)
-
-    def teardown(self, *args):
-        if hasattr(self, "torch"):
-            self.torch.set_num_threads(self._old_torch_threads)
-        super().teardown()
 
     def time_torch_sort_top_p_sample(self, B, V, threads):
         _torch_top_p_sample(self.torch, self.xt, TEMPERATURE, TOP_P, self.gen)

@@ -115,8 +115,28 @@ def _check_level(level) -> float:
 # ------------------------------------------------------------------------------ the laws
 
 
+class _LawBase:
+    """What every law derives from its own ``loss(N, D)`` and ``compute_optimal(C)``."""
+
+    def tokens_per_parameter(self, C):
+        """``D_opt / N_opt`` at budget C."""
+        n, d = self.compute_optimal(C)
+        return _out(np.asarray(d) / np.asarray(n))
+
+    def optimal_loss(self, C):
+        """Loss at the compute-optimal allocation for budget C."""
+        n, d = self.compute_optimal(C)
+        return self.loss(n, d)
+
+    def isoflop(self, C, N):
+        """Loss along the budget ``C``: N parameters trained on ``D = C / (6N)`` tokens."""
+        C = _positive("C", C)
+        N = _positive("N", N)
+        return self.loss(N, C / (TRAINING_FLOPS_PER_PARAM_TOKEN * N))
+
+
 @dataclass(frozen=True)
-class ScalingLaw:
+class ScalingLaw(_LawBase):
     """``L(N, D) = E + A / N**alpha + B / D**beta`` (Hoffmann et al. 2022, Eq. 2).
 
     E: irreducible loss (nats/token); A, B: coefficients; alpha, beta: exponents (> 0).
@@ -165,22 +185,6 @@ class ScalingLaw:
         x = C / TRAINING_FLOPS_PER_PARAM_TOKEN
         return _out(self.G * x**a), _out(x**b / self.G)
 
-    def tokens_per_parameter(self, C):
-        """``D_opt / N_opt`` at budget C."""
-        n, d = self.compute_optimal(C)
-        return _out(np.asarray(d) / np.asarray(n))
-
-    def optimal_loss(self, C):
-        """Loss at the compute-optimal allocation for budget C."""
-        n, d = self.compute_optimal(C)
-        return self.loss(n, d)
-
-    def isoflop(self, C, N):
-        """Loss along the budget ``C``: N parameters trained on ``D = C / (6N)`` tokens."""
-        C = _positive("C", C)
-        N = _positive("N", N)
-        return self.loss(N, C / (TRAINING_FLOPS_PER_PARAM_TOKEN * N))
-
     def tokens_for_loss(self, N, target_loss):
         """Tokens D at which N parameters reach ``target_loss``; ``inf`` where N cannot reach it."""
         N = _positive("N", N)
@@ -199,7 +203,7 @@ class ScalingLaw:
 
 
 @dataclass(frozen=True)
-class KaplanLaw:
+class KaplanLaw(_LawBase):
     """Kaplan et al. 2020's joint law ``L(N, D) = [(N_c/N)**(alpha_N/alpha_D) + D_c/D]**alpha_D``.
 
     Its compute-optimal allocation is Kaplan et al.'s empirical rule ``N_opt ~ C**0.73``
@@ -243,19 +247,6 @@ class KaplanLaw:
         C = _positive("C", C)
         n = self.anchor_params * (C / self.anchor_flops) ** self.allocation_exponent
         return _out(n), _out(C / (TRAINING_FLOPS_PER_PARAM_TOKEN * n))
-
-    def tokens_per_parameter(self, C):
-        n, d = self.compute_optimal(C)
-        return _out(np.asarray(d) / np.asarray(n))
-
-    def optimal_loss(self, C):
-        n, d = self.compute_optimal(C)
-        return self.loss(n, d)
-
-    def isoflop(self, C, N):
-        C = _positive("C", C)
-        N = _positive("N", N)
-        return self.loss(N, C / (TRAINING_FLOPS_PER_PARAM_TOKEN * N))
 
     def tokens_for_loss(self, N, target_loss):
         N = _positive("N", N)
