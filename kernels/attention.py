@@ -42,26 +42,26 @@ Variants, in rising sophistication (llm.c style), and why each is faster
 
    a. *Tiles*: a block of ``BLOCK_Q`` (32) queries, pre-scaled by
       ``scale * log2(e)`` while being copied into a contiguous scratch
-      buffer, meets ``BLOCK_K`` (512) keys at a time; memory is O(tile), not
-      O(Lq * Lk). Swept at load 0.2-1.6 (B=1, H=8, D=64, causal float32,
-      2 threads, interleaved with torch SDPA): 32 x 512 beat the previous
-      32 x 256 by ~2% at L=1024 and L=2048 and ~3.5% at L=512 (median
-      per-round paired time ratio; 8 of 9 interleaved runs favoured 512 at
-      each length), a small gain next to the 10-20% run-to-run swing of
-      absolute GFLOP/s; 16, 48, 64, 96, 128 query rows and 128 / 384 keys
-      were no better. The query block (8 KB) and score tile (64 KB) stay in
-      L1/L2 while K and V stream, and a long key tile amortises the
-      horizontal sums of (b).
-   b. *Register-blocked micro-kernels*: both matmuls are written as
-      ``C[i, j] = sum_k A[i, k] * B[j, k]`` with the reduction index innermost
-      and contiguous in both operands (K is already row-major along D; V is
-      transposed tile by tile once per call so P @ V has the same shape). A
-      2 x 4 block of scalar accumulators makes LLVM vectorise the reduction
-      into 8 independent vector FMA chains fed by 6 loads per step (exactly
-      enough chains to hide the 4-cycle FMA latency at 2 FMAs per cycle);
-      the naive axpy form needs a load and a store per FMA and ran 2-3x
-      slower. The key loop is outermost, so each K / V row is fetched once
-      per tile and the small query / probability block is what L1 re-serves.
+      buffer, meets ``BLOCK_K`` (256) keys at a time; memory is O(tile), not
+      O(Lq * Lk). With the register tiles of (b), 16-64 query rows and
+      128-512 keys all ran within ~5% of each other (B=1, H=8, D=64, causal
+      float32, 2 threads, interleaved with torch SDPA); 32 x 256 keeps the
+      score tile (32 KB) in L1/L2 while K and V stream.
+   b. *Register-tile micro-kernels in LLVM IR* (:mod:`kernels._tiles`): both
+      matmuls are the classic GEMM inner kernel, a 4-row x 2-vector tile of
+      accumulators that stays in registers while the reduction runs, with
+      one broadcast of A and two vector loads of B per step and no
+      horizontal sums. K and V are packed once per call into contiguous
+      strips of 16 (float32) columns: ``K^T`` strip by strip for the scores,
+      ``V`` column strip by column strip for the update, 64-byte aligned.
+      History, measured here (paired interleaved runs, 2 threads): the
+      previous kernel wrote both matmuls as dot products (reduction index
+      innermost, 2 x 4 scalar accumulators that LLVM vectorised), which
+      ended every score with an 8-lane horizontal sum (30-40% of the QK^T
+      time) and reached 0.84-1.03x torch SDPA; register tiles on an unpacked
+      ``K^T`` tile gave ~1.03x over that (the tile's 1 KB row stride maps a
+      strip onto a few L1 sets), packed strips ~1.3x, and packing in one
+      parallel pass into aligned buffers ~1.45x.
    c. *A vectorisable exp*: ``exp2`` of float32 is a degree-6 polynomial on the
       fractional part times ``2**n`` built from the exponent bits, so the
       softmax loop vectorises (libm ``exp`` is a scalar call per score);
@@ -111,7 +111,8 @@ from llvmlite import ir as llvmir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from kernels._common import check_float_array, check_int_array
+from kernels._common import aligned_empty, check_float_array, check_int_array
+from kernels._tiles import TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 __all__ = [
     "attention",
@@ -132,10 +133,10 @@ __all__ = [
 #: -inf marks masked scores and must propagate exactly.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-#: Query rows per prefill block (even: the micro-kernel handles 2 rows at a time).
+#: Query rows per prefill block (a multiple of the 4-row register tile wastes no rows).
 BLOCK_Q = 32
 #: Keys per prefill tile.
-BLOCK_K = 512
+BLOCK_K = 256
 #: Keys per decode work item (flash-decoding split); fixed so results do not
 #: depend on the thread count.
 DECODE_SPLIT = 512
@@ -558,54 +559,21 @@ def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _mm_nt_rescale_add(A, B, C, alpha, M, N, K):
-    """C[i, j] = alpha[i] * C[i, j] + sum_k A[i, k] * B[j, k]; M even.
+def _pv_tail_columns(P, V, kv0, acc, alpha, rows, nk, c0):
+    """acc[r, c] = alpha[r] * acc[r, c] + sum_k P[r, k] * V[kv0 + k, c] for c >= c0.
 
-    The P @ V update of the online softmax, with the V tile transposed so the
-    reduction over keys is contiguous in both operands.
+    The columns of an odd Dv that do not fill a register tile (e.g. Dv = 65);
+    plain loops, only for correctness of unusual head sizes.
     """
-    zero = _zero_of(C)
-    N4 = N - N % 4
-    for j in range(0, N4, 4):  # j outer: each V row is fetched once, P stays in L1
-        for i in range(0, M, 2):
-            a_0 = alpha[i]
-            a_1 = alpha[i + 1]
-            s00 = zero
-            s01 = zero
-            s02 = zero
-            s03 = zero
-            s10 = zero
-            s11 = zero
-            s12 = zero
-            s13 = zero
-            for kk in range(K):
-                p0 = A[i, kk]
-                p1 = A[i + 1, kk]
-                b0 = B[j, kk]
-                b1 = B[j + 1, kk]
-                b2 = B[j + 2, kk]
-                b3 = B[j + 3, kk]
-                s00 += p0 * b0
-                s01 += p0 * b1
-                s02 += p0 * b2
-                s03 += p0 * b3
-                s10 += p1 * b0
-                s11 += p1 * b1
-                s12 += p1 * b2
-                s13 += p1 * b3
-            C[i, j] = a_0 * C[i, j] + s00
-            C[i, j + 1] = a_0 * C[i, j + 1] + s01
-            C[i, j + 2] = a_0 * C[i, j + 2] + s02
-            C[i, j + 3] = a_0 * C[i, j + 3] + s03
-            C[i + 1, j] = a_1 * C[i + 1, j] + s10
-            C[i + 1, j + 1] = a_1 * C[i + 1, j + 1] + s11
-            C[i + 1, j + 2] = a_1 * C[i + 1, j + 2] + s12
-            C[i + 1, j + 3] = a_1 * C[i + 1, j + 3] + s13
-    for j in range(N4, N):
-        for i in range(0, M, 2):
-            s0, s1 = _dot_rows2(A, i, B, j, K, zero)
-            C[i, j] = alpha[i] * C[i, j] + s0
-            C[i + 1, j] = alpha[i + 1] * C[i + 1, j] + s1
+    Dv = acc.shape[1]
+    zero = _zero_of(acc)
+    for r in range(rows):
+        a = alpha[r]
+        for c in range(c0, Dv):
+            t = zero
+            for kk in range(nk):
+                t += P[r, kk] * V[kv0 + kk, c]
+            acc[r, c] = a * acc[r, c] + t
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -708,16 +676,23 @@ def _online_softmax(S, m, l, alpha, rows, nk):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _attention_block(Q, K, Vt, O, q0, nq, qscale, causal, window, block_k, qbuf, S, acc, m, l, alpha):
+def _attention_block(Q, KP, VP, V, O, q0, nq, qscale, causal, window, block_k, qbuf, S, acc, m,
+                     l, alpha):
     """One query block of one head: rows q0 .. q0+nq-1 of Q (Lq, D) -> O (Lq, Dv).
 
-    K (Lk, D); Vt (n_tiles, Dv, block_k) holds V transposed tile by tile.
+    K and V come packed in register-tile strips of W columns (W = 16 float32,
+    8 float64): KP (ceil(Lk / W), D, W) holds keys s*W .. s*W+W-1 transposed
+    (zero padded), VP (Dv // W, Lk, W) holds value columns s*W .. s*W+W-1; V
+    (Lk, Dv) row-major serves the columns of an odd Dv beyond the last strip.
+    Scratch: qbuf (R, D), S (R, block_k), acc (R, Dv), m / l / alpha (R,),
+    with R >= nq rounded up to whole register tiles.
     """
     Lq, D = Q.shape
-    Lk = K.shape[0]
-    Dv = Vt.shape[1]
+    Lk, Dv = V.shape
     off = Lk - Lq
-    rows = nq + (nq & 1)  # even for the 2-row micro-kernel
+    W = 64 // Q.itemsize  # columns of a register tile: 16 float32, 8 float64
+    rows = -(-nq // TILE_ROWS) * TILE_ROWS  # padding rows are zero queries, masked to P = 0
+    dv_main = Dv - Dv % W
     lo_f, hi_f = _row_range(q0, Lk, off, causal, window)
     lo_l, hi_l = _row_range(q0 + nq - 1, Lk, off, causal, window)
     klo = lo_f
@@ -738,16 +713,24 @@ def _attention_block(Q, K, Vt, O, q0, nq, qscale, causal, window, block_k, qbuf,
         else:
             for d in range(D):
                 qbuf[r, d] = 0.0
-    for kv0 in range((klo // block_k) * block_k, khi + 1, block_k):  # tiles aligned with Vt's
+    for kv0 in range((klo // block_k) * block_k, khi + 1, block_k):
         nk = min(block_k, khi + 1 - kv0)
-        _mm_nt_store(qbuf, K, kv0, 1, S, 0, rows, nk, D)  # S (rows, nk) = Qs K^T
+        for j in range(0, nk, W):  # S (rows, nk rounded up to W) = Qs K^T, one key strip at a time
+            strip = KP[(kv0 + j) // W]  # (D, W)
+            for i in range(0, rows, TILE_ROWS):
+                mm_tile_store(qbuf, i, strip, 0, 0, S, j, D)
         if kv0 + nk - 1 > hi_f or kv0 < lo_l:
             _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window)
-        if rows > nq:  # the padding row contributes nothing
+        for r in range(nq, rows):  # padding rows contribute nothing
             for j in range(nk):
-                S[nq, j] = -np.inf
+                S[r, j] = -np.inf
         _online_softmax(S, m, l, alpha, rows, nk)
-        _mm_nt_rescale_add(S, Vt[kv0 // block_k], acc, alpha, rows, Dv, nk)  # acc = alpha*acc + P V
+        for c in range(0, dv_main, W):  # acc = alpha * acc + P V, one value strip at a time
+            strip = VP[c // W]  # (Lk, W)
+            for i in range(0, rows, TILE_ROWS):
+                mm_tile_rescale_add(S, i, strip, kv0, 0, acc, c, nk, alpha)
+        if dv_main < Dv:
+            _pv_tail_columns(S, V, kv0, acc, alpha, rows, nk, dv_main)
     for r in range(nq):
         inv = 1.0 / l[r] if l[r] > 0 else 0.0
         for c in range(Dv):
@@ -755,31 +738,31 @@ def _attention_block(Q, K, Vt, O, q0, nq, qscale, causal, window, block_k, qbuf,
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _attention_kernel(q, k, vt, out, qscale, causal, window, block_q, block_k):
+def _attention_kernel(q, kp, vp, v, out, qscale, causal, window, block_q, block_k):
     """Parallel driver over (batch, query head, pair of query blocks).
 
-    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), vt (B, Hkv, n_tiles, Dv, block_k) (V
-    transposed per key tile, zero padded), out (B, Hq, Lq, Dv),
-    all C-contiguous. A work item handles query block t and block nqb-1-t so
+    q (B, Hq, Lq, D), kp (B, Hkv, ceil(Lk / W), D, W) and vp (B, Hkv, Dv // W,
+    Lk, W) (K and V packed in register-tile strips, see _attention_block),
+    v (B, Hkv, Lk, Dv), out (B, Hq, Lq, Dv), all C-contiguous. A work item handles query block t and block nqb-1-t so
     causal items cost the same; each output row is written by one item, so
     the result does not depend on the thread count.
     """
     B, Hq, Lq, D = q.shape
-    Hkv = k.shape[1]
-    Dv = vt.shape[3]
+    Hkv = kp.shape[1]
+    Dv = v.shape[3]
     group = Hq // Hkv
     nqb = (Lq + block_q - 1) // block_q
     npairs = (nqb + 1) // 2
-    rows_max = block_q + (block_q & 1)
+    rows_max = -(-block_q // TILE_ROWS) * TILE_ROWS
     for item in prange(B * Hq * npairs):
         pair = item % npairs
         bh = item // npairs
         h = bh % Hq
         b = bh // Hq
         hk = h // group
-        qbuf = np.empty((rows_max, D), dtype=q.dtype)  # (BQ, D)
-        S = np.empty((rows_max, block_k), dtype=q.dtype)  # (BQ, BK)
-        acc = np.empty((rows_max, Dv), dtype=q.dtype)  # (BQ, Dv)
+        qbuf = np.empty((rows_max, D), dtype=q.dtype)  # (R, D)
+        S = np.empty((rows_max, block_k), dtype=q.dtype)  # (R, BK)
+        acc = np.empty((rows_max, Dv), dtype=q.dtype)  # (R, Dv)
         m = np.empty(rows_max, dtype=q.dtype)
         l = np.empty(rows_max, dtype=q.dtype)
         alpha = np.empty(rows_max, dtype=q.dtype)
@@ -789,7 +772,7 @@ def _attention_kernel(q, k, vt, out, qscale, causal, window, block_q, block_k):
                 break
             q0 = t * block_q
             nq = min(block_q, Lq - q0)
-            _attention_block(q[b, h], k[b, hk], vt[b, hk], out[b, h], q0, nq, qscale,
+            _attention_block(q[b, h], kp[b, hk], vp[b, hk], v[b, hk], out[b, h], q0, nq, qscale,
                              causal, window, block_k, qbuf, S, acc, m, l, alpha)
 
 
@@ -940,6 +923,49 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                 out[b, h, c] *= inv
 
 
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _pack_strips_kernel(k, v, kp, vp):
+    """kp[b, h, s, d, w] = k[b, h, s*W + w, d] (0 past Lk); vp[b, h, c, j, w] = v[b, h, j, c*W + w]."""
+    B, Hkv, Lk, D = k.shape
+    ns, W = kp.shape[2], kp.shape[4]
+    nv = vp.shape[2]
+    for item in prange(B * Hkv * ns):
+        s = item % ns
+        bh = item // ns
+        h = bh % Hkv
+        b = bh // Hkv
+        for d in range(D):
+            for w in range(W):
+                kp[b, h, s, d, w] = 0.0
+        for w in range(min(W, Lk - s * W)):
+            for d in range(D):
+                kp[b, h, s, d, w] = k[b, h, s * W + w, d]
+        for w in range(min(W, Lk - s * W)):
+            j = s * W + w
+            for c in range(nv):
+                for x in range(W):
+                    vp[b, h, c, j, x] = v[b, h, j, c * W + x]
+
+
+def _pack_strips(k, v, dtype):
+    """K and V cut into register-tile strips of W = 64 // itemsize columns.
+
+    Returns kp (B, Hkv, ceil(Lk / W), D, W), keys transposed strip by strip
+    and zero padded, and vp (B, Hkv, Dv // W, Lk, W), whole value-column
+    strips, both 64-byte aligned (one pass over K and V, on all threads). A
+    strip is one contiguous block, so the micro-kernel walks it with unit
+    stride: a K^T tile with a 1-2 KB row stride maps a strip's rows onto a
+    few L1 sets and ran ~1.4x slower.
+    """
+    B, Hkv, Lk, D = k.shape
+    Dv = v.shape[3]
+    W = 64 // dtype.itemsize
+    kp = aligned_empty((B, Hkv, -(-Lk // W), D, W), dtype)
+    vp = aligned_empty((B, Hkv, Dv // W, Lk, W), dtype)
+    _pack_strips_kernel(k, v, kp, vp)
+    return kp, vp
+
+
 # --------------------------------------------------------------------------- public kernels
 
 
@@ -969,7 +995,7 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
 
     Notes
     -----
-    Working memory is O(tile) per thread plus one transposed copy of ``v``
+    Working memory is O(tile) per thread plus one transposed, tile-padded copy of ``k``
     (and contiguous copies of non-contiguous inputs); the result is
     bitwise identical for any Numba thread count.
     """
@@ -981,11 +1007,9 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
         return out
     qc = np.ascontiguousarray(q, dtype=dtype)  # (B, Hq, Lq, D)
     kc = np.ascontiguousarray(k, dtype=dtype)  # (B, Hkv, Lk, D)
-    nt = -(-Lk // BLOCK_K)
-    vt = np.zeros((B, Hkv, nt * BLOCK_K, Dv), dtype=dtype)  # (B, Hkv, Lk padded, Dv)
-    vt[:, :, :Lk] = v
-    vt = np.ascontiguousarray(vt.reshape(B, Hkv, nt, BLOCK_K, Dv).transpose(0, 1, 2, 4, 3))  # (B, Hkv, nt, Dv, BK)
-    _attention_kernel(qc, kc, vt, out, dtype.type(scale * LOG2E), bool(causal),
+    vc = np.ascontiguousarray(v, dtype=dtype)  # (B, Hkv, Lk, Dv)
+    kp, vp = _pack_strips(kc, vc, dtype)
+    _attention_kernel(qc, kp, vp, vc, out, dtype.type(scale * LOG2E), bool(causal),
                       0 if window is None else window, BLOCK_Q, BLOCK_K)
     return out
 

@@ -4,9 +4,9 @@ Nothing about the CPU is typed in. Three micro-benchmarks, a few seconds in all:
 
 * **compute ceiling**: float32 ``A @ B`` through NumPy's BLAS (the best dense
   fp32 throughput any code on this machine reaches), ``2 n^3`` FLOPs per call;
-* **compiled-loop ceiling**: a register-blocked matmul written as plain Numba
-  loops on cache-resident 64 x 64 tiles: what LLVM makes of loops like ours,
-  without BLAS's hand-written assembly (the ceiling for our Numba kernels);
+* **compiled-loop ceiling**: the register-tile matmul our Numba kernels are
+  built on (:mod:`kernels._tiles`) on cache-resident 64 x 64 tiles: what our
+  own compiled code reaches without BLAS's hand-written assembly;
 * **bandwidth ceiling**: Numba stream kernels over arrays far larger than the
   last-level cache: a read-only reduction (``sum(a * b)``, the access pattern of
   decode, which reads weights and KV cache and writes almost nothing) and the
@@ -27,6 +27,7 @@ import numpy as np
 from numba import prange
 
 from kernels._common import aligned_empty, numba_threads
+from kernels._tiles import mm_tile_rescale_add
 
 
 # reassoc lets LLVM vectorise the reduction into several accumulators; without
@@ -59,50 +60,27 @@ def _stream_triad(out, b, c, scalar, n_blocks):
             out[i] = b[i] + scalar * c[i]
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def _tile_mm_nt_acc(a, b, c):
-    """``c[i, j] += sum_k a[i, k] * b[j, k]``; rows in pairs, columns in fours (M even, N % 4 == 0).
+@numba.njit(cache=True)
+def _tile_mm_acc(a, b, c, ones):
+    """``c += a @ b`` with the attention kernels' 4 x 16 register tile (M % 4 == 0, N % 16 == 0).
 
-    The dot-product form with the reduction index contiguous in both operands
-    and a 2 x 4 block of accumulators is the shape LLVM vectorises best from
-    plain loops; accumulating into ``c`` keeps repeated calls from being folded.
+    The same :func:`kernels._tiles.mm_tile_rescale_add` the prefill kernel
+    runs (with ``alpha = 1``); accumulating into ``c`` keeps repeated calls
+    from being folded.
     """
     m, k = a.shape
-    n = b.shape[0]
-    for i in range(0, m, 2):
-        for j in range(0, n, 4):
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
-            for kk in range(k):
-                a0 = a[i, kk]
-                a1 = a[i + 1, kk]
-                b0 = b[j, kk]
-                b1 = b[j + 1, kk]
-                b2 = b[j + 2, kk]
-                b3 = b[j + 3, kk]
-                s00 += a0 * b0
-                s01 += a0 * b1
-                s02 += a0 * b2
-                s03 += a0 * b3
-                s10 += a1 * b0
-                s11 += a1 * b1
-                s12 += a1 * b2
-                s13 += a1 * b3
-            c[i, j] += s00
-            c[i, j + 1] += s01
-            c[i, j + 2] += s02
-            c[i, j + 3] += s03
-            c[i + 1, j] += s10
-            c[i + 1, j + 1] += s11
-            c[i + 1, j + 2] += s12
-            c[i + 1, j + 3] += s13
+    n = b.shape[1]
+    for j in range(0, n, 16):
+        for i in range(0, m, 4):
+            mm_tile_rescale_add(a, i, b, 0, j, c, j, k, ones)
 
 
 @numba.njit(parallel=True, cache=True)
-def _tile_mm_loop(a, b, c, reps):
-    """Each thread multiplies its own cache-resident tiles ``reps`` times: a (T, M, K), b (T, N, K), c (T, M, N)."""
+def _tile_mm_loop(a, b, c, ones, reps):
+    """Each thread multiplies its own cache-resident tiles ``reps`` times: a (T, M, K), b (T, K, N), c (T, M, N)."""
     for t in prange(a.shape[0]):
         for _ in range(reps):
-            _tile_mm_nt_acc(a[t], b[t], c[t])
+            _tile_mm_acc(a[t], b[t], c[t], ones)
 
 
 @dataclass(frozen=True)
@@ -111,7 +89,7 @@ class CPUMeasurement:
 
     matmul_flops_per_s: float  # fp32 BLAS matmul, FLOP/s
     matmul_n: int  # square matrix size used
-    numba_loop_flops_per_s: float  # register-blocked Numba loop on cache-resident 64x64x64 tiles, FLOP/s
+    numba_loop_flops_per_s: float  # our register-tile matmul on cache-resident 64x64x64 tiles, FLOP/s
     read_bytes_per_s: float  # Numba read-only stream (sum a*b), bytes/s
     triad_bytes_per_s: float  # Numba STREAM triad, counting 3 arrays moved, bytes/s
     stream_bytes: int  # size of one stream array, bytes
@@ -163,21 +141,22 @@ def measure_matmul_flops(n: int = 1024, repeats: int = 7, seed: int = 0) -> floa
 
 
 def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, threads: int | None = None) -> float:
-    """Best FLOP/s of a plain register-blocked Numba matmul loop on L2-resident fp32 tiles.
+    """Best FLOP/s of the Numba kernels' register-tile matmul on cache-resident fp32 tiles.
 
-    This is the compute ceiling for code compiled from loops by Numba/LLVM, as
-    opposed to BLAS's hand-tuned assembly; our Numba kernels are written in
-    this form, so it is the ceiling they can hope to reach.
+    This is the compute ceiling for our own compiled code (the micro-kernel of
+    :mod:`kernels._tiles` that the prefill attention kernel is built on), as
+    opposed to BLAS's hand-tuned assembly.
     """
-    if tile <= 0 or tile % 4 or reps <= 0 or repeats <= 0:
-        raise ValueError(f"tile must be a positive multiple of 4 and reps/repeats positive, got {tile}, {reps}, {repeats}")
+    if tile <= 0 or tile % 16 or reps <= 0 or repeats <= 0:
+        raise ValueError(f"tile must be a positive multiple of 16 and reps/repeats positive, got {tile}, {reps}, {repeats}")
     with numba_threads(threads) as nt:
         rng = np.random.default_rng(0)
         a = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, M, K)
-        b = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, N, K)
+        b = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, K, N)
         c = np.zeros((nt, tile, tile), dtype=np.float32)  # (T, M, N)
-        _tile_mm_loop(a, b, c, 1)  # compile / load from cache
-        t = _best_time(lambda: _tile_mm_loop(a, b, c, reps), repeats)
+        ones = np.ones(tile, dtype=np.float32)  # (M,)
+        _tile_mm_loop(a, b, c, ones, 1)  # compile / load from cache
+        t = _best_time(lambda: _tile_mm_loop(a, b, c, ones, reps), repeats)
     return 2.0 * nt * reps * tile**3 / t
 
 
@@ -233,8 +212,9 @@ class CeilingProbe:
         with numba_threads(threads) as nt:
             self.nt = nt
             self.ta = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, M, K)
-            self.tb = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, N, K)
+            self.tb = rng.standard_normal((nt, tile, tile), dtype=np.float32)  # (T, K, N)
             self.tc = np.zeros((nt, tile, tile), dtype=np.float32)  # (T, M, N)
+            self.ones = np.ones(tile, dtype=np.float32)  # (M,)
             self.reps = reps
             self.loop_flops = 2.0 * nt * reps * tile**3
             self.measure()  # warm: compile/load kernels, fault pages in
@@ -243,7 +223,7 @@ class CeilingProbe:
         """(BLAS matmul FLOP/s, Numba-loop FLOP/s, read-stream bytes/s): best of ``runs`` short runs each."""
         with numba_threads(self.threads):
             blas = self.matmul_flops / _best_time(lambda: np.matmul(self.a, self.b, out=self.c), runs)
-            loop = self.loop_flops / _best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.reps), runs)
+            loop = self.loop_flops / _best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.ones, self.reps), runs)
             read = self.read_bytes / _best_time(lambda: _stream_read(self.x, self.y, 8 * self.nt), runs)
         return blas, loop, read
 
@@ -287,7 +267,7 @@ def cpu_hardware(
     """Build a :class:`simulations.hardware.Hardware` for this CPU from a measurement.
 
     ``compute_ceiling`` picks ``peak_flops``: ``"blas"`` (fp32 BLAS matmul, the
-    machine's best) or ``"numba"`` (the register-blocked Numba loop, the best
+    machine's best) or ``"numba"`` (our register-tile Numba matmul, the best
     that plain compiled loops reach).
 
     ``bandwidth_bytes_per_s`` is the read-only stream figure, because the
@@ -312,7 +292,7 @@ def cpu_hardware(
         tdp_w=power,
         source=(
             f"measured here: fp32 {m.matmul_n}^3 matmul via {m.blas} = {m.matmul_flops_per_s / 1e9:.1f} GFLOP/s; "
-            f"Numba register-blocked loop {m.numba_loop_flops_per_s / 1e9:.1f} GFLOP/s; "
+            f"Numba register-tile matmul {m.numba_loop_flops_per_s / 1e9:.1f} GFLOP/s; "
             f"Numba read stream {m.read_bytes_per_s / 1e9:.1f} GB/s (triad {m.triad_bytes_per_s / 1e9:.1f} GB/s) "
             f"over {m.stream_bytes / 2**20:.0f} MiB arrays; best of repeats; {power_note}"
         ),

@@ -802,8 +802,8 @@ def calibrate_attention_kernels(
     right before and right after every kernel call (their geometric mean
     stands for the machine during the call), so each prediction / measurement
     pair sees the same load on this shared machine; the reported ratio is the
-    median over ``repeats`` such pairs, with its range. Compute-bound predictions use the Numba-loop ceiling
-    (the kernels are Numba loops); ``predicted_blas_s`` shows the BLAS-peak
+    median over ``repeats`` such pairs, with its range. Compute-bound predictions use the ceiling of
+    the register-tile micro-kernel the prefill kernel is built on; ``predicted_blas_s`` shows the BLAS-peak
     roofline beside it. With a given ``hw`` its ``peak_flops`` serves as both
     ceilings and nothing but the kernels is timed. ``threads`` sets the Numba
     and BLAS thread counts for kernels and ceilings alike (None: leave them).

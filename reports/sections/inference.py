@@ -62,8 +62,8 @@ def _calibration_note(cal: pd.DataFrame) -> str:
     text = (
         "**Calibration on this CPU.** Ceilings measured in the same process right before and after every kernel "
         "call (their geometric mean stands for the machine during the call; medians over the rounds): "
-        + "; ".join(f"{t} thread(s): fp32 BLAS matmul {g['blas_flops'].median() / 1e9:.1f} GFLOP/s, register-blocked "
-                    f"Numba loop {g['compute_ceiling_flops'].median() / 1e9:.1f} GFLOP/s, read stream "
+        + "; ".join(f"{t} thread(s): fp32 BLAS matmul {g['blas_flops'].median() / 1e9:.1f} GFLOP/s, register-tile "
+                    f"Numba matmul {g['compute_ceiling_flops'].median() / 1e9:.1f} GFLOP/s, read stream "
                     f"{g['bandwidth_bytes_per_s'].median() / 1e9:.2f} GB/s" for t, g in cal.groupby("threads"))
         + ". Predicted / measured per shape (median over rounds):\n\n"
         + "\n".join(lines) + "\n\n"
@@ -71,12 +71,11 @@ def _calibration_note(cal: pd.DataFrame) -> str:
     if len(pre):
         text += (
             f"Prefill is compute-bound ({pre['intensity'].min():.0f} to {pre['intensity'].max():.0f} FLOP/byte at "
-            "these shapes); the prediction uses the Numba-loop ceiling because our kernel is Numba loops: the BLAS "
-            "peak (hand-written assembly) predicts times "
-            f"{(pre['ratio'] / pre['ratio_blas']).mean():.1f}x shorter, a speed plain compiled loops do not reach "
-            "here (see the `ratio_blas` column). What the model "
+            "these shapes); the prediction uses the ceiling of the register-tile micro-kernel the prefill kernel "
+            "is built on; against the BLAS peak (hand-written assembly) the predicted/measured ratio would be "
+            f"{(pre['ratio_blas'] / pre['ratio']).mean():.2f}x the one shown (the `ratio_blas` column). What the model "
             "misses there: the softmax (an exponential, a max and a rescale per score, not counted as FLOPs), the "
-            "masked diagonal tiles, and the copies that load query tiles and transpose V. "
+            "masked diagonal tiles, and the copies that load query tiles and pack K and V into strips. "
         )
     if len(dec):
         text += (
