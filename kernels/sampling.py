@@ -26,6 +26,17 @@ Versions in this file (each fast kernel has a plain NumPy reference beside it):
     for rows up to ``_COLLECT_PAR_V`` tokens even for B=1 (cheaper than waking
     the other threads), so a B=1 ``sample`` has two parallel sections (max,
     histogram) instead of four.
+  - Leaf loops index a slice from 0 (``a = l[lo:hi]; a[j]``): with an index
+    like ``l[lo + j]`` Numba must allow for a negative index and wrap it,
+    which kept LLVM from vectorising the NaN/+inf check (~5x slower) and
+    slowed the histogram loop by ~20%. The row maximum and NaN/+inf count
+    come from an LLVM-IR vector loop (:mod:`kernels._reduce`): 20 us instead
+    of 200 us for a 256k-token row.
+  - Scratch: the O(V) collection buffers are kept per Python thread between
+    calls with the same shape (a decode loop), which removed ~50 us of
+    allocation per call; a seed becomes its uniform number in compiled code.
+    Together these took B=1, V=256000 ``sample`` from 1.4-1.8 ms to
+    0.64-0.86 ms here.
   - Determinism: every row is split into fixed blocks of ``BLOCK`` tokens; all
     floating-point sums are formed per block and merged in block order, both
     when a row is processed by one thread and when its blocks are spread over
@@ -45,12 +56,14 @@ ulp of ``min_p``.
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from kernels._common import aligned_empty, check_float_array
+from kernels._reduce import max_and_bad
 
 __all__ = [
     "filter_logits",
@@ -259,6 +272,8 @@ def _row_params(B, temperature, top_k_, top_p, min_p):
     _first_bad("top_p", (p > 0) & (p <= 1), p, "in (0, 1]")
     mp = _num_param("min_p", min_p, B)
     _first_bad("min_p", (mp >= 0) & (mp <= 1), mp, "in [0, 1]")
+    if type(top_k_) is int and -2**63 <= top_k_ < 2**63:
+        return t, np.full(B, top_k_, dtype=np.int64), p, mp
     ka = np.asarray(top_k_)
     if ka.dtype.kind not in "iu":
         raise TypeError(f"top_k must be an integer or a per-row integer array, got {ka.dtype}")
@@ -267,6 +282,8 @@ def _row_params(B, temperature, top_k_, top_p, min_p):
 
 
 def _num_param(name, value, B):
+    if type(value) is float or (type(value) is int and -2**63 <= value < 2**63):
+        return np.full(B, float(value))  # the common case, without array round trips
     a = np.asarray(value)
     if a.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a real number or a per-row array of real numbers, got {a.dtype}")
@@ -304,6 +321,24 @@ def row_uniform(seeds, counter=0):
         z = np.asarray(seeds, dtype=_U64) + _GOLDEN * _U64(counter + 1)
     z = _splitmix64(_splitmix64(z) ^ _U64(0xD1B54A32D192ED03))
     return (z >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _mix64(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _row_uniform_jit(seeds, counter):
+    """row_uniform compiled (bit-identical; the NumPy version costs ~35 us per call at B=1)."""
+    out = np.empty(seeds.shape[0], dtype=np.float64)
+    step = np.uint64(0x9E3779B97F4A7C15) * np.uint64(counter + 1)
+    for i in range(seeds.shape[0]):
+        z = _mix64(_mix64(seeds[i] + step) ^ np.uint64(0xD1B54A32D192ED03))
+        out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return out
 
 
 def _row_seeds(B, seed):
@@ -367,13 +402,8 @@ def _bucket(d):
 @njit(cache=True)
 def _blk_max(l, lo, hi):
     """(max, number of NaN/+inf) of l[lo:hi]; -inf when there is no finite value."""
-    m = -np.inf
-    bad = 0
-    for i in range(lo, hi):
-        v = l[i]
-        m = max(m, v)
-        bad += not (v < np.inf)
-    return m, bad
+    m, bad = max_and_bad(l[lo:hi])  # vectorised in IR: ~10x the plain loop
+    return np.float64(m), bad
 
 
 @njit(cache=True, inline="always")
@@ -472,12 +502,13 @@ def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv):
     hist[:] = 0.0
     for c0 in range(lo, hi, _HCHUNK):
         n = min(_HCHUNK, hi - c0)
+        a = l[c0:c0 + n]  # index from 0: no negative-index wraparound, so the loop vectorises
         for j in range(n):
-            x = l[c0 + j] / tt
+            x = a[j] / tt
             d = m - np.float64(x)
             b = _bucket(d)
             p = _exp_small(_offset(d, b))
-            pv[j] = p if (x >= xk and b < 1024) else 0.0
+            pv[j] = p if ((x >= xk) & (b < 1024)) else 0.0
             bidx[j] = b
         for j in range(n):
             hist[bidx[j]] += pv[j]
@@ -508,9 +539,10 @@ def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos
     scale = _BUCKET_SCALE[tb]
     for c0 in range(lo, hi, _CHUNK):
         c1 = min(c0 + _CHUNK, hi)
+        a = l[c0:c1]
         hit = 0
-        for j in range(c0, c1):  # vectorized: two compares per logit
-            v = l[j]
+        for j in range(c1 - c0):  # vectorized: two compares per logit
+            v = a[j]
             hit += (v >= llo) & (v <= lhi)
         if hit:
             for j in range(c0, c1):
@@ -1048,6 +1080,24 @@ def _prepare(logits, temperature, top_k_, top_p, min_p):
     return l2, squeeze, t, tdt, k, p, mp
 
 
+_WORKSPACE = threading.local()
+
+
+def _workspace(key, make):
+    """Scratch arrays for ``key``, reused by later calls with the same key on this thread.
+
+    A decode loop calls the kernels with one shape over and over; allocating
+    the O(V) scratch (24 bytes per token) and finding its aligned start each
+    time cost ~50 us per call. Only the most recent key is kept per thread
+    (bounded memory), and each Python thread has its own, so concurrent
+    callers never share scratch. The kernels fully overwrite what they read.
+    """
+    held = getattr(_WORKSPACE, "held", None)
+    if held is None or held[0] != key:
+        held = _WORKSPACE.held = (key, make())
+    return held[1]
+
+
 def _run(l2, tdt, k, p, mp, u, mode, out):
     B, V = l2.shape
     tokens = np.empty(B, dtype=np.int64)
@@ -1058,18 +1108,16 @@ def _run(l2, tdt, k, p, mp, u, mode, out):
     maxk = int(k.max())
     nblk = (V + BLOCK - 1) // BLOCK
     if _use_row_par(B):
-        bhist = aligned_empty((nblk, NB), np.float64)
-        cid = aligned_empty(V, np.int64)
-        cx = aligned_empty(V, np.float64)
-        ce = aligned_empty(V, np.float64)
+        bhist, cid, cx, ce = _workspace(("row", nblk, V), lambda: (
+            aligned_empty((nblk, NB), np.float64), aligned_empty(V, np.int64),
+            aligned_empty(V, np.float64), aligned_empty(V, np.float64)))
         _row_par_driver(l2, tdt, k, p, mp, u, mode, out, maxk, bhist, cid, cx, ce,
                         tokens, logps, status)
     else:
         ng = min(B, numba.get_num_threads())
-        bhist = aligned_empty((ng, 1, NB), np.float64)
-        cid = aligned_empty((ng, V), np.int64)
-        cx = aligned_empty((ng, V), np.float64)
-        ce = aligned_empty((ng, V), np.float64)
+        bhist, cid, cx, ce = _workspace(("rows", ng, V), lambda: (
+            aligned_empty((ng, 1, NB), np.float64), aligned_empty((ng, V), np.int64),
+            aligned_empty((ng, V), np.float64), aligned_empty((ng, V), np.float64)))
         _rows_driver(l2, tdt, k, p, mp, u, mode, out, ng, maxk, bhist, cid, cx, ce,
                      tokens, logps, status)
     return tokens, logps, status
@@ -1133,7 +1181,7 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
     """
     l2, squeeze, t, tdt, k, p, mp = _prepare(logits, temperature, top_k, top_p, min_p)
     B = l2.shape[0]
-    u = row_uniform(_row_seeds(B, seed))
+    u = _row_uniform_jit(_row_seeds(B, seed), 0)
     out = np.empty((B, 1), dtype=l2.dtype)  # not written in sampling mode
     tokens, logps, status = _run(l2, tdt, k, p, mp, u, 1, out)
     _raise_status(status, t)

@@ -274,6 +274,48 @@ def test_row_uniform_is_a_pure_function_of_the_seed():
     np.testing.assert_array_equal(u[5:10], S.row_uniform(np.arange(5, 10, dtype=np.uint64)))
 
 
+def test_compiled_row_uniform_is_bit_identical_to_the_numpy_one():
+    seeds = np.concatenate([np.arange(1000, dtype=np.uint64),
+                            np.array([2**64 - 1, 2**63, 0x9E3779B97F4A7C15], dtype=np.uint64),
+                            np.random.default_rng(3).integers(0, 2**64 - 1, 1000, dtype=np.uint64)])
+    for counter in (0, 1, 7, 2**40):
+        np.testing.assert_array_equal(S._row_uniform_jit(seeds, counter), S.row_uniform(seeds, counter))
+
+
+def test_reused_workspace_gives_the_same_draws_across_shapes_and_threads():
+    # sample() keeps its O(V) scratch per thread between calls: alternating
+    # shapes, and several Python threads at once, must not change any result.
+    import threading
+
+    rng = np.random.default_rng(11)
+    cases = [(rng.standard_normal((b, v)) * 2).astype(np.float32) for b, v in ((1, 70_000), (3, 5000), (1, 300))]
+    kw = dict(temperature=0.8, top_p=0.9, min_p=0.01, return_logprobs=True)
+    expect = [S.sample(x, seed=np.arange(x.shape[0]), **kw) for x in cases]
+    for _ in range(2):
+        for x, (tok, lp) in zip(cases, expect):
+            got = S.sample(x, seed=np.arange(x.shape[0]), **kw)
+            np.testing.assert_array_equal(got[0], tok)
+            np.testing.assert_array_equal(got[1], lp)
+    import numba
+
+    if numba.threading_layer() == "workqueue":  # not thread-safe: concurrent parallel calls abort
+        return
+    failures = []
+
+    def worker(order):
+        for i in order * 3:
+            tok, lp = S.sample(cases[i], seed=np.arange(cases[i].shape[0]), **kw)
+            if not (np.array_equal(tok, expect[i][0]) and np.array_equal(lp, expect[i][1])):
+                failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(order,)) for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
 # --------------------------------------------------------------------------- #
 # Test-time compute
 # --------------------------------------------------------------------------- #

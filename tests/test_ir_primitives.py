@@ -1,0 +1,115 @@
+"""The LLVM-IR primitives under the kernels, checked against NumPy directly.
+
+kernels/_tiles.py (register-tile matmul) and kernels/_reduce.py (max and
+NaN/+inf count) are also covered through every attention and sampling test;
+these tests pin them down on their own, including offsets, odd sizes and
+non-finite values, so a failure points at the primitive and not the kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from kernels._reduce import max_and_bad
+from kernels._tiles import TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+
+
+@njit(cache=True)
+def _store(A, i, B, kb, jb, C, jc, K):
+    mm_tile_store(A, i, B, kb, jb, C, jc, K)
+
+
+@njit(cache=True)
+def _rescale_add(A, i, B, kb, jb, C, jc, K, alpha):
+    mm_tile_rescale_add(A, i, B, kb, jb, C, jc, K, alpha)
+
+
+@njit(cache=True)
+def _max_bad(a, lo, hi):
+    return max_and_bad(a[lo:hi])
+
+
+def _width(dtype):
+    return 64 // np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(deadline=None)
+@given(data=st.data())
+def test_tile_products_match_numpy(dtype, data):
+    W = _width(dtype)
+    K = data.draw(st.integers(0, 70), label="K")
+    M = data.draw(st.integers(TILE_ROWS, 12), label="M")
+    N = data.draw(st.integers(W, 3 * W), label="N")
+    i = data.draw(st.integers(0, M - TILE_ROWS), label="i")
+    kb = data.draw(st.integers(0, 5), label="kb")
+    jb = data.draw(st.integers(0, N - W), label="jb")
+    jc = data.draw(st.integers(0, N - W), label="jc")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    A = rng.standard_normal((M, K + 3)).astype(dtype)  # (M, K') row stride != K
+    B = rng.standard_normal((kb + K, N)).astype(dtype)  # (kb + K, N)
+    C0 = rng.standard_normal((M, N)).astype(dtype)  # (M, N)
+    alpha = rng.uniform(0, 1, M).astype(dtype)  # (M,)
+    prod = A[i:i + TILE_ROWS, :K].astype(np.float64) @ B[kb:kb + K, jb:jb + W].astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-5 * max(K, 1)) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12 * max(K, 1))
+
+    C = C0.copy()
+    _store(A, i, B, kb, jb, C, jc, K)
+    want = C0.astype(np.float64).copy()
+    want[i:i + TILE_ROWS, jc:jc + W] = prod
+    np.testing.assert_allclose(C, want, **tol)  # and nothing outside the tile was touched
+
+    C = C0.copy()
+    _rescale_add(A, i, B, kb, jb, C, jc, K, alpha)
+    want = C0.astype(np.float64).copy()
+    want[i:i + TILE_ROWS, jc:jc + W] = alpha[i:i + TILE_ROWS, None] * want[i:i + TILE_ROWS, jc:jc + W] + prod
+    np.testing.assert_allclose(C, want, **tol)
+
+
+def test_tile_rejects_mixed_dtypes_and_non_contiguous_arrays():
+    a32 = np.zeros((4, 4), np.float32)
+    a64 = np.zeros((4, 16), np.float64)
+    with pytest.raises(Exception, match="(?i)typing|no implementation|invalid use"):
+        _store(a32, 0, a64, 0, 0, a64, 0, 4)
+    with pytest.raises(Exception, match="(?i)typing|no implementation|invalid use"):
+        _store(a32, 0, np.zeros((4, 32), np.float32)[:, ::2], 0, 0, np.zeros((4, 16), np.float32), 0, 4)
+
+
+def _expected_max_bad(a):
+    finite_or_inf = a[~np.isnan(a)]
+    m = finite_or_inf.max() if finite_or_inf.size else -np.inf
+    return m, int(np.sum(np.isnan(a) | (a == np.inf)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 31, 32, 33, 63, 64, 65, 1000, 100_003])
+@pytest.mark.parametrize("case", ["plain", "neg_inf_runs", "nan", "pos_inf", "all_neg_inf"])
+def test_max_and_bad_matches_numpy(dtype, n, case):
+    rng = np.random.default_rng(n)
+    a = (rng.standard_normal(n) * 5).astype(dtype)
+    if n and case == "neg_inf_runs":
+        a[: n // 2] = -np.inf
+        a[rng.integers(0, n, max(1, n // 7))] = -np.inf
+    elif n and case == "nan":
+        a[rng.integers(0, n, 3)] = np.nan
+    elif n and case == "pos_inf":
+        a[n - 1] = np.inf  # in the scalar tail for most n
+        a[0] = np.inf
+    elif case == "all_neg_inf":
+        a[:] = -np.inf
+    m, bad = _max_bad(a, 0, n)
+    em, eb = _expected_max_bad(a)
+    assert bad == eb
+    assert m == em
+
+
+def test_max_and_bad_on_a_sub_range():
+    a = np.arange(100, dtype=np.float32)
+    a[0] = 1e9
+    a[99] = np.nan
+    assert _max_bad(a, 1, 99) == (98.0, 0)
+    assert _max_bad(a, 50, 100) == (98.0, 1)
