@@ -58,6 +58,30 @@ def test_same_distribution_is_not_a_regression():
     assert row.slowdown == pytest.approx(1.0, abs=0.05)
 
 
+def test_bimodal_processes_do_not_fake_a_regression_when_rounds_are_known():
+    # Per-process speed on this machine is bimodal (~1.7x). Base: 3 fast
+    # rounds and 1 slow; head: 1 fast and 3 slow. Pooled, the two medians land
+    # in different modes (1.7x, significant); the mean of per-round medians
+    # moves by a quarter of the gap per round (1.30x), under the factor.
+    fast, slow = 1e-3, 1.7e-3
+    rounds = lambda centers, seed: [x for i, c in enumerate(centers)  # noqa: E731
+                                    for x in _noisy(c, n=20, spread=0.01, seed=seed + i)]
+    base = {("m.time_k", ""): (None, None, rounds([fast, fast, fast, slow], 10))}
+    head = {("m.time_k", ""): (None, None, rounds([slow, fast, slow, slow], 20))}
+    for d in (base, head):
+        (k, (_, _, smp)), = d.items()
+        d[k] = _entry(smp)  # asv's stored value: the pooled median
+    (pooled,) = regress.compare_results(base, head, {"m.time_k": "seconds"}, factor=1.5)
+    assert pooled.verdict == "regression" and pooled.slowdown > 1.6
+    (row,) = regress.compare_results(base, head, {"m.time_k": "seconds"}, factor=1.5, rounds=4)
+    assert row.verdict == "same"
+    assert row.slowdown == pytest.approx((fast + 3 * slow) / (3 * fast + slow), rel=0.02)
+    # a real 2x slowdown in every round still gates
+    head2 = {("m.time_k", ""): _entry(rounds([2 * fast, 2 * slow, 2 * fast, 2 * fast], 30))}
+    (row,) = regress.compare_results(base, head2, {"m.time_k": "seconds"}, factor=1.5, rounds=4)
+    assert row.verdict == "regression" and row.slowdown > 1.5
+
+
 def test_big_but_insignificant_change_does_not_gate():
     # Three samples a side: a rank test cannot reach p < 0.002, and the 99%
     # intervals overlap, so a 1.6x median change is not evidence.
