@@ -82,6 +82,22 @@ def test_bimodal_processes_do_not_fake_a_regression_when_rounds_are_known():
     assert row.verdict == "regression" and row.slowdown > 1.5
 
 
+def test_a_flag_gates_only_when_the_confirmation_run_repeats_it():
+    base = {("m.time_k", ""): _entry(_noisy(1e-3, seed=41))}
+    slow = {("m.time_k", ""): _entry(_noisy(2e-3, seed=42))}
+    same = {("m.time_k", ""): _entry(_noisy(1e-3, seed=43))}
+    (flag,) = regress.compare_results(base, slow, {"m.time_k": "seconds"}, factor=1.5)
+    (again,) = regress.compare_results(base, slow, {"m.time_k": "seconds"}, factor=1.5)
+    (gone,) = regress.compare_results(base, same, {"m.time_k": "seconds"}, factor=1.5)
+    kept = regress._confirmed(flag, again)
+    assert kept.verdict == "regression" and kept.rerun_slowdown == pytest.approx(2.0, rel=0.05)
+    dropped = regress._confirmed(flag, gone)
+    assert dropped.verdict == "unconfirmed" and dropped.rerun_slowdown == pytest.approx(1.0, abs=0.05)
+    assert regress._confirmed(flag, None).verdict == "unconfirmed"  # missing from the rerun
+    table = regress.format_table([kept, dropped], "a" * 40, "b" * 40, 1.5)
+    assert "**regression** (rerun 2.0" in table and "unconfirmed (rerun 1.0" in table
+
+
 def test_big_but_insignificant_change_does_not_gate():
     # Three samples a side: a rank test cannot reach p < 0.002, and the 99%
     # intervals overlap, so a 1.6x median change is not evidence.
@@ -341,6 +357,7 @@ def test_gate_exits_1_and_names_the_benchmark_on_a_2x_slowdown(gate_clone):
     assert table.read_text().startswith("Benchmarks, base")
     (row,) = [r for r in record["rows"] if r["benchmark"] == PROBE]
     assert row["verdict"] == "regression" and row["ratio"] > 1.5
+    assert row["rerun_slowdown"] > 1.5  # the confirmation run saw it too
     # each revision ran with its own Numba cache directory
     assert set(record["numba_cache_index_files"]) == {shas["base"], shas["slow"]}
 
@@ -351,7 +368,7 @@ def test_gate_exits_0_on_an_unchanged_revision(gate_clone):
     proc, record = _run_gate(clone, shas["base"], shas["unchanged"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = [r for r in record["rows"] if r["benchmark"] == PROBE]
-    assert row["verdict"] in ("same", "improvement")
+    assert row["verdict"] in ("same", "improvement", "unconfirmed")
 
 
 @pytest.mark.slow

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                         help=f"asv machine name; registered automatically if missing (default {MACHINE_NAME})")
     parser.add_argument("--repo", "-C", metavar="DIR", default=".",
                         help="run in the git work tree containing DIR (default: current directory)")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="gate on the first run alone (by default a flagged benchmark is "
+                             "re-measured and gates only if the rerun flags it too)")
     parser.add_argument("--log", metavar="FILE", default=None, help="keep asv's full output here")
     parser.add_argument("--quiet", action="store_true", help="do not echo asv's output to stderr")
     parser.set_defaults(func=run)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_gate(
         args.base, args.head, factor=args.factor, bench=args.bench, output=args.output,
         json_output=args.json_output, repo=args.repo, machine=args.machine, rounds=args.rounds,
-        repeat=args.repeat, log_path=args.log, echo=echo,
+        repeat=args.repeat, log_path=args.log, echo=echo, confirm=args.confirm,
     )
     if result.table:
         print(result.table, end="")
