@@ -83,6 +83,14 @@ def _tile_mm_loop(a, b, c, ones, reps):
             _tile_mm_acc(a[t], b[t], c[t], ones)
 
 
+#: Seconds to wait after a BLAS call before timing anything else. OpenBLAS's
+#: worker threads keep spinning for a while after a call returns; measured
+#: here, a read-stream probe started right after the BLAS probe reached
+#: 5.0-6.0 GB/s instead of 9.0-9.2, and the L=512 attention kernel took
+#: 16.8 ms instead of 4.8 ms (2 threads). 0.2 s of sleep removed both.
+BLAS_SETTLE_S = 0.2
+
+
 @dataclass(frozen=True)
 class CPUMeasurement:
     """What :func:`measure_cpu` found (all best-of-repeats)."""
@@ -223,6 +231,7 @@ class CeilingProbe:
         """(BLAS matmul FLOP/s, Numba-loop FLOP/s, read-stream bytes/s): best of ``runs`` short runs each."""
         with numba_threads(self.threads):
             blas = self.matmul_flops / _best_time(lambda: np.matmul(self.a, self.b, out=self.c), runs)
+            time.sleep(BLAS_SETTLE_S)
             loop = self.loop_flops / _best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.ones, self.reps), runs)
             read = self.read_bytes / _best_time(lambda: _stream_read(self.x, self.y, 8 * self.nt), runs)
         return blas, loop, read
@@ -234,6 +243,7 @@ def measure_cpu(
     """Measure this CPU's fp32 matmul peak and stream bandwidth (a few seconds)."""
     t0 = time.perf_counter()
     flops = measure_matmul_flops(matmul_n, repeats)
+    time.sleep(BLAS_SETTLE_S)
     loop_flops = measure_numba_loop_flops(repeats=repeats, threads=threads)
     read_bw, triad_bw = measure_stream_bandwidth(stream_bytes, repeats, threads)
     return CPUMeasurement(
