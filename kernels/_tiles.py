@@ -7,7 +7,7 @@ Two jitted-callable primitives compute one 4 x W tile of ``A @ B``::
     mm_tile_rescale_add(A, i, B, kb, jb, C, jc, K, alpha)
         C[i + r, jc + c] = alpha[i + r] * C[i + r, jc + c] + (the same sum)
 
-for ``r < TILE_ROWS`` and ``c < tile_cols(dtype)`` (two 32-byte vectors: 16
+for ``r < TILE_ROWS`` and ``c < TILE_ROW_BYTES // itemsize`` (two 32-byte vectors: 16
 float32 or 8 float64 columns). ``A``, ``B`` and ``C`` are 2-D C-contiguous
 arrays of one float dtype; nothing is bounds-checked, so callers guarantee
 that the rows and columns exist (pad to whole tiles).
@@ -40,13 +40,15 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["TILE_ROWS", "VECTOR_BYTES", "mm_tile_store", "mm_tile_rescale_add"]
+__all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "mm_tile_store", "mm_tile_rescale_add"]
 
 #: Rows of A (and C) per tile.
 TILE_ROWS = 4
 #: Bytes per SIMD register the tile is written for (AVX2); two per tile row.
 VECTOR_BYTES = 32
 _VECTORS = 2
+#: Bytes of one tile row: a tile is TILE_ROW_BYTES // itemsize columns wide.
+TILE_ROW_BYTES = _VECTORS * VECTOR_BYTES
 
 
 def _tile_codegen(rescale):

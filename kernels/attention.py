@@ -112,7 +112,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from kernels._common import aligned_empty, check_float_array, check_int_array
-from kernels._tiles import TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 __all__ = [
     "attention",
@@ -690,7 +690,7 @@ def _attention_block(Q, KP, VP, V, O, q0, nq, qscale, causal, window, block_k, q
     Lq, D = Q.shape
     Lk, Dv = V.shape
     off = Lk - Lq
-    W = 64 // Q.itemsize  # columns of a register tile: 16 float32, 8 float64
+    W = TILE_ROW_BYTES // Q.itemsize  # columns of a register tile: 16 float32, 8 float64
     rows = -(-nq // TILE_ROWS) * TILE_ROWS  # padding rows are zero queries, masked to P = 0
     dv_main = Dv - Dv % W
     lo_f, hi_f = _row_range(q0, Lk, off, causal, window)
@@ -934,13 +934,14 @@ def _pack_strips_kernel(k, v, kp, vp):
         bh = item // ns
         h = bh % Hkv
         b = bh // Hkv
+        nw = min(W, Lk - s * W)  # keys in this strip; the last one is zero padded
         for d in range(D):
-            for w in range(W):
+            for w in range(nw, W):
                 kp[b, h, s, d, w] = 0.0
-        for w in range(min(W, Lk - s * W)):
+        for w in range(nw):
             for d in range(D):
                 kp[b, h, s, d, w] = k[b, h, s * W + w, d]
-        for w in range(min(W, Lk - s * W)):
+        for w in range(nw):
             j = s * W + w
             for c in range(nv):
                 for x in range(W):
@@ -948,7 +949,7 @@ def _pack_strips_kernel(k, v, kp, vp):
 
 
 def _pack_strips(k, v, dtype):
-    """K and V cut into register-tile strips of W = 64 // itemsize columns.
+    """K and V cut into register-tile strips of W = TILE_ROW_BYTES // itemsize columns.
 
     Returns kp (B, Hkv, ceil(Lk / W), D, W), keys transposed strip by strip
     and zero padded, and vp (B, Hkv, Dv // W, Lk, W), whole value-column
@@ -959,7 +960,7 @@ def _pack_strips(k, v, dtype):
     """
     B, Hkv, Lk, D = k.shape
     Dv = v.shape[3]
-    W = 64 // dtype.itemsize
+    W = TILE_ROW_BYTES // dtype.itemsize
     kp = aligned_empty((B, Hkv, -(-Lk // W), D, W), dtype)
     vp = aligned_empty((B, Hkv, Dv // W, Lk, W), dtype)
     _pack_strips_kernel(k, v, kp, vp)
@@ -995,8 +996,8 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
 
     Notes
     -----
-    Working memory is O(tile) per thread plus one transposed, tile-padded copy of ``k``
-    (and contiguous copies of non-contiguous inputs); the result is
+    Working memory is O(tile) per thread plus one packed copy each of ``k``
+    and ``v`` (and contiguous copies of non-contiguous inputs); the result is
     bitwise identical for any Numba thread count.
     """
     q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)

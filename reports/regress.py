@@ -47,6 +47,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -357,15 +358,9 @@ def _center(value, samples, rounds: int):
     if rounds > 1 and samples and len(samples) % rounds == 0 and all(
             x is not None and not math.isnan(x) for x in samples):
         per = len(samples) // rounds
-        meds = [_median(samples[i * per:(i + 1) * per]) for i in range(rounds)]
+        meds = [statistics.median(samples[i * per:(i + 1) * per]) for i in range(rounds)]
         return sum(meds) / rounds
     return value
-
-
-def _median(xs):
-    ys = sorted(xs)
-    n = len(ys)
-    return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
 
 
 def compare_results(base: dict, head: dict, units: dict[str, str], factor: float,

@@ -27,7 +27,7 @@ import numpy as np
 from numba import prange
 
 from kernels._common import aligned_empty, numba_threads
-from kernels._tiles import mm_tile_rescale_add
+from kernels._tiles import TILE_ROW_BYTES, mm_tile_rescale_add
 
 
 # reassoc lets LLVM vectorise the reduction into several accumulators; without
@@ -70,7 +70,7 @@ def _tile_mm_acc(a, b, c, ones):
     """
     m, k = a.shape
     n = b.shape[1]
-    for j in range(0, n, 16):
+    for j in range(0, n, TILE_ROW_BYTES // 4):  # float32 tile columns
         for i in range(0, m, 4):
             mm_tile_rescale_add(a, i, b, 0, j, c, j, k, ones)
 

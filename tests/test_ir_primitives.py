@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from kernels._reduce import max_and_bad
-from kernels._tiles import TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 
 @njit(cache=True)
@@ -34,7 +34,7 @@ def _max_bad(a, lo, hi):
 
 
 def _width(dtype):
-    return 64 // np.dtype(dtype).itemsize
+    return TILE_ROW_BYTES // np.dtype(dtype).itemsize
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -274,12 +274,30 @@ def test_row_uniform_is_a_pure_function_of_the_seed():
     np.testing.assert_array_equal(u[5:10], S.row_uniform(np.arange(5, 10, dtype=np.uint64)))
 
 
+def _row_uniform_numpy(seeds, counter):
+    """The splitmix64 construction written out in NumPy: the reference for row_uniform."""
+    u64 = np.uint64
+
+    def mix(z):
+        z = z ^ (z >> u64(30))
+        z = z * u64(0xBF58476D1CE4E5B9)
+        z = z ^ (z >> u64(27))
+        z = z * u64(0x94D049BB133111EB)
+        return z ^ (z >> u64(31))
+
+    with np.errstate(over="ignore"):
+        z = np.asarray(seeds, dtype=u64) + u64(0x9E3779B97F4A7C15) * u64(counter + 1)
+        z = mix(mix(z) ^ u64(0xD1B54A32D192ED03))
+    return (z >> u64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
 def test_compiled_row_uniform_is_bit_identical_to_the_numpy_one():
     seeds = np.concatenate([np.arange(1000, dtype=np.uint64),
                             np.array([2**64 - 1, 2**63, 0x9E3779B97F4A7C15], dtype=np.uint64),
                             np.random.default_rng(3).integers(0, 2**64 - 1, 1000, dtype=np.uint64)])
     for counter in (0, 1, 7, 2**40):
-        np.testing.assert_array_equal(S._row_uniform_jit(seeds, counter), S.row_uniform(seeds, counter))
+        np.testing.assert_array_equal(S.row_uniform(seeds, counter), _row_uniform_numpy(seeds, counter))
+    assert S.row_uniform(np.uint64(5)) == _row_uniform_numpy(5, 0)  # scalar in, scalar out
 
 
 def test_reused_workspace_gives_the_same_draws_across_shapes_and_threads():
