@@ -351,13 +351,15 @@ def test_normalized_ratio_tracks_work_not_machine_speed():
 
 # Calling the kernel twice is not a 2x slowdown: the second call finds the
 # ~1 MB KV cache already in cache, and a "do it twice" commit measured only
-# 1.41x here (the second call cost ~40% of the first). So the slowdown spins after the call
-# for as long as the call took: the revision's time per call at least doubles
-# whatever the cache state (the gate measured 3.1x for it, p = 1e-14), and the
-# kernel's own code is unchanged.
+# 1.41x here (the second call cost ~40% of the first). So the slowdown spins
+# after the call for three times as long as the call took: the time per call
+# grows ~4x whatever the cache state, and the kernel's own code is unchanged.
+# A spin of once the call time (2x) measured 1.26x in the gate once: base had
+# two slow-mode processes (~1.8x, see DEFAULT_ROUNDS in reports/regress.py)
+# and head none, and the Python wrapper's fixed cost is not doubled.
 SLOWDOWN_PATCH = '''
 
-# --- deliberate 2x slowdown committed by tests/test_regress.py ---
+# --- deliberate ~4x slowdown committed by tests/test_regress.py ---
 import time as _time
 
 _decode_attention_once = decode_attention
@@ -366,7 +368,7 @@ _decode_attention_once = decode_attention
 def decode_attention(*args, **kwargs):
     t0 = _time.perf_counter()
     out = _decode_attention_once(*args, **kwargs)
-    t_end = t0 + 2.0 * (_time.perf_counter() - t0)
+    t_end = t0 + 4.0 * (_time.perf_counter() - t0)
     while _time.perf_counter() < t_end:
         pass
     return out
