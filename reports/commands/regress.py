@@ -1,15 +1,61 @@
 """``scalelab regress``: the performance-regression gate for CI.
 
 Runs ``asv continuous BASE HEAD`` with interleaved rounds on this machine and
-prints a Markdown table. Exit codes: 0 no significant slowdown beyond the
-factor, 1 at least one, 2 something broke (bad revision, failed build,
-benchmark error). See docs/regression-gate.md.
+prints a Markdown table. Exit codes: 0 no confirmed significant slowdown
+beyond the factor, 1 at least one, 2 something broke (bad revision, failed
+build, benchmark error, a ``--bench`` that selects nothing). ``--help`` shows
+an example table for each. See docs/regression-gate.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+EXIT_CODES = """\
+exit codes, each with the table of a real run on this 2-core VM:
+
+  0  no benchmark is slower by more than --factor with p < 0.002, or a flag was
+     not repeated by the confirmation run ("unconfirmed"). A/A: HEAD changes
+     only README.md (--factor 1.3; see docs/regression-gate.md):
+
+     Benchmarks, base `f723b95b33` vs head `bda8b891c0` (regression = slower by more than 1.3x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `normalized.ProbeSoftmax.track_softmax_rows_vs_reference` | - | 6.601 ratio | 6.478 ratio | 0.981 | no (p=1.9e-01) | same |
+     | `normalized.ProbeSoftmax.time_softmax_rows` | - | 411 μs | 306 μs | 0.745 | yes (p=4.3e-07) | improvement |
+
+  1  at least one benchmark x parameter combination is, in the first run and
+     again in the confirmation run of just those combinations. top_k
+     validated by a second pass on copies, and decode_attention spinning as
+     long as each call took (measured at only 1.26x, so not flagged),
+     --bench gate_probe:
+
+     Benchmarks, base `333b0dbe34` vs head `0c4b2b2071` (regression = slower by more than 1.5x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 243 μs | 684 μs | 2.812 | yes (p=3.3e-25) | **regression** (rerun 4.02x) |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 91.3 μs | 168 μs | 1.839 | yes (p=6.1e-27) | **regression** (rerun 2.62x) |
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 163 μs | 205 μs | 1.260 | yes (p=9.5e-10) | same |
+
+  2  something broke: bad revision or argument, a --bench that selects nothing
+     (said before any build), failed build, a benchmark that raised on HEAD,
+     asv failing. decode_attention raising on HEAD, --bench gate_probe --rounds 1:
+
+     Benchmarks, base `d05979a3f6` vs head `55856852c0` (regression = slower by more than 1.5x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 199 μs | failed | n/a | n/a | **failed** |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 389 μs | 466 μs | 1.199 | no (p=9.0e-03) | same |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 92.8 μs | 81.1 μs | 0.874 | no (p=3.2e-02) | same |
+
+     scalelab regress: benchmarks failed: gate_probe.DecodeProbe.time_decode_attention
+     scalelab regress: exit 2; Numba cache index files per revision: d05979a3f6: 14, 55856852c0: 5
+"""
 
 
 def register(subparsers) -> None:
@@ -22,8 +68,10 @@ def register(subparsers) -> None:
             "Run `asv continuous BASE HEAD` with interleaved rounds and judge the stored "
             f"samples: exit 1 when a benchmark is slower by more than --factor and the "
             f"difference is significant (Mann-Whitney U, p < {ALPHA:g}), 0 when none is, "
-            "2 when something broke (bad revision, failed build, benchmark error)."
+            "2 when something broke (bad revision, failed build, benchmark error, a --bench "
+            "that selects nothing)."
         ),
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("base", nargs="?", default=None, metavar="BASE",
@@ -34,7 +82,10 @@ def register(subparsers) -> None:
                         help=f"slowdown factor that counts as a regression (default {DEFAULT_FACTOR:g}, "
                              "chosen from the A/A experiment in docs/regression-gate.md)")
     parser.add_argument("--bench", metavar="REGEX", default=None,
-                        help="only benchmarks whose name matches (asv --bench)")
+                        help="only benchmarks whose name matches (asv --bench); asv searches a "
+                             "parameterized benchmark's name with its parameters, "
+                             "'name(p1, p2)', so end a pattern with '\\(' rather than '$'. "
+                             "Checked before anything is built")
     parser.add_argument("--output", metavar="FILE", default=None,
                         help="also write the Markdown table here")
     parser.add_argument("--json", dest="json_output", metavar="FILE", default=None,
