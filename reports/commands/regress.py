@@ -18,28 +18,28 @@ exit codes, each with the table of a real run on this 2-core VM:
 
   0  no benchmark is slower by more than --factor with p < 0.002, or a flag was
      not repeated by the confirmation run ("unconfirmed"). A/A: HEAD changes
-     only README.md (--factor 1.3; see docs/regression-gate.md):
+     only README.md; B=1 flagged at 1.52x, its confirmation measured 0.91x:
 
-     Benchmarks, base `f723b95b33` vs head `bda8b891c0` (regression = slower by more than 1.3x with p < 0.002):
+     Benchmarks, base `d05979a3f6` vs head `aa4d8d3230` (regression = slower by more than 1.5x with p < 0.002):
 
      | benchmark | parameters | base | head | ratio | significant | verdict |
      |---|---|---:|---:|---:|---|---|
-     | `normalized.ProbeSoftmax.track_softmax_rows_vs_reference` | - | 6.601 ratio | 6.478 ratio | 0.981 | no (p=1.9e-01) | same |
-     | `normalized.ProbeSoftmax.time_softmax_rows` | - | 411 μs | 306 μs | 0.745 | yes (p=4.3e-07) | improvement |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 87.2 μs | 132 μs | 1.518 | yes (p=5.5e-12) | unconfirmed (rerun 0.91x) |
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 149 μs | 190 μs | 1.272 | no (p=1.0e-01) | same |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 406 μs | 343 μs | 0.847 | no (p=3.5e-02) | same |
 
   1  at least one benchmark x parameter combination is, in the first run and
      again in the confirmation run of just those combinations. top_k
-     validated by a second pass on copies, and decode_attention spinning as
-     long as each call took (measured at only 1.26x, so not flagged),
-     --bench gate_probe:
+     validated by a second pass on copies, and decode_attention spinning three
+     times as long as each call took, --bench gate_probe:
 
-     Benchmarks, base `333b0dbe34` vs head `0c4b2b2071` (regression = slower by more than 1.5x with p < 0.002):
+     Benchmarks, base `d05979a3f6` vs head `8039a96d27` (regression = slower by more than 1.5x with p < 0.002):
 
      | benchmark | parameters | base | head | ratio | significant | verdict |
      |---|---|---:|---:|---:|---|---|
-     | `gate_probe.TopKProbe.time_top_k` | 4 | 243 μs | 684 μs | 2.812 | yes (p=3.3e-25) | **regression** (rerun 4.02x) |
-     | `gate_probe.TopKProbe.time_top_k` | 1 | 91.3 μs | 168 μs | 1.839 | yes (p=6.1e-27) | **regression** (rerun 2.62x) |
-     | `gate_probe.DecodeProbe.time_decode_attention` | - | 163 μs | 205 μs | 1.260 | yes (p=9.5e-10) | same |
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 179 μs | 1.85 ms | 10.349 | yes (p=1.9e-25) | **regression** (rerun 8.45x) |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 377 μs | 3.14 ms | 8.325 | yes (p=8.0e-21) | **regression** (rerun 3.75x) |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 116 μs | 235 μs | 2.022 | yes (p=1.1e-21) | **regression** (rerun 2.10x) |
 
   2  something broke: bad revision or argument, a --bench that selects nothing
      (said before any build), failed build, a benchmark that raised on HEAD,
