@@ -1,10 +1,13 @@
-"""One cheap, deterministic benchmark for exercising the regression gate.
+"""Cheap, deterministic benchmarks for exercising the regression gate.
 
 tests/test_regress.py runs ``scalelab regress --bench gate_probe`` on commits
-that slow down or break ``kernels.attention.decode_attention``; a small
-single-thread decode (about 1 MB of KV cache) keeps each asv process short.
-It is an ordinary benchmark otherwise: fixed seed, data and warm-up in
-``setup()``, a one-line timed method.
+that slow down or break ``kernels.attention.decode_attention`` and
+``kernels.sampling.top_k``. ``DecodeProbe`` has no parameters; ``TopKProbe``
+is parameterized, because asv selects and names parameterized benchmarks
+differently (``gate_probe.TopKProbe.time_top_k(4)``) and nearly every other
+benchmark in the suite is one. Small single-thread shapes keep each asv
+process short. They are ordinary benchmarks otherwise: fixed seed, data and
+warm-up in ``setup()``, a one-line timed method.
 """
 
 from __future__ import annotations
@@ -48,3 +51,27 @@ class DecodeProbe:
 
     def time_decode_attention(self):
         self.fn(self.q, self.k, self.v, self.lengths)
+
+
+class TopKProbe:
+    """top_k, k=50 of V=32000 float32 logits, B rows, one Numba thread."""
+
+    params = [[1, 4]]
+    param_names = ["B"]
+    timeout = 900  # cold per-revision Numba cache, as in DecodeProbe
+    number = 1  # 0.1-0.4 ms calls; see DecodeProbe
+
+    def setup(self, B):
+        from kernels.sampling import top_k
+
+        self._old_threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        self.x = (np.random.default_rng(1234).standard_normal((B, 32000)) * 3.0).astype(np.float32)  # (B, V)
+        self.fn = top_k
+        self.fn(self.x, 50)  # warm: compile / load from cache
+
+    def teardown(self, B):
+        numba.set_num_threads(self._old_threads)
+
+    def time_top_k(self, B):
+        self.fn(self.x, 50)

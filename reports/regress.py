@@ -13,6 +13,16 @@ commits and decides itself:
   benchmark that raised (asv stores ``None`` for it), asv itself failing, or
   nothing matching ``--bench``.
 
+Benchmark selection follows asv's ``--bench`` exactly: the regular expression
+is searched in the benchmark's name, and for a *parameterized* benchmark only
+in its name with the parameter list, ``sampling.TopK.time_top_k(32, 256000,
+1)``, one combination at a time. So ``time_top_k$`` selects nothing there.
+Before building anything the gate lists the suite with asv's own discovery
+script in this interpreter (:func:`discover_benchmarks`, a few seconds) and
+refuses a pattern that selects nothing, naming the nearest benchmarks. The
+confirmation run selects exactly the flagged benchmark x parameter
+combinations (:func:`selection_regex`).
+
 asv's own exit code is not enough on its own: ``asv continuous`` returns 1
 both for "performance decreased" and for user errors, and 2 when any
 benchmark failed, in which case it prints no comparison at all. So the gate
@@ -35,12 +45,14 @@ Noise control (see ``docs/regression-gate.md``):
   compilation never lands in a timed sample.
 
 Public API: :func:`run_gate`, :func:`compare_results`, :func:`format_table`,
+:func:`discover_benchmarks`, :func:`selected_names`, :func:`selection_regex`,
 :data:`DEFAULT_FACTOR`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
 import math
@@ -52,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Iterable
 
@@ -261,6 +274,98 @@ def _run_streaming(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Pat
     return rc, "".join(lines)
 
 
+# ----------------------------------------------------------------- selection
+
+
+def asv_name(benchmark: str, params: str) -> str:
+    """The name asv's ``--bench`` is matched against: ``name`` or ``name(p1, p2)``."""
+    return f"{benchmark}({params})" if params else benchmark
+
+
+def discover_benchmarks(root: Path, conf: dict, timeout: float = 120.0) -> list[dict] | None:
+    """The benchmarks asv would find in ``root``'s benchmark directory, without a build.
+
+    Runs asv's own discovery script (the one asv runs inside each benchmark
+    environment) in this interpreter with ``root`` first on the import path,
+    so names and parameter lists are exactly asv's. Returns asv's benchmark
+    descriptions (dicts with ``name`` and ``params``), or None when the suite
+    cannot be imported here (a dependency only the benchmark environment has),
+    in which case the caller must not conclude anything.
+    """
+    from asv.runner import BENCHMARK_RUN_SCRIPT
+
+    bench_dir = (root / conf.get("benchmark_dir", "benchmarks")).resolve()
+    env = dict(os.environ)
+    env.update(SINGLE_THREAD_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="scalelab-discover-") as tmp:
+        out = Path(tmp) / "benchmarks.json"
+        try:
+            proc = subprocess.run(
+                [sys.executable, BENCHMARK_RUN_SCRIPT, "discover", str(bench_dir), str(out)],
+                cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if proc.returncode != 0 or not out.is_file():
+            return None
+        try:
+            found = json.loads(out.read_text())
+        except ValueError:
+            return None
+    return [b for b in found if isinstance(b, dict) and "name" in b]
+
+
+def selected_names(benchmarks: Iterable[dict], bench: str | None) -> list[str]:
+    """asv names (:func:`asv_name`) that ``--bench bench`` selects among ``benchmarks``.
+
+    Uses asv's own selection (``asv.benchmarks.Benchmarks``), so a pattern is
+    judged exactly as ``asv continuous`` will judge it.
+    """
+    from asv.benchmarks import Benchmarks
+
+    benchmarks = list(benchmarks)
+    chosen = Benchmarks(types.SimpleNamespace(benchmark_dir=""), benchmarks, regex=bench)
+    names = []
+    for b in benchmarks:
+        if b["name"] not in chosen:
+            continue
+        combos = list(itertools.product(*b["params"])) if b.get("params") else [()]
+        picked = chosen.benchmark_selection.get(b["name"])
+        for i, combo in enumerate(combos):
+            if picked is None or i in picked:
+                names.append(asv_name(b["name"], ", ".join(combo)))
+    return names
+
+
+def selection_regex(rows: Iterable[Row]) -> str:
+    """A ``--bench`` pattern selecting exactly these rows' benchmark x parameter combinations."""
+    names = sorted({asv_name(r.benchmark, r.params) for r in rows})
+    return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def nothing_selected_message(bench: str, benchmarks: Iterable[dict]) -> str:
+    """One line saying that ``bench`` selects nothing, with the nearest benchmark names."""
+    benchmarks = list(benchmarks)
+    names = sorted(b["name"] for b in benchmarks)
+    # Compare names with the pattern's literal text (escapes resolved, regex syntax dropped).
+    plain = re.sub(r"\\(.)|[\^$()\[\]{}?*+|]", lambda m: m.group(1) or "", bench)
+    near = [n for n in names if plain and plain.lower() in n.lower()]
+    near += difflib.get_close_matches(plain, names, n=5, cutoff=0.5)
+    near = list(dict.fromkeys(near))[:4]
+    msg = f"--bench {bench!r} selects no benchmark"
+    # The common trap: the pattern matches a parameterized benchmark's bare name,
+    # which asv never searches.
+    trapped = [b for b in benchmarks if b.get("params") and re.search(bench, b["name"])]
+    if trapped:
+        example = asv_name(trapped[0]["name"], ", ".join(p[0] for p in trapped[0]["params"]))
+        msg += (f" (asv matches a parameterized benchmark as 'name(params)', e.g. {example!r}:"
+                " end the pattern with '\\(' rather than '$')")
+    if near:
+        return msg + "; nearest names: " + ", ".join(near)
+    return msg + f"; no name is close (the suite has {len(names)} benchmarks)"
+
+
 # ----------------------------------------------------------------------- results
 
 
@@ -271,12 +376,13 @@ def _load_conf(repo: Path) -> dict:
         raise ValueError(f"asv.conf.json: not valid JSON ({exc})") from None
 
 
-def _benchmark_units(results_dir: Path) -> dict[str, str]:
+def _benchmark_descriptions(results_dir: Path) -> dict[str, dict]:
+    """asv's ``benchmarks.json`` (written at every discovery) as {name: description}."""
     path = results_dir / "benchmarks.json"
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    return {k: v.get("unit", "") for k, v in data.items() if isinstance(v, dict)}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
 def load_commit_results(results_dir: Path, machine: str, commit: str, since_ms: float | None,
@@ -285,7 +391,10 @@ def load_commit_results(results_dir: Path, machine: str, commit: str, since_ms: 
 
     Only entries started at or after ``since_ms`` (a JavaScript timestamp) are
     kept, so results left in ``.asv/results`` by an earlier run are never
-    mistaken for this one's. ``bench`` filters names like asv's ``--bench``.
+    mistaken for this one's. ``bench`` filters exactly like asv's ``--bench``
+    (see :func:`asv_name`): when asv runs some combinations of a
+    parameterized benchmark it keeps the others' earlier results in the same
+    file under the new start time, so only the selected ones may be read.
     """
     from asv.results import Results  # asv is a dev dependency; import only when used
 
@@ -304,12 +413,9 @@ def load_commit_results(results_dir: Path, machine: str, commit: str, since_ms: 
             stats = res.get_result_stats(key, params)
             samples = res.get_result_samples(key, params)
             combos = list(itertools.product(*params)) if params else [()]
-            whole = pattern is None or pattern.search(key)
             for i, combo in enumerate(combos):
                 label = ", ".join(combo)
-                # asv's --bench selects a whole benchmark by name, or single
-                # parameter combinations by "name(p1, p2)"; mirror that.
-                if whole or pattern.search(f"{key}({label})"):
+                if pattern is None or pattern.search(asv_name(key, label)):
                     out[(key, label)] = (values[i], stats[i], samples[i])
     return out
 
@@ -521,6 +627,16 @@ def run_gate(
 
     conf = _load_conf(root)
     results_dir = root / conf.get("results_dir", "results")
+    if bench:
+        # asv would build and install both revisions before telling that the
+        # pattern selects nothing; discovery here takes seconds.
+        suite = discover_benchmarks(root, conf)
+        if suite is None:
+            if echo:
+                echo("scalelab regress: could not list the benchmarks in this interpreter; "
+                     "--bench is checked after the run")
+        elif not selected_names(suite, bench):
+            raise ValueError(nothing_selected_message(bench, suite))
 
     problems: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="scalelab-regress-"))
@@ -537,7 +653,7 @@ def run_gate(
             problems.append(str(exc))
             return _finish(2, [], problems, base_sha, head_sha, factor, output, json_output, None, {})
 
-        units: dict[str, str] = {}
+        described: dict[str, dict] = {}
 
         def measure(bench_regex):
             since_ms = math.floor(time.time()) * 1000.0  # asv stores whole seconds
@@ -546,27 +662,28 @@ def run_gate(
                 rounds=int(rounds), repeat=int(repeat),
             )
             rc, text = _run_streaming(cmd, root, env, Path(log_path) if log_path else None, echo)
-            units.update(_benchmark_units(results_dir))
+            described.update(_benchmark_descriptions(results_dir))
             base_res = load_commit_results(results_dir, machine, base_sha, since_ms, bench_regex)
             head_res = load_commit_results(results_dir, machine, head_sha, since_ms, bench_regex)
             return rc, text, base_res, head_res
 
         rc, text, base_res, head_res = measure(bench)
+        units = {name: d.get("unit", "") for name, d in described.items()}
         rows = compare_results(base_res, head_res, units, factor, rounds=int(rounds))
-        _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, problems)
+        _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, described, problems)
         flagged = [r for r in rows if r.verdict == "regression"]
         if confirm and flagged and not problems:
-            # A second, independent run of just the flagged benchmarks: a false
-            # alarm from per-process speed (see DEFAULT_ROUNDS) rarely repeats,
-            # a real slowdown does.
-            names = sorted({r.benchmark for r in flagged})
-            regex = "^(" + "|".join(re.escape(n) for n in names) + ")$"
+            # A second, independent run of just the flagged benchmark x parameter
+            # combinations: a false alarm from per-process speed (see
+            # DEFAULT_ROUNDS) rarely repeats, a real slowdown does.
+            regex = selection_regex(flagged)
             if log_path:
                 log_path = Path(str(log_path) + ".confirm")
             rc2, text2, base2, head2 = measure(regex)
             rows2 = {(r.benchmark, r.params): r
                      for r in compare_results(base2, head2, units, factor, rounds=int(rounds))}
-            _check_run(list(rows2.values()), base2, head2, base_sha, head_sha, text2, rc2, regex, problems)
+            _check_run(list(rows2.values()), base2, head2, base_sha, head_sha, text2, rc2, regex,
+                       described, problems)
             rows = [_confirmed(r, rows2.get((r.benchmark, r.params))) if r.verdict == "regression" else r
                     for r in rows]
         cache_files = {
@@ -593,7 +710,8 @@ def _confirmed(row: Row, rerun: Row | None) -> Row:
     return dataclasses.replace(row, verdict=verdict, rerun_slowdown=slow)
 
 
-def _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, problems) -> None:
+def _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, described,
+               problems) -> None:
     """Append to ``problems`` whatever makes this asv run unusable (exit 2)."""
     for label, sha, res in (("base", base_sha, base_res), ("head", head_sha, head_res)):
         # Every benchmark failing on one side means nothing was measured there
@@ -602,14 +720,17 @@ def _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, pr
             why = "build failed" if re.search(r"Error running .*(pip|wheel|build)|Skipping ", text) \
                 else "every benchmark failed"
             problems.append(f"{label} {sha[:10]}: {why} (see asv output)")
-    failed = sorted({f"{r.benchmark}({r.params})" if r.params else r.benchmark
-                     for r in rows if r.verdict == "failed"})
+    failed = sorted({asv_name(r.benchmark, r.params) for r in rows if r.verdict == "failed"})
     if failed:
         problems.append("benchmarks failed: " + ", ".join(failed[:10])
                         + (" ..." if len(failed) > 10 else ""))
     if not rows:
-        problems.append("no benchmark results for this run"
-                        + (f" (nothing matched --bench {bench!r}?)" if bench else ""))
+        if bench and described and not selected_names(described.values(), bench):
+            problems.append("no benchmark results for this run: "
+                            + nothing_selected_message(bench, described.values()))
+        else:
+            problems.append("no benchmark results for this run"
+                            + (f" (nothing matched --bench {bench!r}?)" if bench else ""))
     # asv exits 1 for "slower" and for its own usage errors, 2 when any benchmark
     # failed on either side (including one that only fails on base, which is
     # not HEAD's fault). Those cases are all read from the results above; any

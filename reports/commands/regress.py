@@ -1,15 +1,61 @@
 """``scalelab regress``: the performance-regression gate for CI.
 
 Runs ``asv continuous BASE HEAD`` with interleaved rounds on this machine and
-prints a Markdown table. Exit codes: 0 no significant slowdown beyond the
-factor, 1 at least one, 2 something broke (bad revision, failed build,
-benchmark error). See docs/regression-gate.md.
+prints a Markdown table. Exit codes: 0 no confirmed significant slowdown
+beyond the factor, 1 at least one, 2 something broke (bad revision, failed
+build, benchmark error, a ``--bench`` that selects nothing). ``--help`` shows
+an example table for each. See docs/regression-gate.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+EXIT_CODES = """\
+exit codes, each with the table of a real run on this 2-core VM:
+
+  0  no benchmark is slower by more than --factor with p < 0.002, or a flag was
+     not repeated by the confirmation run ("unconfirmed"). A/A: HEAD changes
+     only README.md; B=1 flagged at 1.52x, its confirmation measured 0.91x:
+
+     Benchmarks, base `d05979a3f6` vs head `aa4d8d3230` (regression = slower by more than 1.5x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 87.2 μs | 132 μs | 1.518 | yes (p=5.5e-12) | unconfirmed (rerun 0.91x) |
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 149 μs | 190 μs | 1.272 | no (p=1.0e-01) | same |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 406 μs | 343 μs | 0.847 | no (p=3.5e-02) | same |
+
+  1  at least one benchmark x parameter combination is, in the first run and
+     again in the confirmation run of just those combinations. top_k
+     validated by a second pass on copies, and decode_attention spinning three
+     times as long as each call took, --bench gate_probe:
+
+     Benchmarks, base `d05979a3f6` vs head `8039a96d27` (regression = slower by more than 1.5x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 179 μs | 1.85 ms | 10.349 | yes (p=1.9e-25) | **regression** (rerun 8.45x) |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 377 μs | 3.14 ms | 8.325 | yes (p=8.0e-21) | **regression** (rerun 3.75x) |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 116 μs | 235 μs | 2.022 | yes (p=1.1e-21) | **regression** (rerun 2.10x) |
+
+  2  something broke: bad revision or argument, a --bench that selects nothing
+     (said before any build), failed build, a benchmark that raised on HEAD,
+     asv failing. decode_attention raising on HEAD, --bench gate_probe --rounds 1:
+
+     Benchmarks, base `d05979a3f6` vs head `55856852c0` (regression = slower by more than 1.5x with p < 0.002):
+
+     | benchmark | parameters | base | head | ratio | significant | verdict |
+     |---|---|---:|---:|---:|---|---|
+     | `gate_probe.DecodeProbe.time_decode_attention` | - | 199 μs | failed | n/a | n/a | **failed** |
+     | `gate_probe.TopKProbe.time_top_k` | 4 | 389 μs | 466 μs | 1.199 | no (p=9.0e-03) | same |
+     | `gate_probe.TopKProbe.time_top_k` | 1 | 92.8 μs | 81.1 μs | 0.874 | no (p=3.2e-02) | same |
+
+     scalelab regress: benchmarks failed: gate_probe.DecodeProbe.time_decode_attention
+     scalelab regress: exit 2; Numba cache index files per revision: d05979a3f6: 14, 55856852c0: 5
+"""
 
 
 def register(subparsers) -> None:
@@ -22,8 +68,10 @@ def register(subparsers) -> None:
             "Run `asv continuous BASE HEAD` with interleaved rounds and judge the stored "
             f"samples: exit 1 when a benchmark is slower by more than --factor and the "
             f"difference is significant (Mann-Whitney U, p < {ALPHA:g}), 0 when none is, "
-            "2 when something broke (bad revision, failed build, benchmark error)."
+            "2 when something broke (bad revision, failed build, benchmark error, a --bench "
+            "that selects nothing)."
         ),
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("base", nargs="?", default=None, metavar="BASE",
@@ -34,7 +82,10 @@ def register(subparsers) -> None:
                         help=f"slowdown factor that counts as a regression (default {DEFAULT_FACTOR:g}, "
                              "chosen from the A/A experiment in docs/regression-gate.md)")
     parser.add_argument("--bench", metavar="REGEX", default=None,
-                        help="only benchmarks whose name matches (asv --bench)")
+                        help="only benchmarks whose name matches (asv --bench); asv searches a "
+                             "parameterized benchmark's name with its parameters, "
+                             "'name(p1, p2)', so end a pattern with '\\(' rather than '$'. "
+                             "Checked before anything is built")
     parser.add_argument("--output", metavar="FILE", default=None,
                         help="also write the Markdown table here")
     parser.add_argument("--json", dest="json_output", metavar="FILE", default=None,
