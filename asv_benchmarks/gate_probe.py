@@ -1,7 +1,7 @@
 """One cheap, deterministic benchmark for exercising the regression gate.
 
 tests/test_regress.py runs ``scalelab regress --bench gate_probe`` on commits
-that slow down or break ``kernels.attention.decode_attention``; a small
+that slow down or break ``scalelab.kernels.attention.decode_attention``; a small
 single-thread decode (about 1 MB of KV cache) keeps each asv process short.
 It is an ordinary benchmark otherwise: fixed seed, data and warm-up in
 ``setup()``, a one-line timed method.
@@ -29,9 +29,9 @@ class DecodeProbe:
 
     def setup(self):
         try:
-            from kernels.attention import decode_attention
+            from scalelab.kernels.attention import decode_attention
         except ImportError as exc:  # revision without the kernel: asv records a skip
-            raise NotImplementedError(f"kernels.attention unavailable: {exc}") from None
+            raise NotImplementedError(f"scalelab.kernels.attention unavailable: {exc}") from None
         self._old_threads = numba.get_num_threads()
         numba.set_num_threads(1)
         rng = np.random.default_rng(9)

@@ -1,7 +1,7 @@
 """asv benchmarks for kernels/moe.py: routing, dispatch, permute/unpermute and the MoE layer.
 
 Peers, as an ``impl`` parameter so one ``asv compare`` / ``asv show`` lists them
-side by side: ``numba`` (kernels.moe), ``numpy`` (the ``*_ref`` references) and
+side by side: ``numba`` (scalelab.kernels.moe), ``numpy`` (the ``*_ref`` references) and
 ``torch`` (``softmax``/``sigmoid`` + ``topk`` + stable ``argsort`` + ``bincount``,
 ``index_select`` / ``index_add_`` for the data movement), skipped cleanly when
 torch is not importable. Every case runs with 1 and 2 threads (Numba, BLAS and
@@ -27,8 +27,8 @@ import time
 import numba
 import numpy as np
 
-from kernels import moe
-from kernels._common import aligned_empty
+from scalelab.kernels import moe
+from scalelab.kernels._common import aligned_empty
 
 SEED = 1234
 D_MODEL_PERMUTE = 4096
@@ -96,7 +96,7 @@ class _ThreadsMixin:
 
 
 # ----------------------------------------------------------------------------
-# torch peers (written with the same semantics as kernels.moe)
+# torch peers (written with the same semantics as scalelab.kernels.moe)
 # ----------------------------------------------------------------------------
 
 def torch_route(torch, logits, k, scoring="softmax", bias=None, n_groups=1, topk_groups=1, scale=1.0):
@@ -138,7 +138,7 @@ def torch_unpermute(torch, ys, order, k, weights, T):
 
 
 def torch_moe_layer(torch, x, router_w, w1, w3, w2, k):
-    """Same algorithm as kernels.moe.moe_layer in torch (softmax top-k, per-expert matmuls, index_add_)."""
+    """Same algorithm as scalelab.kernels.moe.moe_layer in torch (softmax top-k, per-expert matmuls, index_add_)."""
     E = w1.shape[0]
     w, e = torch_route(torch, x @ router_w, k)
     order, counts, _ = torch_dispatch(torch, e, E)
@@ -312,7 +312,7 @@ class PermuteUnpermute(_ThreadsMixin):
 class MoELayer(_ThreadsMixin):
     """moe_layer top-2 of 8 (T=512, d=1024, ffn=2816) vs the dense SwiGLU with the same active parameters.
 
-    ``dense`` is :func:`kernels.moe.swiglu_ffn` of width 2 * 2816 on all 512
+    ``dense`` is :func:`scalelab.kernels.moe.swiglu_ffn` of width 2 * 2816 on all 512
     tokens: the same FLOPs and active weights as the MoE. ``blas`` records
     which BLAS kernel ran (threadpoolctl).
     """
@@ -387,7 +387,7 @@ class Losses(_ThreadsMixin):
 
 _COMPILE_SNIPPET = """
 import numpy as np
-from kernels import moe
+from scalelab.kernels import moe
 rng = np.random.default_rng(0)
 l = rng.standard_normal((64, 16), dtype=np.float32)
 x = rng.standard_normal((64, 32), dtype=np.float32)
@@ -400,7 +400,7 @@ moe.load_balancing_loss(l, e); moe.router_z_loss(l); moe.expert_choice(l, 8)
 
 
 def timeraw_import_and_compile_cold():
-    """Import kernels.moe and compile every kernel with an empty Numba cache (a fresh CI runner)."""
+    """Import scalelab.kernels.moe and compile every kernel with an empty Numba cache (a fresh CI runner)."""
     return (
         "import os, tempfile\n"
         "os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='scalelab-moe-cache-')\n"
@@ -412,7 +412,7 @@ timeraw_import_and_compile_cold.timeout = 300
 
 
 def timeraw_import_and_load_cached():
-    """Import kernels.moe and load every kernel from the on-disk Numba cache (cache=True)."""
+    """Import scalelab.kernels.moe and load every kernel from the on-disk Numba cache (cache=True)."""
     return _COMPILE_SNIPPET
 
 

@@ -11,7 +11,7 @@ import time
 import numba
 import numpy as np
 
-from kernels import sampling as S
+from scalelab.kernels import sampling as S
 
 BATCHES = [1, 32]
 VOCABS = [32000, 128256, 256000]
@@ -162,7 +162,7 @@ class Compile:
         "import os, tempfile\n"
         "os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='scalelab-numba-')\n"
         "import numpy as np\n"
-        "from kernels import sampling as S\n"
+        "from scalelab.kernels import sampling as S\n"
         "x = np.zeros((2, 8), dtype=np.float32)\n"
     )
 

@@ -47,7 +47,7 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       128-512 keys all ran within ~5% of each other (B=1, H=8, D=64, causal
       float32, 2 threads, interleaved with torch SDPA); 32 x 256 keeps the
       score tile (32 KB) in L1/L2 while K and V stream.
-   b. *Register-tile micro-kernels in LLVM IR* (:mod:`kernels._tiles`): both
+   b. *Register-tile micro-kernels in LLVM IR* (:mod:`scalelab.kernels._tiles`): both
       matmuls are the classic GEMM inner kernel, a 4-row x 2-vector tile of
       accumulators that stays in registers while the reduction runs, with
       one broadcast of A and two vector loads of B per step and no
@@ -111,8 +111,8 @@ from llvmlite import ir as llvmir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from kernels._common import aligned_empty, check_float_array, check_int_array
-from kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._common import aligned_empty, check_float_array, check_int_array
+from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 __all__ = [
     "attention",

@@ -81,7 +81,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._common import aligned_empty, check_float_array
 
 __all__ = [
     "Dispatch",
@@ -949,7 +949,7 @@ def capacity_from_factor(T, k, E, factor) -> int:
 
 def _check_dispatch(dispatch) -> Dispatch:
     if not isinstance(dispatch, Dispatch):
-        raise TypeError(f"dispatch must be a Dispatch (from kernels.moe.dispatch), got {type(dispatch).__name__}")
+        raise TypeError(f"dispatch must be a Dispatch (from scalelab.kernels.moe.dispatch), got {type(dispatch).__name__}")
     return dispatch
 
 

@@ -30,7 +30,7 @@ Versions in this file (each fast kernel has a plain NumPy reference beside it):
     like ``l[lo + j]`` Numba must allow for a negative index and wrap it,
     which kept LLVM from vectorising the NaN/+inf check (~5x slower) and
     slowed the histogram loop by ~20%. The row maximum and NaN/+inf count
-    come from an LLVM-IR vector loop (:mod:`kernels._reduce`): 20 us instead
+    come from an LLVM-IR vector loop (:mod:`scalelab.kernels._reduce`): 20 us instead
     of 200 us for a 256k-token row.
   - Scratch: the O(V) collection buffers are kept per Python thread between
     calls with the same shape (a decode loop), which removed ~50 us of
@@ -62,8 +62,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels._common import aligned_empty, check_float_array
-from kernels._reduce import max_and_bad
+from scalelab.kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._reduce import max_and_bad
 
 __all__ = [
     "filter_logits",

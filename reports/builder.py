@@ -2,12 +2,12 @@
 
 The builder is the only code that writes report output. For each section it
 
-1. imports ``reports.sections.<name>`` and calls ``build(ctx)``; an import
+1. imports ``scalelab.report.sections.<name>`` and calls ``build(ctx)``; an import
    error or an exception inside ``build`` becomes a *failed* section that the
    pages show with its message and traceback, while the other sections still
    build (the command then exits 1);
-2. renders every :class:`~reports.section.FigureItem` as PNG and SVG (plus its
-   data as CSV) and every :class:`~reports.section.TableItem` as CSV, each to a
+2. renders every :class:`~scalelab.report.section.FigureItem` as PNG and SVG (plus its
+   data as CSV) and every :class:`~scalelab.report.section.TableItem` as CSV, each to a
    temporary name in the output folder, and renames them into place only once
    the whole section rendered, so a failure never leaves half a section;
 3. writes ``report.md`` and a self-contained ``index.html`` (inline CSS, no
@@ -47,8 +47,8 @@ from typing import Callable, TextIO
 
 import pandas as pd
 
-from . import __version__
-from .section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab import __version__
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 
 # --------------------------------------------------------------------------- sections
 
@@ -64,12 +64,12 @@ class SectionSpec:
 
 #: The report's sections, in page order.
 SECTIONS: tuple[SectionSpec, ...] = (
-    SectionSpec("scaling", "reports.sections.scaling", "Scaling laws"),
-    SectionSpec("data_supply", "reports.sections.data_supply", "Data supply"),
-    SectionSpec("energy", "reports.sections.energy", "Electricity"),
-    SectionSpec("inference", "reports.sections.inference", "Inference cost"),
-    SectionSpec("kernels", "reports.sections.kernels", "Kernel performance"),
-    SectionSpec("test_time_compute", "reports.sections.test_time_compute", "Test-time compute"),
+    SectionSpec("scaling", "scalelab.report.sections.scaling", "Scaling laws"),
+    SectionSpec("data_supply", "scalelab.report.sections.data_supply", "Data supply"),
+    SectionSpec("energy", "scalelab.report.sections.energy", "Electricity"),
+    SectionSpec("inference", "scalelab.report.sections.inference", "Inference cost"),
+    SectionSpec("kernels", "scalelab.report.sections.kernels", "Kernel performance"),
+    SectionSpec("test_time_compute", "scalelab.report.sections.test_time_compute", "Test-time compute"),
 )
 SECTION_NAMES: tuple[str, ...] = tuple(spec.name for spec in SECTIONS)
 
@@ -513,7 +513,7 @@ def _write_csv(staging: _Staging, rel: str, frame: pd.DataFrame) -> None:
 def _save_figure(staging: _Staging, stem: str, figure) -> tuple[str, str]:
     from matplotlib.figure import Figure
 
-    from .figures.style import RC
+    from scalelab.report.figures.style import RC
     import matplotlib
 
     if not isinstance(figure, Figure):
@@ -538,7 +538,7 @@ def _save_figure(staging: _Staging, stem: str, figure) -> tuple[str, str]:
 def _render_section(section: Section, name: str, staging: _Staging) -> list[RenderedItem]:
     """Write one section's figures and tables to staged files; return what the pages show."""
     if not isinstance(section, Section):
-        raise TypeError(f"build() must return reports.section.Section, got {type(section).__name__}")
+        raise TypeError(f"build() must return scalelab.report.section.Section, got {type(section).__name__}")
     rendered: list[RenderedItem] = []
     seen: set[str] = set()
     for item in section.items:

@@ -5,7 +5,7 @@ Nothing about the CPU is typed in. Three micro-benchmarks, a few seconds in all:
 * **compute ceiling**: float32 ``A @ B`` through NumPy's BLAS (the best dense
   fp32 throughput any code on this machine reaches), ``2 n^3`` FLOPs per call;
 * **compiled-loop ceiling**: the register-tile matmul our Numba kernels are
-  built on (:mod:`kernels._tiles`) on cache-resident 64 x 64 tiles: what our
+  built on (:mod:`scalelab.kernels._tiles`) on cache-resident 64 x 64 tiles: what our
   own compiled code reaches without BLAS's hand-written assembly;
 * **bandwidth ceiling**: Numba stream kernels over arrays far larger than the
   last-level cache: a read-only reduction (``sum(a * b)``, the access pattern of
@@ -26,8 +26,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from kernels._common import aligned_empty, numba_threads
-from kernels._tiles import TILE_ROW_BYTES, mm_tile_rescale_add
+from scalelab.kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._tiles import TILE_ROW_BYTES, mm_tile_rescale_add
 
 
 # reassoc lets LLVM vectorise the reduction into several accumulators; without
@@ -64,7 +64,7 @@ def _stream_triad(out, b, c, scalar, n_blocks):
 def _tile_mm_acc(a, b, c, ones):
     """``c += a @ b`` with the attention kernels' 4 x 16 register tile (M % 4 == 0, N % 16 == 0).
 
-    The same :func:`kernels._tiles.mm_tile_rescale_add` the prefill kernel
+    The same :func:`scalelab.kernels._tiles.mm_tile_rescale_add` the prefill kernel
     runs (with ``alpha = 1``); accumulating into ``c`` keeps repeated calls
     from being folded.
     """
@@ -152,7 +152,7 @@ def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, 
     """Best FLOP/s of the Numba kernels' register-tile matmul on cache-resident fp32 tiles.
 
     This is the compute ceiling for our own compiled code (the micro-kernel of
-    :mod:`kernels._tiles` that the prefill attention kernel is built on), as
+    :mod:`scalelab.kernels._tiles` that the prefill attention kernel is built on), as
     opposed to BLAS's hand-tuned assembly.
     """
     if tile <= 0 or tile % 16 or reps <= 0 or repeats <= 0:
@@ -197,7 +197,7 @@ class CeilingProbe:
     """All three ceilings from preallocated, warmed buffers: one short timed run each per :meth:`measure`.
 
     Used to measure the ceilings right next to each kernel call (the
-    calibration in :mod:`simulations.inference`), where allocating and warming
+    calibration in :mod:`scalelab.simulations.inference`), where allocating and warming
     fresh buffers every time would cost more than the measurement.
     """
 
@@ -274,7 +274,7 @@ def _rapl_max_power_w() -> float | None:
 def cpu_hardware(
     measurement: CPUMeasurement | None = None, *, compute_ceiling: str = "blas", tdp_w: float | None = None, **kwargs
 ):
-    """Build a :class:`simulations.hardware.Hardware` for this CPU from a measurement.
+    """Build a :class:`scalelab.simulations.hardware.Hardware` for this CPU from a measurement.
 
     ``compute_ceiling`` picks ``peak_flops``: ``"blas"`` (fp32 BLAS matmul, the
     machine's best) or ``"numba"`` (our register-tile Numba matmul, the best
@@ -286,7 +286,7 @@ def cpu_hardware(
     is taken from the argument, else from RAPL when readable, else left as
     ``None`` (unknown), which the energy model refuses to use.
     """
-    from simulations.hardware import Hardware
+    from scalelab.simulations.hardware import Hardware
 
     if compute_ceiling not in ("blas", "numba"):
         raise ValueError(f"compute_ceiling must be 'blas' or 'numba', got {compute_ceiling!r}")

@@ -31,8 +31,8 @@ class Hardware:
 
     @classmethod
     def measure_this_cpu(cls, **kwargs) -> "Hardware":
-        """Measure this machine (fp32 BLAS matmul peak, Numba stream bandwidth); see :mod:`simulations.cpu_measure`."""
-        from simulations.cpu_measure import cpu_hardware  # lazy: pulls in Numba
+        """Measure this machine (fp32 BLAS matmul peak, Numba stream bandwidth); see :mod:`scalelab.simulations.cpu_measure`."""
+        from scalelab.simulations.cpu_measure import cpu_hardware  # lazy: pulls in Numba
 
         return cpu_hardware(**kwargs)
 

@@ -51,7 +51,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from simulations.hardware import HARDWARE, Hardware, get_hardware
+from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 __all__ = [
     "Hardware",
@@ -776,7 +776,7 @@ def _shape_label(s: dict) -> str:
 
 def _make_call(s: dict, rng: np.random.Generator):
     """Build fp32 inputs for one shape and return a zero-argument call of our kernel."""
-    from kernels import attention as attn  # lazy: the kernels are only needed to calibrate
+    from scalelab.kernels import attention as attn  # lazy: the kernels are only needed to calibrate
 
     b, hq, hkv, lq, lk, d = (s[k] for k in ("batch", "n_q_heads", "n_kv_heads", "q_len", "kv_len", "head_dim"))
     # run time does not depend on the values, so K and V repeat a 4 MiB random block (a 1 GB cache fills fast)
@@ -798,7 +798,7 @@ def calibrate_attention_kernels(
 ) -> pd.DataFrame:
     """Predict our attention kernels' run times from this CPU's roofline, measure them, compare.
 
-    With ``hw=None`` the ceilings are measured here (:mod:`simulations.cpu_measure`)
+    With ``hw=None`` the ceilings are measured here (:mod:`scalelab.simulations.cpu_measure`)
     right before and right after every kernel call (their geometric mean
     stands for the machine during the call), so each prediction / measurement
     pair sees the same load on this shared machine; the reported ratio is the
@@ -819,7 +819,7 @@ def calibrate_attention_kernels(
 
     from threadpoolctl import threadpool_limits
 
-    from kernels._common import numba_threads
+    from scalelab.kernels._common import numba_threads
 
     _check_count(repeats=repeats)
     shapes = list(shapes) if shapes is not None else list(ATTENTION_CALIBRATION_SHAPES)
@@ -836,7 +836,7 @@ def calibrate_attention_kernels(
         for call in calls:  # compile and warm every kernel on the exact dtypes used
             call()
         if hw is None:
-            from simulations.cpu_measure import CeilingProbe
+            from scalelab.simulations.cpu_measure import CeilingProbe
 
             probe = CeilingProbe(threads=nt)
         for _ in range(repeats):

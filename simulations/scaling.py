@@ -17,7 +17,7 @@ live in ``simulations/data`` with their sources and load as DataFrames.
 Fitting follows Hoffmann et al.'s Approach 3 as replicated by Besiroglu et al. 2024:
 :func:`fit_scaling_law` (Huber loss on log-loss residuals, log-sum-exp parametrization,
 L-BFGS from a grid of starts, seeded bootstrap with percentile intervals; the compiled
-optimiser is in :mod:`simulations.scaling_fit`). :func:`fit_isoflop` is Approach 2.
+optimiser is in :mod:`scalelab.simulations.scaling_fit`). :func:`fit_isoflop` is Approach 2.
 :func:`simulate_runs` makes synthetic runs from a known law, :func:`extrapolate` fits
 below a compute cutoff and predicts beyond it, and :func:`inference_aware_optimum`
 finds the cheapest (N, D) once lifetime inference is counted (Sardana et al. 2023).
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import scaling_fit as _fit
+from scalelab.simulations import scaling_fit as _fit
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

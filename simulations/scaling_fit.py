@@ -31,7 +31,7 @@ The compiled optimiser converges more tightly than scipy's defaults (relative ob
 change 1e-13 instead of 2.2e-9, gradient 1e-10 instead of 1e-5), so it reaches an
 objective at least as low from the same start.
 
-Run ``python -m simulations.scaling_fit [SCIPY_STARTS]`` to time both procedures interleaved
+Run ``python -m scalelab.simulations.scaling_fit [SCIPY_STARTS]`` to time both procedures interleaved
 in one process on the Chinchilla Figure-4 runs (:func:`compare_with_scipy`).
 """
 
@@ -47,7 +47,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from threadpoolctl import threadpool_limits
 
-from kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._common import aligned_empty, numba_threads
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
 HUBER_DELTA = 1e-3
@@ -661,14 +661,14 @@ def warm_up() -> None:
 
 
 def compare_with_scipy(n_bootstrap: int = 4000, repeats: int = 1, scipy_starts: int | None = None) -> dict:
-    """Time :func:`simulations.scaling.fit_scaling_law`'s two phases and the published scipy
+    """Time :func:`scalelab.simulations.scaling.fit_scaling_law`'s two phases and the published scipy
     procedure interleaved in one process on the 240 Chinchilla Figure-4 runs.
 
     ``scipy_starts`` times scipy on the first that many grid starts only and scales the
     grid time to 4,500 starts (the full scipy grid takes about a minute on a quiet machine);
     None runs the full grid. Returns a dict of seconds, objectives and parameters.
     """
-    from simulations.scaling import (
+    from scalelab.simulations.scaling import (
         _PASS1_FTOL, _PASS1_GTOL, drop_highest_loss, load_chinchilla_fig4_runs, minimize_over_grid,
     )
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import moe
-from kernels._common import numba_threads
+from scalelab.kernels import moe
+from scalelab.kernels._common import numba_threads
 
 # ----------------------------------------------------------------------------
 # helpers

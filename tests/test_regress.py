@@ -1,9 +1,9 @@
-"""The performance-regression gate (``scalelab regress``, reports/regress.py).
+"""The performance-regression gate (``scalelab regress``, scalelab/bench/regress.py).
 
 Fast tests check the gate's decision rule on synthetic asv results, its
 environment and its argument handling. The slow tests are the proof: in a
 temporary clone of this repository they commit a 2x slowdown of
-``kernels.attention.decode_attention``, an unchanged revision and a broken
+``scalelab.kernels.attention.decode_attention``, an unchanged revision and a broken
 kernel, and run the real gate (a real ``asv continuous`` in a virtualenv that
 the module's tests share) on ``asv_benchmarks/gate_probe.py``.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports import regress
-from reports.cli import main as cli_main
+from scalelab.bench import regress
+from scalelab.cli.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -339,7 +339,7 @@ def gate_clone():
 def _run_gate(clone, base, head, *extra):
     out_json = clone.parent / f"gate-{head[:8]}.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "reports.cli", "regress", base, head, "--bench", "gate_probe",
+        [sys.executable, "-m", "scalelab.cli.cli", "regress", base, head, "--bench", "gate_probe",
          "--repo", str(clone), "--json", str(out_json), "--quiet", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=840,
     )

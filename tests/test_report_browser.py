@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.builder import available_sections, build_report
+from scalelab.report.builder import available_sections, build_report
 
 pytestmark = pytest.mark.browser
 

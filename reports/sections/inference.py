@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.figures import inference as figs
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
-from simulations import inference as inf
+from scalelab.report.figures import inference as figs
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.simulations import inference as inf
 
 TITLE = "Inference cost: prefill against decode"
 
@@ -42,7 +42,7 @@ def _crossover_table() -> pd.DataFrame:
 
 
 def _phase_table() -> pd.DataFrame:
-    from reports.commands.inference import phase_table
+    from scalelab.cli.commands.inference import phase_table
 
     d = DEFAULT
     return phase_table(d["model"], d["hw"], batch=d["batch"], prompt=d["prompt"], gen=d["gen"])

@@ -1,12 +1,12 @@
 """Report section: the cost of best-of-N sampling and a small simulation of what selecting among N buys.
 
-The cost side is the roofline model (:func:`simulations.inference.best_of_n_cost`).
+The cost side is the roofline model (:func:`scalelab.simulations.inference.best_of_n_cost`).
 The accuracy side is a **synthetic simulation**, not a measurement of any
 model: problems have a per-sample success probability ``p``; each candidate
 answer is correct with probability ``p`` and carries per-token
 log-probabilities whose typical size depends a little on whether it is
-correct. Selection uses our kernels (:func:`kernels.sampling.best_of_n`, the
-mean token log-probability, and :func:`kernels.sampling.sequence_logprob` with
+correct. Selection uses our kernels (:func:`scalelab.kernels.sampling.best_of_n`, the
+mean token log-probability, and :func:`scalelab.kernels.sampling.sequence_logprob` with
 ``reduce="sum"``).
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kernels.sampling import best_of_n, sequence_logprob
-from reports.figures import test_time_compute as figs
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
-from simulations.inference import best_of_n_cost
+from scalelab.kernels.sampling import best_of_n, sequence_logprob
+from scalelab.report.figures import test_time_compute as figs
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.simulations.inference import best_of_n_cost
 
 TITLE = "Test-time compute: best-of-N"
 
@@ -116,7 +116,7 @@ def build(ctx: SectionContext) -> Section:
         f"{n_problems} problems with success probability p ~ Beta(2, 3) (mean 0.4); each candidate is correct with "
         "probability p, has about 100 x LogNormal(0, 0.6) tokens regardless of correctness, and per-token log-probabilities "
         "-Exp(1) x s, where s is 0.35 for correct and 0.45 for wrong candidates times a log-normal(0, 0.25) factor per "
-        "candidate. Selectors: the highest mean token log-prob (`kernels.sampling.best_of_n`), the highest summed "
+        "candidate. Selectors: the highest mean token log-prob (`scalelab.kernels.sampling.best_of_n`), the highest summed "
         "log-prob (`sequence_logprob(reduce='sum')`), a random candidate; coverage is the oracle that succeeds when any "
         "of the N is correct, 1 - (1 - p)^N."
     ))

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
         "inference",
         help="roofline cost of prefill and decode for a model on an accelerator",
         description="Print the prefill/decode phase table (time, FLOPs, bytes, bound, MFU/MBU) "
-                    "from the per-operation roofline model in simulations.inference.",
+                    "from the per-operation roofline model in scalelab.simulations.inference.",
     )
     p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
@@ -30,7 +30,7 @@ def _fmt_bytes(n: float) -> str:
 
 def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
     """Prefill, the first and the last decode step, as one table."""
-    from simulations.inference import decode_cost, prefill_cost
+    from scalelab.simulations.inference import decode_cost, prefill_cost
 
     rows = []
     for label, c in (
@@ -46,7 +46,7 @@ def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: fl
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulations.inference import (
+    from scalelab.simulations.inference import (
         get_hardware, get_model, kv_cache_bytes, max_batch, request_latency, ridge_point, roofline_table,
         weight_bytes,
     )

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    from simulations import data_supply as ds
+    from scalelab.simulations import data_supply as ds
 
     ex = sub.add_parser(
         "exhaustion",
@@ -79,9 +79,9 @@ def register(subparsers) -> None:
 
 
 def run_exhaustion(args: argparse.Namespace) -> int:
-    from simulations.data_supply import exhaustion_year
+    from scalelab.simulations.data_supply import exhaustion_year
 
-    from simulations import data_supply as ds
+    from scalelab.simulations import data_supply as ds
 
     if args.growth <= 0:
         raise ValueError(f"--growth must be positive, got {args.growth}")
@@ -109,7 +109,7 @@ def run_exhaustion(args: argparse.Namespace) -> int:
 
 
 def run_effective(args: argparse.Namespace) -> int:
-    from simulations.data_supply import data_constrained_loss, effective_tokens
+    from scalelab.simulations.data_supply import data_constrained_loss, effective_tokens
 
     d_eff = effective_tokens(args.tokens, args.unique)
     headers = ["tokens", "unique", "epochs", "effective", "effective/raw"]
@@ -122,7 +122,7 @@ def run_effective(args: argparse.Namespace) -> int:
 
 
 def run_tokens(args: argparse.Namespace) -> int:
-    from simulations.data_supply import tokenization_disparity
+    from scalelab.simulations.data_supply import tokenization_disparity
 
     table = tokenization_disparity(context_tokens=args.context, english_tokens_per_message=args.english_tokens)
     headers = ["language", "cost_low", "cost_high", "window_share_low", "window_share_high"]
