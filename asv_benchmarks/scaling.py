@@ -6,7 +6,7 @@ Peer: the published procedure, scipy ``L-BFGS-B`` with finite-difference gradien
 thread), timed in full: all 4,500 starts and 4,000 refits take minutes, so those classes
 repeat once (``repeat`` stops after 30 s) with a 20-minute timeout. ``impl="scipy"`` runs
 single-threaded only; the compiled fitter runs on 1 and 2 threads.
-``python -m scalelab.simulations.scaling_fit [SCIPY_STARTS]`` times the same pair interleaved.
+``python tools/compare_scaling_fit.py [SCIPY_STARTS]`` times the same pair interleaved.
 """
 
 import numpy as np
@@ -72,8 +72,8 @@ class FitBootstrap(_FitBase):
         theta = _optimum()
         counts = sf.bootstrap_counts(log_n.size, sc.BESIROGLU2024_N_BOOTSTRAP, 0)
         if impl == "numba":
-            self.run = lambda: sf.bootstrap_lbfgs(log_n, log_d, log_loss, theta, counts, ftol=sc._PASS1_FTOL,
-                                                  gtol=sc._PASS1_GTOL, threads=threads)
+            self.run = lambda: sf.bootstrap_lbfgs(log_n, log_d, log_loss, theta, counts, ftol=sc.PASS1_FTOL,
+                                                  gtol=sc.PASS1_GTOL, threads=threads)
             self.run()
         else:
             self.run = lambda: sf.scipy_bootstrap(log_n, log_d, log_loss, theta, counts)

@@ -455,8 +455,8 @@ def _theta_to_params(theta: np.ndarray) -> np.ndarray:
 #: Starts kept for the tight polish after the first L-BFGS pass over the grid.
 _POLISH_TOP = 16
 #: First-pass tolerances (still tighter than scipy's defaults 2.2e-9 and 1e-5).
-_PASS1_FTOL = 1e-10
-_PASS1_GTOL = 1e-7
+PASS1_FTOL = 1e-10
+PASS1_GTOL = 1e-7
 
 
 def minimize_over_grid(log_n, log_d, log_loss, grid, *, threads=None) -> tuple[np.ndarray, float]:
@@ -466,7 +466,7 @@ def minimize_over_grid(log_n, log_d, log_loss, grid, *, threads=None) -> tuple[n
     polished to the tight tolerance and the lowest objective wins (ties: first start).
     """
     thetas, objectives, _ = _fit.grid_search_lbfgs(
-        log_n, log_d, log_loss, grid, ftol=_PASS1_FTOL, gtol=_PASS1_GTOL, threads=threads
+        log_n, log_d, log_loss, grid, ftol=PASS1_FTOL, gtol=PASS1_GTOL, threads=threads
     )
     finite = np.isfinite(objectives)
     if not finite.any():
@@ -613,7 +613,7 @@ def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=N
     if n_bootstrap:
         counts = _fit.bootstrap_counts(len(data), n_bootstrap, seed)
         bt, bo = _fit.bootstrap_lbfgs(
-            log_n, log_d, log_loss, theta, counts, ftol=_PASS1_FTOL, gtol=_PASS1_GTOL, threads=threads
+            log_n, log_d, log_loss, theta, counts, ftol=PASS1_FTOL, gtol=PASS1_GTOL, threads=threads
         )
         boot = _theta_to_params(bt)  # (B, 5)
         ok = np.isfinite(bo) & np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)

@@ -276,7 +276,7 @@ def test_attention_kernel_roofline_counts():
 
 def test_calibration_dataframe_structure_on_a_tiny_shape():
     pytest.importorskip("scalelab.kernels.attention")
-    from scalelab.simulations.inference import calibrate_attention_kernels
+    from scalelab.simulations.calibration import calibrate_attention_kernels
 
     shapes = [dict(kernel="attention", batch=1, n_q_heads=2, n_kv_heads=1, q_len=16, kv_len=16, head_dim=8, causal=True),
               dict(kernel="decode_attention", batch=2, n_q_heads=4, n_kv_heads=2, q_len=1, kv_len=32, head_dim=8,
@@ -390,7 +390,7 @@ def test_attention_roofline_agrees_with_kernel_napkin_math():
 
 
 def test_measure_this_cpu_builds_hardware_from_measurements():
-    from scalelab.simulations import cpu_measure as cm
+    from scalelab.simulations import calibration as cm
 
     m = cm.measure_cpu(matmul_n=128, stream_bytes=8 * 2**20, repeats=1)
     for value in (m.matmul_flops_per_s, m.numba_loop_flops_per_s, m.read_bytes_per_s, m.triad_bytes_per_s):
@@ -403,7 +403,7 @@ def test_measure_this_cpu_builds_hardware_from_measurements():
         cm.cpu_hardware(m, compute_ceiling="gpu")
     with pytest.raises(ValueError):
         cm.measure_matmul_flops(0)
-    assert isinstance(Hardware.measure_this_cpu(matmul_n=64, stream_bytes=2**20, repeats=1), Hardware)
+    assert isinstance(cm.cpu_hardware(matmul_n=64, stream_bytes=2**20, repeats=1), Hardware)
 
 
 # ----------------------------------------------------------------- test-time compute simulation
@@ -411,7 +411,7 @@ def test_measure_this_cpu_builds_hardware_from_measurements():
 
 def test_selection_simulation_coverage_and_selectors():
     pytest.importorskip("scalelab.kernels.sampling")
-    from scalelab.report.sections.test_time_compute import simulate_selection
+    from scalelab.simulations.test_time_compute import simulate_selection
 
     df = simulate_selection(400, [1, 4, 16], seed=3).set_index(["selector", "N"])
     cov = df.xs("coverage (oracle picks any correct)")

@@ -1,4 +1,4 @@
-"""Tests of scalelab.simulations.scaling / scalelab.simulations.scaling_fit (issue 5).
+"""Tests of scalelab.simulations.scaling / scalelab.simulations.scaling_fit.
 
 Published numbers are read from the module constants and the data tables, never re-typed.
 Each comparison with a publication names the paper, table and tolerance.
@@ -7,7 +7,6 @@ Each comparison with a publication names the paper, table and tolerance.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,7 +243,7 @@ def test_same_optimum_as_published_scipy_procedure(fig4_log):
     L-BFGS-B with numerical gradients (the published procedure) beyond 1e-6 relative, and the same
     (E, A, B, alpha, beta) within 1e-2 relative. Starts: a published-grid point from which scipy
     reaches the global basin, and three seeded perturbations of the optimum (the full 4,500-start
-    comparison takes minutes for scipy and lives in the asv benchmark / compare_with_scipy)."""
+    comparison takes minutes for scipy and lives in the asv benchmark / tools/compare_scaling_fit.py)."""
     log_n, log_d, log_loss = fig4_log
     grid = sf.besiroglu_grid()
     pick = np.flatnonzero((grid == [10, 15, -0.5, 0, 1]).all(axis=1))

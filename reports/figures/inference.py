@@ -241,7 +241,7 @@ def moe_weight_bytes_figure(data: pd.DataFrame):
 def calibration_figure(data: pd.DataFrame):
     """Predicted against measured run time of our attention kernels on this CPU (log-log, y = x and the bars).
 
-    ``data`` is :func:`scalelab.simulations.inference.calibrate_attention_kernels` output (one or more thread counts).
+    ``data`` is :func:`scalelab.simulations.calibration.calibrate_attention_kernels` output (one or more thread counts).
     """
     fig, ax = new_figure(width=7.0, height=5.0)
     lo = min(data["predicted_s"].min(), data["measured_s"].min()) / 2

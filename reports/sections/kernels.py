@@ -13,7 +13,7 @@ Two sources, in this order of preference:
   implementation timed interleaved in the same process, best of repeats,
   because this machine is shared and noisy. The page says which source it used.
 
-The roofline is measured here too (:func:`scalelab.simulations.cpu_measure.measure_cpu`:
+The roofline is measured here too (:func:`scalelab.simulations.calibration.measure_cpu`:
 BLAS fp32 matmul and a Numba read stream), never typed in.
 """
 
@@ -49,7 +49,7 @@ def measure_roofline(quick: bool) -> dict:
     """
     t0 = time.perf_counter()
     try:
-        from scalelab.simulations.cpu_measure import measure_cpu
+        from scalelab.simulations.calibration import measure_cpu
     except ImportError:
         measure_cpu = None
     if measure_cpu is not None:
@@ -61,10 +61,10 @@ def measure_roofline(quick: bool) -> dict:
                     f"{m.matmul_flops_per_s / 1e9:.0f} GFLOP/s; Numba read stream over "
                     f"{m.stream_bytes / 2**20:.0f} MiB arrays: {m.read_bytes_per_s / 1e9:.1f} GB/s "
                     f"(STREAM triad {m.triad_bytes_per_s / 1e9:.1f} GB/s); best of repeats "
-                    "(scalelab.simulations.cpu_measure)"),
+                    "(scalelab.simulations.calibration)"),
             seconds=time.perf_counter() - t0,
         )
-    # Without scalelab.simulations.cpu_measure: the same two ceilings with NumPy alone.
+    # Without scalelab.simulations.calibration: the same two ceilings with NumPy alone.
     n = 768 if quick else 1024
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
