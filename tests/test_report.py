@@ -24,10 +24,11 @@ import pytest
 from PIL import Image
 
 from scalelab.bench import asv_results
-from scalelab.report.builder import (
-    MANIFEST, SECTION_NAMES, TMP_SUFFIX, Progress, available_sections, build_report,
-    markdown_to_html, select_sections,
-)
+from scalelab.report.builder import build_report
+from scalelab.report.progress import Progress
+from scalelab.report.registry import SECTION_NAMES, available_sections, select_sections
+from scalelab.report.render import markdown_to_html
+from scalelab.report.staging import MANIFEST, TMP_SUFFIX
 from scalelab.cli.cli import main
 from scalelab.report.figures.style import new_figure
 from scalelab.report.section import FigureItem, Section, TableItem, TextItem

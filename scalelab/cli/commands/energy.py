@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from scalelab.cli.commands.data import print_table
+from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
