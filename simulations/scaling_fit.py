@@ -41,12 +41,11 @@ import math
 import time
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from scalelab.kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_nonpositive_clamped
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
 HUBER_DELTA = 1e-3
@@ -71,12 +70,6 @@ _GTOL = 1e-10
 _MAX_ITER = 2000
 _MEMORY = 10
 _MAX_LINE_SEARCH = 40
-
-# Where -inf / inf do not occur (every value here is finite by construction), the usual
-# fast-math flags are safe; 'nnan'/'ninf' are left out so that an overflowing trial step
-# is still seen as non-finite and rejected by the line search.
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 
 def grid_from_values(values: dict) -> np.ndarray:
     """Cartesian product of per-parameter start values as a ``(S, 5)`` array in ``PARAM_ORDER``."""
@@ -231,54 +224,11 @@ def fit_scaling_law_scipy_reference(log_n, log_d, log_loss, *, n_bootstrap=4000,
 # ----------------------------------------------------------------------- Numba kernels
 
 
-@intrinsic
-def _bits_to_f64(typingctx, bits):
-    """Reinterpret an int64 bit pattern as a float64 (a register move; lets ``2**k`` vectorize)."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
-
-
-_LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact (Cody & Waite 1980)
-_LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
 
 
-@njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
-def _exp_nonpositive(x):
-    """``exp(x)`` for ``x <= 0`` without a libm call, so that the loop calling it vectorizes.
-
-    Range reduction ``x = k ln2 + r`` with ``|r| <= ln2 / 2``, a degree-13 Taylor
-    polynomial for ``exp(r)`` (truncation below 2e-17), and ``2**k`` built from its bit
-    pattern. Inputs below -700 are clamped (``exp(-700) ~ 1e-304`` is zero beside the
-    log-sum-exp's leading term of 1). Relative error is a few ulp of ``|x|``.
-    """
-    x = x if x > -700.0 else -700.0
-    k = math.floor(x * _LOG2E + 0.5)
-    r = x - k * _LN2_HI - k * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return p * _bits_to_f64((np.int64(k) + 1023) << 52)
-
-
-@njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH_INF_SAFE, error_model="numpy")
 def _log_1_to_4(s):
     """``log(s)`` for ``1 <= s < 4`` (the log-sum-exp sum of three terms, the largest 1).
 
@@ -307,7 +257,7 @@ def _log_1_to_4(s):
     return k * _LN2 + 2.0 * z * p
 
 
-@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE, error_model="numpy")
 def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
 
@@ -330,9 +280,9 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
         t2 = b - beta * log_d[i]
         m = t1 if t1 > t2 else t2
         m = m if m > e else e
-        u1 = _exp_nonpositive(t1 - m)
-        u2 = _exp_nonpositive(t2 - m)
-        u3 = _exp_nonpositive(e - m)
+        u1 = exp_nonpositive_clamped(t1 - m)
+        u2 = exp_nonpositive_clamped(t2 - m)
+        u3 = exp_nonpositive_clamped(e - m)
         s = u1 + u2 + u3  # in [1, 3]
         r = m + _log_1_to_4(s) - log_loss[i]
         # Huber via the clipped residual: rc * (r - rc/2) is r^2/2 inside, delta*(|r| - delta/2) outside.
@@ -356,12 +306,12 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     return f * scale
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _dot5(u, v):
     return u[0] * v[0] + u[1] * v[1] + u[2] * v[2] + u[3] * v[3] + u[4] * v[4]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     """Minimiser of the cubic through two points with slopes, safeguarded to the inner 80 %."""
     lo = min(a_lo, a_hi)
@@ -383,7 +333,7 @@ def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     return 0.5 * (a_lo + a_hi)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt):
     """Strong-Wolfe line search (Nocedal & Wright 2006, Alg. 3.5/3.6) along ``d``.
 
@@ -459,7 +409,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
     return f0, n_eval, False
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     """Minimise the weighted Huber/LSE objective from ``theta0`` by L-BFGS (memory 10).
 
@@ -552,7 +502,7 @@ def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     return f / scale, n_iter, n_eval
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
 def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives, evals):
     n_starts = grid.shape[0]
     # Strided blocks: neighbouring grid points cost alike, so striding balances threads.
@@ -566,7 +516,7 @@ def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n
             evals[s] = ne
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
 def _bootstrap_driver(theta0, log_n, log_d, log_loss, counts, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives):
     n_boot, n = counts.shape
     for blk in prange(n_blocks):
