@@ -1,6 +1,6 @@
 """Benchmarks of the Monte Carlo simulations (scalelab.simulations.data_supply, scalelab.simulations.energy).
 
-Bar (issue 6): ``exhaustion_year`` and ``frontier_power_projection`` with 1e6
+Bar: ``exhaustion_year`` and ``frontier_power_projection`` with 1e6
 samples each under 2 s. Peers measured in the same run:
 
 * ``rng_floor``: drawing the same standard normals with the same generator,

@@ -1,6 +1,6 @@
 """Tests for kernels/moe.py: every kernel against its NumPy reference on many
 shapes (hypothesis + explicit degenerate cases), the routing/dispatch
-properties from issue 4, determinism across thread counts, and bad input."""
+properties, determinism across thread counts, and bad input."""
 
 import math
 
