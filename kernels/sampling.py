@@ -46,7 +46,12 @@ Versions in this file (each fast kernel has a plain NumPy reference beside it):
 
 Dtype rules: logits may be float32 or float64; temperature scaling happens in
 the logits dtype (``logits / dtype(temperature)``), so filtered logits have the
-input dtype.  Probabilities, masses and log-probabilities are float64.
+input dtype.  Probabilities, masses and log-probabilities are float64.  Every
+cut is compared on exactly the values the output holds: the k-th largest logit
+is divided by the temperature in the logits dtype like every other token (a
+float64 quotient of a float32 logit can round to the other side of the token's
+own float32 quotient and remove it).  A temperature that rounds to 0 or
+overflows in the logits dtype is rejected.
 Accuracy: the kernel and the reference agree exactly on which tokens survive
 except when a cumulative mass lies within a few float64 ulps of ``top_p * Z``
 (the sums are formed in a different order), or a probability ratio within an
@@ -98,7 +103,7 @@ _HCHUNK = 2048
 _SMALL = 48
 _SUB = 256
 
-_OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW = 0, 1, 2, 3
+_OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW, _NO_CANDIDATE = 0, 1, 2, 3, 4
 
 
 # --------------------------------------------------------------------------- #
@@ -116,17 +121,25 @@ def _ref_rows(logits, temperature, top_k_, top_p, min_p):
 
 def _check_scaling(x2, t):
     """Temperatures must be representable in the logits dtype and not overflow the scaled max."""
-    tdt = t.astype(x2.dtype)
-    tiny = (t > 0) & (tdt == 0)
-    if tiny.any():
-        r = int(np.nonzero(tiny)[0][0])
-        raise ValueError(f"temperature must be 0 or representable in {x2.dtype} (row {r}, got {t[r]})")
+    tdt = _temperature_in_dtype(t, x2.dtype)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         over = (t > 0) & (x2.max(axis=1) / np.where(tdt > 0, tdt, 1) == np.inf)
     if over.any():
         r = int(np.nonzero(over)[0][0])
         raise ValueError(f"temperature {t[r]} is too small for row {r}: "
                          "the scaled logits overflow the logits dtype")
+    return tdt
+
+
+def _temperature_in_dtype(t, dtype):
+    """Per-row temperatures cast to the logits dtype; each must stay 0 or a positive finite number."""
+    with np.errstate(over="ignore"):
+        tdt = t.astype(dtype)
+    bad = (t > 0) & ~((tdt > 0) & np.isfinite(tdt))
+    if bad.any():
+        r = int(np.nonzero(bad)[0][0])
+        raise ValueError(f"temperature must be 0 or a positive number representable in {np.dtype(dtype)} "
+                         f"(row {r}, got {t[r]})")
     return tdt
 
 
@@ -787,12 +800,17 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
     big = np.int64(V)
     # 1. row maximum (and the k-th largest logit when top-k is on)
     use_k = 0 < k < V and tt != 0
+    # lv = (row max, k-th largest logit) held in the logits dtype: as locals,
+    # Numba unifies ``hv[0]`` with ``-np.inf`` to float64, and ``lk / tt``
+    # becomes a float64 division, rounded differently from the float32
+    # quotient of each token it is compared with (dropping the k-th token).
+    lv = np.empty(2, dtype=l.dtype)
     if use_k:
         n, lmax, bad = _row_topk(l, par, ws, k, hv, hi_)
-        lk = hv[0]
+        lv[1] = hv[0]
     else:
         lmax, bad = _row_max(l, par, ws)
-        lk = -np.inf
+        lv[1] = -np.inf
     if bad:
         return _BAD_VALUE, -1, 0.0
     if lmax == -np.inf:
@@ -805,13 +823,12 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
             out[:] = -np.inf
             out[j] = lmax
         return _OK, j, 0.0
-    lm = np.empty(1, dtype=l.dtype)
-    lm[0] = lmax  # back to the logits dtype: the scaling must divide in that dtype
-    mx = lm[0] / tt
+    lv[0] = lmax  # back to the logits dtype: the scaling must divide in that dtype
+    mx = lv[0] / tt
     if mx == np.inf:
         return _OVERFLOW, -1, 0.0
     m = np.float64(mx)
-    xk = np.float64(lk / tt)  # k-th largest scaled logit (division is monotone)
+    xk = np.float64(lv[1] / tt)  # k-th largest scaled logit, divided exactly as each token is
     # 2. cuts in (x desc, id asc) order; keep everything not after the cut
     xc, idc = xk, big
     kind = 1 if use_k else 0  # 0 none, 1 top-k, 2 top-p, 3 min-p
@@ -889,6 +906,10 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
         nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, xc, idc)
     else:
         nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, -np.inf, big)
+    if nc == 0 or not zk > 0.0:
+        # Unreachable while the kept set holds the row maximum (it always
+        # does); a status instead of reading cid[-1] if that ever breaks.
+        return _NO_CANDIDATE, -1, 0.0
     cid, cx, ce = ws[6], ws[7], ws[8]
     r = target - cum
     acc = 0.0
@@ -997,6 +1018,9 @@ def _raise_status(status, temperature_rows):
         raise ValueError(f"logits must not contain NaN or +inf (first bad row {r})")
     if s == _NO_FINITE:
         raise ValueError(f"logits row {r} has no finite logit")
+    if s == _NO_CANDIDATE:
+        raise RuntimeError(f"sampling row {r}: no token survived the filters "
+                           "(an internal invariant broke; please report it)")
     raise ValueError(
         f"temperature {temperature_rows[r]} is too small for row {r}: "
         "the scaled logits overflow the logits dtype"
@@ -1016,11 +1040,7 @@ def _prepare(logits, temperature, top_k_, top_p, min_p):
     if V == 0:
         raise ValueError("logits must have at least one token (V >= 1)")
     t, k, p, mp = _row_params(B, temperature, top_k_, top_p, min_p)
-    tdt = t.astype(l2.dtype)  # scaling happens in the logits dtype
-    tiny = (t > 0) & (tdt == 0)
-    if tiny.any():
-        r = int(np.nonzero(tiny)[0][0])
-        raise ValueError(f"temperature must be 0 or representable in {l2.dtype} (row {r}, got {t[r]})")
+    tdt = _temperature_in_dtype(t, l2.dtype)  # scaling happens in the logits dtype
     # (overflow of the scaled maximum is detected inside the kernel, row by row)
     k = np.where((k <= 0) | (k >= V), 0, k)
     return l2, squeeze, t, tdt, k, p, mp
