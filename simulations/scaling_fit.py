@@ -45,7 +45,7 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from scalelab.kernels._common import aligned_empty, numba_threads
-from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_nonpositive_clamped
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_nonpositive_clamped, log_1_to_4
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
 HUBER_DELTA = 1e-3
@@ -224,39 +224,6 @@ def fit_scaling_law_scipy_reference(log_n, log_d, log_loss, *, n_bootstrap=4000,
 # ----------------------------------------------------------------------- Numba kernels
 
 
-_LN2 = 0.6931471805599453
-_SQRT2 = 1.4142135623730951
-
-
-@njit(inline="always", fastmath=FASTMATH_INF_SAFE, error_model="numpy")
-def _log_1_to_4(s):
-    """``log(s)`` for ``1 <= s < 4`` (the log-sum-exp sum of three terms, the largest 1).
-
-    Halve up to twice into ``[1/sqrt2, sqrt2]``, then ``log m = 2 atanh(z)``,
-    ``z = (m - 1)/(m + 1)``, ``|z| <= 0.172``: an 11-term odd series (truncation < 3e-17).
-    """
-    big = s > _SQRT2
-    s = s * 0.5 if big else s
-    k = 1.0 if big else 0.0
-    big = s > _SQRT2
-    s = s * 0.5 if big else s
-    k = k + 1.0 if big else k
-    z = (s - 1.0) / (s + 1.0)
-    z2 = z * z
-    p = 1.0 / 21.0
-    p = p * z2 + 1.0 / 19.0
-    p = p * z2 + 1.0 / 17.0
-    p = p * z2 + 1.0 / 15.0
-    p = p * z2 + 1.0 / 13.0
-    p = p * z2 + 1.0 / 11.0
-    p = p * z2 + 1.0 / 9.0
-    p = p * z2 + 1.0 / 7.0
-    p = p * z2 + 1.0 / 5.0
-    p = p * z2 + 1.0 / 3.0
-    p = p * z2 + 1.0
-    return k * _LN2 + 2.0 * z * p
-
-
 @njit(cache=True, fastmath=FASTMATH_INF_SAFE, error_model="numpy")
 def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
@@ -284,7 +251,7 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
         u2 = exp_nonpositive_clamped(t2 - m)
         u3 = exp_nonpositive_clamped(e - m)
         s = u1 + u2 + u3  # in [1, 3]
-        r = m + _log_1_to_4(s) - log_loss[i]
+        r = m + log_1_to_4(s) - log_loss[i]
         # Huber via the clipped residual: rc * (r - rc/2) is r^2/2 inside, delta*(|r| - delta/2) outside.
         rc = r if r > -delta else -delta
         rc = rc if rc < delta else delta
