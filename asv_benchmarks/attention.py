@@ -60,7 +60,8 @@ class PrefillAttention:
         self.slow = impl == "numpy"
 
     def teardown(self, impl, L, threads):
-        self.threads.restore()
+        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
+            self.threads.restore()
 
     def time_prefill(self, impl, L, threads):
         self.fn()
@@ -112,7 +113,8 @@ class DecodeAttention:
         self.slow = impl == "numpy"
 
     def teardown(self, *args):
-        self.threads.restore()
+        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
+            self.threads.restore()
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
