@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from asv_benchmarks._util import ThreadLimit, best_time, blas_info, require_torch
-from kernels import attention as A
+from scalelab.kernels import attention as A
 
 THREADS = [1, 2]
 PREFILL_L = [512, 1024, 2048]
@@ -60,7 +60,8 @@ class PrefillAttention:
         self.slow = impl == "numpy"
 
     def teardown(self, impl, L, threads):
-        self.threads.restore()
+        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
+            self.threads.restore()
 
     def time_prefill(self, impl, L, threads):
         self.fn()
@@ -112,7 +113,8 @@ class DecodeAttention:
         self.slow = impl == "numpy"
 
     def teardown(self, *args):
-        self.threads.restore()
+        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
+            self.threads.restore()
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
@@ -166,7 +168,7 @@ class AttentionCompile:
 import os, tempfile
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="scalelab-numba-")  # empty cache: real compile
 import numpy as np
-from kernels import attention as A
+from scalelab.kernels import attention as A
 q = np.ones((1, 2, 8, 16), np.float32)
 A.attention(q, q, q)
 qd = np.ones((1, 2, 16), np.float32)

@@ -1,8 +1,8 @@
 """Cheap, deterministic benchmarks for exercising the regression gate.
 
 tests/test_regress.py runs ``scalelab regress --bench gate_probe`` on commits
-that slow down or break ``kernels.attention.decode_attention`` and
-``kernels.sampling.top_k``. ``DecodeProbe`` has no parameters; ``TopKProbe``
+that slow down or break ``scalelab.kernels.attention.decode_attention`` and
+``scalelab.kernels.sampling.top_k``. ``DecodeProbe`` has no parameters; ``TopKProbe``
 is parameterized, because asv selects and names parameterized benchmarks
 differently (``gate_probe.TopKProbe.time_top_k(4)``) and nearly every other
 benchmark in the suite is one. Small single-thread shapes keep each asv
@@ -32,9 +32,9 @@ class DecodeProbe:
 
     def setup(self):
         try:
-            from kernels.attention import decode_attention
+            from scalelab.kernels.attention import decode_attention
         except ImportError as exc:  # revision without the kernel: asv records a skip
-            raise NotImplementedError(f"kernels.attention unavailable: {exc}") from None
+            raise NotImplementedError(f"scalelab.kernels.attention unavailable: {exc}") from None
         self._old_threads = numba.get_num_threads()
         numba.set_num_threads(1)
         rng = np.random.default_rng(9)
@@ -62,7 +62,7 @@ class TopKProbe:
     number = 1  # 0.1-0.4 ms calls; see DecodeProbe
 
     def setup(self, B):
-        from kernels.sampling import top_k
+        from scalelab.kernels.sampling import top_k
 
         self._old_threads = numba.get_num_threads()
         numba.set_num_threads(1)

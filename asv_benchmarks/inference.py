@@ -7,7 +7,7 @@ does not pay for module-level work.
 
 from __future__ import annotations
 
-from simulations import inference as inf
+from scalelab.simulations import inference as inf
 
 
 class RooflineTable:

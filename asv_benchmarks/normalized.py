@@ -15,7 +15,7 @@ this machine's 32 MB L3) for bandwidth-bound decode attention.
 
 Each ``track_`` returns ``{"samples": [ratio, ...], "number": 1}``: asv 0.6's
 runner treats any benchmark result of that shape like a timing result and
-stores the samples and their median/CI, so the gate (reports/regress.py) can
+stores the samples and their median/CI, so the gate (scalelab/bench/regress.py) can
 test the ratios for significance exactly as it tests raw times. The ``time_``
 twin of each kernel times the same call on the same data, so one A/A run
 measures both signals (docs/regression-gate.md).
@@ -31,7 +31,7 @@ import time
 import numba
 import numpy as np
 
-from kernels._common import as_aligned
+from scalelab.kernels._common import as_aligned
 
 #: Ratio samples per ``track_`` call.
 PAIRS = 15
@@ -200,9 +200,9 @@ class ProbeSoftmax(_SingleThread):
 
 def _attention_module():
     try:
-        from kernels import attention
+        from scalelab.kernels import attention
     except ImportError as exc:  # not part of this revision: asv records a skip
-        raise NotImplementedError(f"kernels.attention unavailable: {exc}") from None
+        raise NotImplementedError(f"scalelab.kernels.attention unavailable: {exc}") from None
     return attention
 
 

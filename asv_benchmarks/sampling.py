@@ -11,7 +11,7 @@ import time
 import numba
 import numpy as np
 
-from kernels import sampling as S
+from scalelab.kernels import sampling as S
 
 BATCHES = [1, 32]
 VOCABS = [32000, 128256, 256000]
@@ -162,7 +162,7 @@ class Compile:
         "import os, tempfile\n"
         "os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='scalelab-numba-')\n"
         "import numpy as np\n"
-        "from kernels import sampling as S\n"
+        "from scalelab.kernels import sampling as S\n"
         "x = np.zeros((2, 8), dtype=np.float32)\n"
     )
 
@@ -171,67 +171,3 @@ class Compile:
 
     def timeraw_compile_top_k(self):
         return self._PRELUDE + "S.top_k(x, 3); S.top_k(x[:1], 3)\n"
-
-
-def _interleaved(fns, reps, block=3):
-    """Median and minimum seconds per callable, peers interleaved round-robin.
-
-    Each turn makes ``block`` calls and drops the first: right after a torch
-    call, torch's OpenMP threads keep spinning for a while on the same two
-    cores, which slowed the next Numba call by up to ~1.5x at B=1 (measured:
-    0.73 ms median alone, 1.1-1.3 ms straight after a torch top-p call).
-    """
-    ts = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            for i in range(block):
-                t0 = time.perf_counter()
-                f()
-                if i:
-                    ts[k].append(time.perf_counter() - t0)
-    return {k: (float(np.median(v)), min(v)) for k, v in ts.items()}
-
-
-def measure_bars(reps=9, threads=2):
-    """Print the issue-3 performance bars as ratios against peers timed in the same process.
-
-    Not a benchmark (asv ignores it): ``python -m asv_benchmarks.sampling``.
-    """
-    torch = _torch()
-    numba.set_num_threads(threads)
-    torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    x = _logits(32, 128256)
-    xt = torch.from_numpy(x)
-    seeds = np.arange(32)
-    S.top_k(x, K)
-    S.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds)
-    r = _interleaved({
-        "top_k": lambda: S.top_k(x, K),
-        "torch.topk": lambda: torch.topk(xt, K),
-        "sample": lambda: S.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
-        "torch sort top-p": lambda: _torch_top_p_sample(torch, xt, TEMPERATURE, TOP_P, gen),
-        "numpy top_k_ref": lambda: S.top_k_ref(x, K),
-        "numpy sample_ref": lambda: S.sample_ref(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
-    }, reps)
-    for k, (med, mn) in r.items():
-        print(f"B=32 V=128256 {k:18s} median {med * 1e3:9.3f} ms   min {mn * 1e3:9.3f} ms")
-    for a, b in [("torch.topk", "top_k"), ("numpy top_k_ref", "top_k"),
-                 ("torch sort top-p", "sample"), ("numpy sample_ref", "sample")]:
-        print(f"  {a} / {b}: median {r[a][0] / r[b][0]:.2f}x   min {r[a][1] / r[b][1]:.2f}x")
-    x1 = _logits(1, 256000)
-    xt1 = torch.from_numpy(x1)
-    S.sample(x1, temperature=TEMPERATURE, top_p=TOP_P, seed=1)
-    r = _interleaved({
-        "sample": lambda: S.sample(x1, temperature=TEMPERATURE, top_p=TOP_P, seed=1),
-        "torch.topk": lambda: torch.topk(xt1, K),
-        "torch sort top-p": lambda: _torch_top_p_sample(torch, xt1, TEMPERATURE, TOP_P, gen),
-    }, reps * 5)
-    for k, (med, mn) in r.items():
-        print(f"B=1 V=256000 {k:18s} median {med * 1e3:9.3f} ms   min {mn * 1e3:9.3f} ms")
-    print(f"  sample / torch.topk: median {r['sample'][0] / r['torch.topk'][0]:.2f}   "
-          f"min {r['sample'][1] / r['torch.topk'][1]:.2f}")
-
-
-if __name__ == "__main__":
-    measure_bars()

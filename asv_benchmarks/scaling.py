@@ -1,18 +1,18 @@
-"""Benchmarks of the Approach-3 scaling-law fit (simulations.scaling / simulations.scaling_fit).
+"""Benchmarks of the Approach-3 scaling-law fit (scalelab.simulations.scaling / scalelab.simulations.scaling_fit).
 
 Data: the 240 Chinchilla Figure-4 runs (Besiroglu et al. 2024; 5 highest losses dropped).
 Peer: the published procedure, scipy ``L-BFGS-B`` with finite-difference gradients
-(``simulations.scaling_fit.scipy_grid_search`` / ``scipy_bootstrap``, BLAS limited to one
+(``scalelab.simulations.scaling_fit.scipy_grid_search`` / ``scipy_bootstrap``, BLAS limited to one
 thread), timed in full: all 4,500 starts and 4,000 refits take minutes, so those classes
 repeat once (``repeat`` stops after 30 s) with a 20-minute timeout. ``impl="scipy"`` runs
 single-threaded only; the compiled fitter runs on 1 and 2 threads.
-``python -m simulations.scaling_fit [SCIPY_STARTS]`` times the same pair interleaved.
+``python tools/compare_scaling_fit.py [SCIPY_STARTS]`` times the same pair interleaved.
 """
 
 import numpy as np
 
-from simulations import scaling as sc
-from simulations import scaling_fit as sf
+from scalelab.simulations import scaling as sc
+from scalelab.simulations import scaling_fit as sf
 
 _CACHE = {}
 
@@ -72,8 +72,8 @@ class FitBootstrap(_FitBase):
         theta = _optimum()
         counts = sf.bootstrap_counts(log_n.size, sc.BESIROGLU2024_N_BOOTSTRAP, 0)
         if impl == "numba":
-            self.run = lambda: sf.bootstrap_lbfgs(log_n, log_d, log_loss, theta, counts, ftol=sc._PASS1_FTOL,
-                                                  gtol=sc._PASS1_GTOL, threads=threads)
+            self.run = lambda: sf.bootstrap_lbfgs(log_n, log_d, log_loss, theta, counts, ftol=sc.PASS1_FTOL,
+                                                  gtol=sc.PASS1_GTOL, threads=threads)
             self.run()
         else:
             self.run = lambda: sf.scipy_bootstrap(log_n, log_d, log_loss, theta, counts)
@@ -126,7 +126,7 @@ class Objective:
 def timeraw_import_and_load_kernels():
     """Fresh process: import and load the cached kernels (what CI pays after the first run)."""
     return """
-from simulations import scaling_fit
+from scalelab.simulations import scaling_fit
 scaling_fit.warm_up()
 """
 
@@ -136,7 +136,7 @@ def timeraw_compile_kernels_cold():
     return """
 import os, tempfile
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp()
-from simulations import scaling_fit
+from scalelab.simulations import scaling_fit
 scaling_fit.warm_up()
 """
 

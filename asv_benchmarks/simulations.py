@@ -1,6 +1,6 @@
-"""Benchmarks of the Monte Carlo simulations (simulations.data_supply, simulations.energy).
+"""Benchmarks of the Monte Carlo simulations (scalelab.simulations.data_supply, scalelab.simulations.energy).
 
-Bar (issue 6): ``exhaustion_year`` and ``frontier_power_projection`` with 1e6
+Bar: ``exhaustion_year`` and ``frontier_power_projection`` with 1e6
 samples each under 2 s. Peers measured in the same run:
 
 * ``rng_floor``: drawing the same standard normals with the same generator,
@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from simulations import data_supply as ds
-from simulations import energy as en
+from scalelab.simulations import data_supply as ds
+from scalelab.simulations import energy as en
 
 YEARS = np.arange(2020, 2037, dtype=np.float64)  # (17,) the default exhaustion grid
 

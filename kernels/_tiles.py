@@ -40,12 +40,13 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from scalelab.kernels._vecmath import VECTOR_BYTES
+
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "mm_tile_store", "mm_tile_rescale_add"]
 
 #: Rows of A (and C) per tile.
 TILE_ROWS = 4
-#: Bytes per SIMD register the tile is written for (AVX2); two per tile row.
-VECTOR_BYTES = 32
+# Two SIMD registers (VECTOR_BYTES each) per tile row.
 _VECTORS = 2
 #: Bytes of one tile row: a tile is TILE_ROW_BYTES // itemsize columns wide.
 TILE_ROW_BYTES = _VECTORS * VECTOR_BYTES

@@ -47,7 +47,7 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       128-512 keys all ran within ~5% of each other (B=1, H=8, D=64, causal
       float32, 2 threads, interleaved with torch SDPA); 32 x 256 keeps the
       score tile (32 KB) in L1/L2 while K and V stream.
-   b. *Register-tile micro-kernels in LLVM IR* (:mod:`kernels._tiles`): both
+   b. *Register-tile micro-kernels in LLVM IR* (:mod:`scalelab.kernels._tiles`): both
       matmuls are the classic GEMM inner kernel, a 4-row x 2-vector tile of
       accumulators that stays in registers while the reduction runs, with
       one broadcast of A and two vector loads of B per step and no
@@ -105,14 +105,13 @@ from __future__ import annotations
 import math
 import numbers
 
-import numba
 import numpy as np
-from llvmlite import ir as llvmir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange
+from numba.extending import overload
 
-from kernels._common import aligned_empty, check_float_array, check_int_array
-from kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._common import aligned_empty, check_float_array, check_int_array
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
+from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 __all__ = [
     "attention",
@@ -128,11 +127,6 @@ __all__ = [
     "DECODE_SPLIT",
 ]
 
-#: LLVM fast-math flags for the kernels: reassociation (vectorised sums),
-#: contraction (FMA) and approximate functions, but *not* nnan/ninf, because
-#: -inf marks masked scores and must propagate exactly.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 #: Query rows per prefill block (a multiple of the 4-row register tile wastes no rows).
 BLOCK_Q = 32
 #: Keys per prefill tile.
@@ -144,19 +138,6 @@ DECODE_SPLIT = 512
 DECODE_TILE = 64
 
 LOG2E = 1.4426950408889634
-
-# Least-squares fit of 2**f on [0, 1] at 4000 Chebyshev nodes (degree 6);
-# max relative error 8e-8 when evaluated in float32 (below float32 epsilon).
-_P0 = np.float32(1.0000000025868885)
-_P1 = np.float32(0.6931469286930287)
-_P2 = np.float32(0.24023050204499932)
-_P3 = np.float32(0.05548042632576678)
-_P4 = np.float32(0.00968458045235143)
-_P5 = np.float32(0.0012387821478736273)
-_P6 = np.float32(0.0002187750477084649)
-_EXP2_MIN = np.float32(-127.0)
-_I127 = np.int32(127)
-_I23 = np.int32(23)
 
 
 # --------------------------------------------------------------------------- NumPy references
@@ -408,44 +389,6 @@ def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window):
 # --------------------------------------------------------------------------- Numba leaves
 
 
-@intrinsic
-def _bits_as_f32(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as the float32 with the same bits (inlined; vectorises)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        low = args[0]
-        if bits.bitwidth > 32:  # numba widens int32 arithmetic; only the low 32 bits matter
-            low = builder.trunc(low, llvmir.IntType(32))
-        return builder.bitcast(low, llvmir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _exp2_f32(x):
-    """2**x for float32 x <= 0; exactly 0 for x <= -127 (so -inf -> 0)."""
-    x = max(x, _EXP2_MIN)
-    n = np.floor(x)
-    f = x - n  # [0, 1)
-    p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
-    return p * _bits_as_f32((np.int32(n) + _I127) << _I23)  # n = -127 gives +0.0
-
-
-def _exp2(x):  # dispatched by type in the overload below
-    raise NotImplementedError
-
-
-@overload(_exp2, jit_options={"fastmath": FASTMATH})
-def _exp2_overload(x):
-    if x == types.float32:
-        return lambda x: _exp2_f32(x)
-    if x == types.float64:
-        return lambda x: math.exp2(x)
-    return None
-
-
 def _zero_of(a):  # typed zero of an array's dtype, dispatched below
     raise NotImplementedError
 
@@ -456,7 +399,7 @@ def _zero_of_overload(a):
     return lambda a: dt(0)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _dot_rows2(A, ar, B, br, K, zero):
     """Two dot products sum_k A[ar + r, k] * B[br, k] for r = 0, 1."""
     s0 = zero
@@ -468,7 +411,7 @@ def _dot_rows2(A, ar, B, br, K, zero):
     return s0, s1
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _dot_row4(A, i, B, r0, r1, r2, r3, K, zero):
     """Four dot products sum_k A[i, k] * B[r, k] for r in (r0, r1, r2, r3)."""
     s0 = zero
@@ -490,7 +433,7 @@ def _dot_row4(A, i, B, r0, r1, r2, r3, K, zero):
 # loads into gathers; row offsets are fine because they are loop invariant.
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
     """C[i, c0 + j] = sum_k A[i, k] * B[br0 + j * bstride, k] for i < M, j < N.
 
@@ -558,7 +501,7 @@ def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
             C[M2, c0 + j] = t
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _pv_tail_columns(P, V, kv0, acc, alpha, rows, nk, c0):
     """acc[r, c] = alpha[r] * acc[r, c] + sum_k P[r, k] * V[kv0 + k, c] for c >= c0.
 
@@ -576,7 +519,7 @@ def _pv_tail_columns(P, V, kv0, acc, alpha, rows, nk, c0):
             acc[r, c] = a * acc[r, c] + t
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _row_range(i, Lk, off, causal, window):
     """First and last key query row ``i`` may see (empty when lo > hi); window 0 = unlimited."""
     hi = Lk - 1
@@ -588,7 +531,7 @@ def _row_range(i, Lk, off, causal, window):
     return lo, hi
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window):
     """Set scores of keys a row may not see to -inf (diagonal / window-edge tiles only)."""
     ninf = -np.inf
@@ -604,7 +547,7 @@ def _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window):
             S[r, j] = ninf
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _row_max(S, r, n, init):
     """max(init, S[r, :n]) with 8 independent lanes.
 
@@ -649,7 +592,7 @@ def _row_max(S, r, n, init):
     return m4 if m4 > m0 else m0
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _online_softmax(S, m, l, alpha, rows, nk):
     """In place: S[r, :nk] <- 2**(S - m_new), update running max m and sum l.
 
@@ -664,10 +607,10 @@ def _online_softmax(S, m, l, alpha, rows, nk):
             for j in range(nk):
                 S[r, j] = 0.0
             continue
-        a = _exp2(m[r] - mx)
+        a = exp2_nonpositive(m[r] - mx)
         rs = _zero_of(S)
         for j in range(nk):
-            p = _exp2(S[r, j] - mx)
+            p = exp2_nonpositive(S[r, j] - mx)
             S[r, j] = p
             rs += p
         l[r] = l[r] * a + rs
@@ -675,7 +618,7 @@ def _online_softmax(S, m, l, alpha, rows, nk):
         alpha[r] = a
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _attention_block(Q, KP, VP, V, O, q0, nq, qscale, causal, window, block_k, qbuf, S, acc, m,
                      l, alpha):
     """One query block of one head: rows q0 .. q0+nq-1 of Q (Lq, D) -> O (Lq, Dv).
@@ -737,7 +680,7 @@ def _attention_block(Q, KP, VP, V, O, q0, nq, qscale, causal, window, block_k, q
             O[q0 + r, c] = acc[r, c] * inv
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
 def _attention_kernel(q, kp, vp, v, out, qscale, causal, window, block_q, block_k):
     """Parallel driver over (batch, query head, pair of query blocks).
 
@@ -779,7 +722,7 @@ def _attention_kernel(q, kp, vp, v, out, qscale, causal, window, block_q, block_
 # --------------------------------------------------------------------------- decode kernels
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _decode_pv(S, c0, V2, row0, rstride, nk, rows, acc):
     """acc[r, :] += sum_j S[r, c0 + j] * V2[row0 + j * rstride, :] for j < nk.
 
@@ -809,7 +752,7 @@ def _decode_pv(S, c0, V2, row0, rstride, nk, rows, acc):
                 acc[r, c] += p * V2[v0, c]
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, end):
     """Cache rows of keys pos.. of (b, hk): (first row, row stride, keys until the segment ends).
 
@@ -822,7 +765,7 @@ def _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, end):
     return (b * Hkv + hk) * Lmax + pos, 1, end - pos
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
 def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                    qscale, window, split, tile, out):
     """Flash-decoding driver: parallel over (batch, fixed key split), then a fixed-order merge.
@@ -914,7 +857,7 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                 continue
             tot = _zero_of(out)
             for s in range(nsplit):
-                w = _exp2(part_m[b, hk, s, r] - mx)
+                w = exp2_nonpositive(part_m[b, hk, s, r] - mx)
                 tot += w * part_l[b, hk, s, r]
                 for c in range(Dv):
                     out[b, h, c] += w * part_o[b, hk, s, r, c]
@@ -923,7 +866,7 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                 out[b, h, c] *= inv
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
 def _pack_strips_kernel(k, v, kp, vp):
     """kp[b, h, s, d, w] = k[b, h, s*W + w, d] (0 past Lk); vp[b, h, c, j, w] = v[b, h, j, c*W + w]."""
     B, Hkv, Lk, D = k.shape

@@ -81,7 +81,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_f32_split
 
 __all__ = [
     "Dispatch",
@@ -111,8 +112,6 @@ _ROW_BLOCK = 64
 # Rows per block for the wide (d-long) row copies of permute / unpermute.
 _COPY_BLOCK = 8
 
-# Fastmath flags that keep inf/NaN semantics (no 'nnan'/'ninf'): -inf logits matter.
-_SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 # ----------------------------------------------------------------------------
@@ -180,14 +179,14 @@ def _push(vals, idx, n, k, v, e):
     return n
 
 
-@njit(cache=True, fastmath=_SAFE_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _sigmoid_row_f32(logits_row, bias, ibuf, pbuf, score, biased):
     """float32 sigmoid of one row into ``score`` and ``score + bias`` into ``biased``.
 
-    ``exp(-l)`` is a Cody-Waite reduced degree-6 polynomial (Cephes expf
-    coefficients) times 2**n built in ``ibuf``'s exponent bits, so both loops
-    vectorise. |rel. error| of exp is a few float32 ulp; inputs are clamped to
-    [-87, 88] where 2**n stays a normal float. Returns the number of NaNs seen.
+    ``exp(-l)`` is :func:`~scalelab.kernels._vecmath.exp_f32_split`: a polynomial
+    times 2**n whose exponent bits are stored in ``ibuf`` and read back as
+    float32 through ``fbuf`` in a second loop, so both loops vectorise.
+    Returns the number of NaNs seen.
     """
     n_nan = 0
     E = logits_row.shape[0]
@@ -195,17 +194,7 @@ def _sigmoid_row_f32(logits_row, bias, ibuf, pbuf, score, biased):
     for e in range(E):
         l = np.float32(logits_row[e])
         n_nan += l != l
-        x = min(max(-l, np.float32(-87.0)), np.float32(88.0))
-        fn = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = x - fn * np.float32(0.693359375) + fn * np.float32(2.12194440e-4)
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        pbuf[e] = p * r * r + r + np.float32(1.0)
-        ibuf[e] = (np.int32(fn) + np.int32(127)) << np.int32(23)
+        pbuf[e], ibuf[e] = exp_f32_split(-l)
     for e in range(E):
         s = np.float32(1.0) / (np.float32(1.0) + fbuf[e] * pbuf[e])
         score[e] = s
@@ -213,7 +202,7 @@ def _sigmoid_row_f32(logits_row, bias, ibuf, pbuf, score, biased):
     return n_nan
 
 
-@njit(cache=True, nogil=True, fastmath=_SAFE_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_INF_SAFE)
 def _silu_mul_block(h, g, lo, hi, one):
     """h[lo:hi] <- silu(h) * g in place; ``one`` carries h's dtype so float32 stays float32."""
     F = h.shape[1]
@@ -235,6 +224,10 @@ def _silu_mul_block(h, g, lo, hi, one):
 # cost of about 5-15 ms (measured: route + dispatch at T=512, E=8 took 0.19 ms
 # on 1 thread and 10-16 ms on 2; permute + unpermute at T=512, d=4096 moved
 # 3.4 GB/s on 1 thread and 1.9 GB/s on 2), which small problems cannot repay.
+# The twins are written out as two functions, not one function jitted twice
+# with and without parallel=True, because Numba's on-disk cache key (qualified
+# name, source line, argument types) ignores target options: the two compiled
+# versions of one function would overwrite each other in the cache.
 
 # Router logits (T * E) below which route, the losses and expert_choice run on
 # one thread. One thread routes about 2-10 ns per logit (softmax..grouped
@@ -949,7 +942,7 @@ def capacity_from_factor(T, k, E, factor) -> int:
 
 def _check_dispatch(dispatch) -> Dispatch:
     if not isinstance(dispatch, Dispatch):
-        raise TypeError(f"dispatch must be a Dispatch (from kernels.moe.dispatch), got {type(dispatch).__name__}")
+        raise TypeError(f"dispatch must be a Dispatch (from scalelab.kernels.moe.dispatch), got {type(dispatch).__name__}")
     return dispatch
 
 

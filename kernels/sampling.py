@@ -30,7 +30,7 @@ Versions in this file (each fast kernel has a plain NumPy reference beside it):
     like ``l[lo + j]`` Numba must allow for a negative index and wrap it,
     which kept LLVM from vectorising the NaN/+inf check (~5x slower) and
     slowed the histogram loop by ~20%. The row maximum and NaN/+inf count
-    come from an LLVM-IR vector loop (:mod:`kernels._reduce`): 20 us instead
+    come from an LLVM-IR vector loop (:func:`scalelab.kernels._vecmath.max_and_bad`): 20 us instead
     of 200 us for a 256k-token row.
   - Scratch: the O(V) collection buffers are kept per Python thread between
     calls with the same shape (a decode loop), which removed ~50 us of
@@ -67,8 +67,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels._common import aligned_empty, check_float_array
-from kernels._reduce import max_and_bad
+from scalelab.kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._vecmath import FASTMATH_EXACT_DIV, exp_neg_1ulp, exp_neg_near_zero, max_and_bad
 
 __all__ = [
     "filter_logits",
@@ -102,10 +102,6 @@ _HCHUNK = 2048
 #: Below this many candidates the boundary bucket is resolved by insertion sort.
 _SMALL = 48
 _SUB = 256
-
-# -inf must survive (no "nnan"/"ninf"); no "arcp" either, so x / t stays a true
-# division and matches the reference bit for bit; "contract" lets Horner use FMA.
-_FM = {"nsz", "contract", "afn"}
 
 _OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW, _NO_CANDIDATE = 0, 1, 2, 3, 4
 
@@ -371,26 +367,6 @@ def _row_seeds(B, seed):
 # Numba leaves: one block [lo, hi) of one row.
 # --------------------------------------------------------------------------- #
 
-@njit(cache=True, fastmath=_FM, inline="always")
-def _exp_small(delta):
-    """exp(-delta) for delta in [0, 1/16]: degree-9 Taylor (error < 3e-19 relative).
-
-    Exactly 1 at delta = 0, so tokens tied at the maximum get mass exactly 1
-    and exact ties resolve like the reference.
-    """
-    q = -delta
-    p = 1.0 / 362880.0
-    p = p * q + 1.0 / 40320.0
-    p = p * q + 1.0 / 5040.0
-    p = p * q + 1.0 / 720.0
-    p = p * q + 1.0 / 120.0
-    p = p * q + 1.0 / 24.0
-    p = p * q + 1.0 / 6.0
-    p = p * q + 0.5
-    p = p * q + 1.0
-    return p * q + 1.0
-
-
 @njit(cache=True, inline="always")
 def _offset(d, b):
     """d minus the lower edge of bucket b, in [0, 1/16)."""
@@ -497,7 +473,7 @@ def _heap_sort_desc(hv, hi_, n):
         end -= 1
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
 def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv):
     """Raw bucket masses sum(exp(-(d - b/16))) of tokens with x >= xk in l[lo:hi].
 
@@ -512,7 +488,7 @@ def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv):
             x = a[j] / tt
             d = m - np.float64(x)
             b = _bucket(d)
-            p = _exp_small(_offset(d, b))
+            p = exp_neg_near_zero(_offset(d, b))
             pv[j] = p if ((x >= xk) & (b < 1024)) else 0.0
             bidx[j] = b
         for j in range(n):
@@ -532,7 +508,7 @@ def _bucket_l_bounds(tb, tt, m, lmax):
     return lo - margin, hi + margin
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
 def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos):
     """Append tokens of bucket tb with x >= xlim and (x, id) not after (xc, idc).
 
@@ -557,34 +533,12 @@ def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos
                 if _bucket(d) == tb and x >= xlim and (xf > xc or (xf == xc and j <= idc)):
                     cid[pos + n] = j
                     cx[pos + n] = xf
-                    ce[pos + n] = scale * _exp_small(_offset(d, tb)) if tb < 1024 else 0.0
+                    ce[pos + n] = scale * exp_neg_near_zero(_offset(d, tb)) if tb < 1024 else 0.0
                     n += 1
     return n
 
 
-@njit(cache=True, fastmath=_FM, inline="always")
-def _exp_neg(d):
-    """exp(-d) for d >= 0 to ~1 ulp (0 below 1e-307); used for the min-p test only."""
-    z = -d if d < 708.0 else -708.0
-    nf = math.floor(z * 1.4426950408889634 + 0.5)
-    r = z - nf * 0.6931471803691238 - nf * 1.9082149292705877e-10
-    p = 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return 0.0 if d >= 708.0 else p * (2.0 ** nf)
-
-
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
 def _blk_minp(l, lo, hi, tt, m, min_p):
     """Smallest scaled logit (float64) among tokens with exp(x - max) >= min_p."""
     best = np.inf
@@ -592,12 +546,12 @@ def _blk_minp(l, lo, hi, tt, m, min_p):
     for i in range(lo, hi):
         x = np.float64(l[i] / tt)
         d = m - x
-        ok = d < dcut - 1e-9 or (d <= dcut + 1e-9 and _exp_neg(d) >= min_p)
+        ok = d < dcut - 1e-9 or (d <= dcut + 1e-9 and exp_neg_1ulp(d) >= min_p)
         best = min(best, x) if ok else best
     return best
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
 def _blk_write(l, lo, hi, tt, xc, idc, out):
     """out = scaled logits where (x, id) is not after the cut (xc, idc), else -inf."""
     for i in range(lo, hi):

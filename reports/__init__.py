@@ -1,8 +1,1 @@
-"""The ``scalelab`` command line and the plotted report."""
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("scalelab")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+"""The plotted report: sections (data-only items), figures and the builder that writes them."""

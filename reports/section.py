@@ -1,6 +1,6 @@
 """The contract between the report builder and its sections.
 
-A section is a module in :mod:`reports.sections` with a ``TITLE`` string and
+A section is a module in :mod:`scalelab.report.sections` with a ``TITLE`` string and
 a function ``build(ctx: SectionContext) -> Section``. It computes, draws and
 returns its items; it never writes files itself: the builder writes every
 figure (PNG + SVG), every table (CSV) and the pages, each to a temporary name

@@ -20,7 +20,7 @@ year in which one run needs a share ``f`` of a grid's average output solves
 ``power(t) = f * G / 8760 h`` per sample.
 
 Published constants live here, each with its citation; the device presets are
-:mod:`simulations.hardware` (re-exported as :data:`HARDWARE`).
+:mod:`scalelab.simulations.hardware` (re-exported as :data:`HARDWARE`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulations.data_supply import _quantile_curves, lognormal_sigma_from_interval, order_quantiles
-from simulations.hardware import HARDWARE, Hardware, get_hardware
+from scalelab.simulations.data_supply import _quantile_curves, lognormal_sigma_from_interval, order_quantiles
+from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PUBLISHED_TRAINING_ENERGY_CSV = DATA_DIR / "published_training_energy.csv"
@@ -165,7 +165,7 @@ def training_energy(
     gpu_hours
         Device-hours, if known instead of ``flops`` (give exactly one of the two).
     hardware
-        Preset name (``"h100"``, ``"v100"``, ...) or a :class:`~simulations.hardware.Hardware`.
+        Preset name (``"h100"``, ``"v100"``, ...) or a :class:`~scalelab.simulations.hardware.Hardware`.
     mfu
         Model FLOPs utilisation in (0, 1].
     power_w

@@ -1,5 +1,7 @@
 """Accelerator presets shared by the energy and inference-cost models.
 
+This CPU measured as a :class:`Hardware`: :func:`scalelab.simulations.calibration.cpu_hardware`.
+
 Peaks are dense (no structured sparsity) 16-bit tensor-core throughput:
 bf16 where the part supports it, fp16 tensor cores for the V100 (which has no
 bf16). Bandwidth is HBM bandwidth; ``tdp_w`` is the board's maximum power.
@@ -29,12 +31,6 @@ class Hardware:
             if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
                 raise ValueError(f"{field_name} must be a positive finite number, got {value!r}")
 
-    @classmethod
-    def measure_this_cpu(cls, **kwargs) -> "Hardware":
-        """Measure this machine (fp32 BLAS matmul peak, Numba stream bandwidth); see :mod:`simulations.cpu_measure`."""
-        from simulations.cpu_measure import cpu_hardware  # lazy: pulls in Numba
-
-        return cpu_hardware(**kwargs)
 
 
 GB = 1e9

@@ -51,7 +51,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from simulations.hardware import HARDWARE, Hardware, get_hardware
+from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 __all__ = [
     "Hardware",
@@ -77,8 +77,7 @@ __all__ = [
     "throughput_latency_sweep",
     "best_of_n_cost",
     "attention_kernel_roofline",
-    "ATTENTION_CALIBRATION_SHAPES",
-    "calibrate_attention_kernels",
+    "phase_table",
 ]
 
 
@@ -724,18 +723,22 @@ def best_of_n_cost(
     )
 
 
-# --------------------------------------------------------------------------- calibration on this CPU
+def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
+    """Prefill, the first and the last decode step as one table (what ``scalelab inference`` prints)."""
+    rows = []
+    for label, c in (
+        ("prefill", prefill_cost(model, hw, batch=batch, prompt_len=prompt, dtype_bytes=dtype_bytes)),
+        ("decode (first step)", decode_cost(model, hw, batch=batch, context_len=prompt + 1, dtype_bytes=dtype_bytes)),
+        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=prompt + gen, dtype_bytes=dtype_bytes)),
+    ):
+        rows.append({
+            "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,
+            "FLOP/byte": c.intensity, "bound": c.bound, "MFU": c.mfu, "MBU": c.mbu, "tokens/s": c.tokens_per_s,
+        })
+    return pd.DataFrame(rows)
 
-#: The attention shapes benchmarked in ``asv_benchmarks/attention.py``, float32.
-ATTENTION_CALIBRATION_SHAPES: tuple[dict, ...] = tuple(
-    [dict(kernel="attention", batch=1, n_q_heads=8, n_kv_heads=8, q_len=n, kv_len=n, head_dim=64, causal=True)
-     for n in (512, 1024, 2048)]
-    + [dict(kernel="decode_attention", batch=8, n_q_heads=32, n_kv_heads=hkv, q_len=1, kv_len=4096, head_dim=128,
-            causal=False) for hkv in (32, 8)]
-)
 
-#: Predicted / measured must fall in these ranges (issue 7, "Bar").
-CALIBRATION_BAR = {"attention": (0.5, 2.0), "decode_attention": (0.75, 1.33)}
+# --------------------------------------------------------------------------- attention kernels
 
 
 def attention_kernel_roofline(
@@ -766,127 +769,3 @@ def attention_kernel_roofline(
     tc, tm = flops / h.peak_flops, nbytes / h.bandwidth_bytes_per_s
     return {"flops": flops, "bytes": nbytes, "intensity": flops / nbytes,
             "bound": "compute" if tc >= tm else "memory", "predicted_s": max(tc, tm)}
-
-
-def _shape_label(s: dict) -> str:
-    if s["kernel"] == "attention":
-        return f"B={s['batch']} H={s['n_q_heads']} L={s['q_len']} D={s['head_dim']}" + (" causal" if s["causal"] else "")
-    return f"B={s['batch']} Hq={s['n_q_heads']} Hkv={s['n_kv_heads']} kv={s['kv_len']} D={s['head_dim']}"
-
-
-def _make_call(s: dict, rng: np.random.Generator):
-    """Build fp32 inputs for one shape and return a zero-argument call of our kernel."""
-    from kernels import attention as attn  # lazy: the kernels are only needed to calibrate
-
-    b, hq, hkv, lq, lk, d = (s[k] for k in ("batch", "n_q_heads", "n_kv_heads", "q_len", "kv_len", "head_dim"))
-    # run time does not depend on the values, so K and V repeat a 4 MiB random block (a 1 GB cache fills fast)
-    q = rng.standard_normal((b, hq, lq, d), dtype=np.float32)  # (B, Hq, Lq, D)
-    k = np.resize(rng.standard_normal(2**20, dtype=np.float32), (b, hkv, lk, d))  # (B, Hkv, Lk, D)
-    v = np.resize(rng.standard_normal(2**20, dtype=np.float32), (b, hkv, lk, d))  # (B, Hkv, Lk, D)
-    if s["kernel"] == "attention":
-        return lambda: attn.attention(q, k, v, causal=s["causal"])
-    if lq != 1:
-        raise ValueError(f"decode_attention shapes need q_len == 1, got {lq}")
-    q1 = np.ascontiguousarray(q[:, :, 0, :])  # (B, Hq, D)
-    lengths = np.full(b, lk, dtype=np.int64)  # (B,)
-    return lambda: attn.decode_attention(q1, k, v, lengths)
-
-
-def calibrate_attention_kernels(
-    hw: Hardware | None = None, *, shapes: Iterable[dict] | None = None, repeats: int = 5, seed: int = 0,
-    threads: int | None = None,
-) -> pd.DataFrame:
-    """Predict our attention kernels' run times from this CPU's roofline, measure them, compare.
-
-    With ``hw=None`` the ceilings are measured here (:mod:`simulations.cpu_measure`)
-    right before and right after every kernel call (their geometric mean
-    stands for the machine during the call), so each prediction / measurement
-    pair sees the same load on this shared machine; the reported ratio is the
-    median over ``repeats`` such pairs, with its range. Compute-bound predictions use the ceiling of
-    the register-tile micro-kernel the prefill kernel is built on; ``predicted_blas_s`` shows the BLAS-peak
-    roofline beside it. With a given ``hw`` its ``peak_flops`` serves as both
-    ceilings and nothing but the kernels is timed. ``threads`` sets the Numba
-    and BLAS thread counts for kernels and ceilings alike (None: leave them).
-
-    Returns one row per shape: ``kernel, shape, threads, flops, bytes,
-    intensity, bound, predicted_s, predicted_blas_s, measured_s, ratio``
-    (predicted / measured, median), ``ratio_min, ratio_max, ratio_blas``,
-    ``predicted_serial_s, ratio_serial`` (compute and memory time added, no
-    overlap: the opposite extreme from the roofline's max), ``bar_lo, bar_hi,
-    within_bar`` and the ceilings (medians) used.
-    """
-    import time
-
-    from threadpoolctl import threadpool_limits
-
-    from kernels._common import numba_threads
-
-    _check_count(repeats=repeats)
-    shapes = list(shapes) if shapes is not None else list(ATTENTION_CALIBRATION_SHAPES)
-    if not shapes:
-        raise ValueError("shapes must not be empty")
-    for s in shapes:
-        if s.get("kernel") not in CALIBRATION_BAR:
-            raise ValueError(f"kernel must be one of {sorted(CALIBRATION_BAR)}, got {s.get('kernel')!r}")
-    rng = np.random.default_rng(seed)
-    calls = [_make_call(s, rng) for s in shapes]
-    keys = ("batch", "n_q_heads", "n_kv_heads", "q_len", "kv_len", "head_dim", "causal")
-    samples: list[list[tuple]] = [[] for _ in shapes]  # per shape: (blas, loop, bw, seconds)
-    with numba_threads(threads) as nt, threadpool_limits(limits=threads, user_api="blas"):
-        for call in calls:  # compile and warm every kernel on the exact dtypes used
-            call()
-        if hw is None:
-            from simulations.cpu_measure import CeilingProbe
-
-            probe = CeilingProbe(threads=nt)
-        for _ in range(repeats):
-            for i, call in enumerate(calls):
-                before = probe.measure() if hw is None else None
-                t0 = time.perf_counter()
-                call()
-                seconds = time.perf_counter() - t0
-                if hw is None:
-                    after = probe.measure()
-                    # the machine as the kernel saw it: geometric mean of the runs just before and after
-                    samples[i].append((*np.sqrt(np.multiply(before, after)), seconds))
-                else:
-                    samples[i].append((hw.peak_flops, hw.peak_flops, hw.bandwidth_bytes_per_s, seconds))
-    rows = []
-    for s, smp in zip(shapes, samples):
-        args = {k: s[k] for k in keys}
-        preds, preds_blas, preds_serial, times = [], [], [], []
-        for blas, loop, bw, seconds in smp:
-            mk = lambda peak: Hardware(name="this CPU", peak_flops=peak, bandwidth_bytes_per_s=bw,  # noqa: E731
-                                       memory_bytes=None, tdp_w=None)
-            r = attention_kernel_roofline(mk(loop), dtype_bytes=4, **args)
-            preds.append(r["predicted_s"])
-            # no overlap at all between arithmetic and memory traffic: the other extreme from max()
-            preds_serial.append(r["flops"] / loop + r["bytes"] / bw)
-            preds_blas.append(attention_kernel_roofline(mk(blas), dtype_bytes=4, **args)["predicted_s"])
-            times.append(seconds)
-        preds, preds_blas, times = np.array(preds), np.array(preds_blas), np.array(times)
-        preds_serial = np.array(preds_serial)
-        ratios = preds / times
-        arr = np.array(smp)  # (repeats, 4)
-        med = Hardware(name="this CPU", peak_flops=float(np.median(arr[:, 1])),
-                       bandwidth_bytes_per_s=float(np.median(arr[:, 2])), memory_bytes=None, tdp_w=None)
-        info = attention_kernel_roofline(med, dtype_bytes=4, **args)
-        lo, hi = CALIBRATION_BAR[s["kernel"]]
-        ratio = float(np.median(ratios))
-        rows.append({
-            "kernel": s["kernel"], "shape": _shape_label(s),
-            "label": f"L={s['q_len']}" if s["kernel"] == "attention" else f"Hkv={s['n_kv_heads']}", "threads": nt,
-            "flops": info["flops"], "bytes": info["bytes"], "intensity": info["intensity"], "bound": info["bound"],
-            "predicted_s": float(np.median(preds)), "predicted_blas_s": float(np.median(preds_blas)),
-            "measured_s": float(np.median(times)), "ratio": ratio, "ratio_min": float(ratios.min()),
-            "ratio_max": float(ratios.max()), "ratio_blas": float(np.median(preds_blas / times)),
-            "predicted_serial_s": float(np.median(preds_serial)),
-            "ratio_serial": float(np.median(preds_serial / times)),
-            "bar_lo": lo, "bar_hi": hi, "within_bar": bool(lo <= ratio <= hi),
-            "ceiling": "given peak" if hw is not None else "Numba-loop peak",
-            "compute_ceiling_flops": float(np.median(arr[:, 1])), "blas_flops": float(np.median(arr[:, 0])),
-            "bandwidth_bytes_per_s": float(np.median(arr[:, 2])),
-            "achieved_flops_per_s": info["flops"] / float(np.median(times)),
-            "achieved_bytes_per_s": info["bytes"] / float(np.median(times)),
-        })
-    return pd.DataFrame(rows)

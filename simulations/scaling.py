@@ -17,7 +17,7 @@ live in ``simulations/data`` with their sources and load as DataFrames.
 Fitting follows Hoffmann et al.'s Approach 3 as replicated by Besiroglu et al. 2024:
 :func:`fit_scaling_law` (Huber loss on log-loss residuals, log-sum-exp parametrization,
 L-BFGS from a grid of starts, seeded bootstrap with percentile intervals; the compiled
-optimiser is in :mod:`simulations.scaling_fit`). :func:`fit_isoflop` is Approach 2.
+optimiser is in :mod:`scalelab.simulations.scaling_fit`). :func:`fit_isoflop` is Approach 2.
 :func:`simulate_runs` makes synthetic runs from a known law, :func:`extrapolate` fits
 below a compute cutoff and predicts beyond it, and :func:`inference_aware_optimum`
 finds the cheapest (N, D) once lifetime inference is counted (Sardana et al. 2023).
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import scaling_fit as _fit
+from scalelab.simulations import scaling_fit as _fit
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -455,8 +455,8 @@ def _theta_to_params(theta: np.ndarray) -> np.ndarray:
 #: Starts kept for the tight polish after the first L-BFGS pass over the grid.
 _POLISH_TOP = 16
 #: First-pass tolerances (still tighter than scipy's defaults 2.2e-9 and 1e-5).
-_PASS1_FTOL = 1e-10
-_PASS1_GTOL = 1e-7
+PASS1_FTOL = 1e-10
+PASS1_GTOL = 1e-7
 
 
 def minimize_over_grid(log_n, log_d, log_loss, grid, *, threads=None) -> tuple[np.ndarray, float]:
@@ -466,7 +466,7 @@ def minimize_over_grid(log_n, log_d, log_loss, grid, *, threads=None) -> tuple[n
     polished to the tight tolerance and the lowest objective wins (ties: first start).
     """
     thetas, objectives, _ = _fit.grid_search_lbfgs(
-        log_n, log_d, log_loss, grid, ftol=_PASS1_FTOL, gtol=_PASS1_GTOL, threads=threads
+        log_n, log_d, log_loss, grid, ftol=PASS1_FTOL, gtol=PASS1_GTOL, threads=threads
     )
     finite = np.isfinite(objectives)
     if not finite.any():
@@ -613,7 +613,7 @@ def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=N
     if n_bootstrap:
         counts = _fit.bootstrap_counts(len(data), n_bootstrap, seed)
         bt, bo = _fit.bootstrap_lbfgs(
-            log_n, log_d, log_loss, theta, counts, ftol=_PASS1_FTOL, gtol=_PASS1_GTOL, threads=threads
+            log_n, log_d, log_loss, theta, counts, ftol=PASS1_FTOL, gtol=PASS1_GTOL, threads=threads
         )
         boot = _theta_to_params(bt)  # (B, 5)
         ok = np.isfinite(bo) & np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)

@@ -31,8 +31,8 @@ The compiled optimiser converges more tightly than scipy's defaults (relative ob
 change 1e-13 instead of 2.2e-9, gradient 1e-10 instead of 1e-5), so it reaches an
 objective at least as low from the same start.
 
-Run ``python -m simulations.scaling_fit [SCIPY_STARTS]`` to time both procedures interleaved
-in one process on the Chinchilla Figure-4 runs (:func:`compare_with_scipy`).
+``python tools/compare_scaling_fit.py [SCIPY_STARTS]`` times both procedures interleaved
+in one process on the Chinchilla Figure-4 runs.
 """
 
 from __future__ import annotations
@@ -40,14 +40,12 @@ from __future__ import annotations
 import math
 import time
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
-from kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_nonpositive_clamped, log_1_to_4
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
 HUBER_DELTA = 1e-3
@@ -72,12 +70,6 @@ _GTOL = 1e-10
 _MAX_ITER = 2000
 _MEMORY = 10
 _MAX_LINE_SEARCH = 40
-
-# Where -inf / inf do not occur (every value here is finite by construction), the usual
-# fast-math flags are safe; 'nnan'/'ninf' are left out so that an overflowing trial step
-# is still seen as non-finite and rejected by the line search.
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 
 def grid_from_values(values: dict) -> np.ndarray:
     """Cartesian product of per-parameter start values as a ``(S, 5)`` array in ``PARAM_ORDER``."""
@@ -232,83 +224,7 @@ def fit_scaling_law_scipy_reference(log_n, log_d, log_loss, *, n_bootstrap=4000,
 # ----------------------------------------------------------------------- Numba kernels
 
 
-@intrinsic
-def _bits_to_f64(typingctx, bits):
-    """Reinterpret an int64 bit pattern as a float64 (a register move; lets ``2**k`` vectorize)."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
-
-
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact (Cody & Waite 1980)
-_LN2_LO = 1.90821492927058770002e-10
-_SQRT2 = 1.4142135623730951
-
-
-@njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
-def _exp_nonpositive(x):
-    """``exp(x)`` for ``x <= 0`` without a libm call, so that the loop calling it vectorizes.
-
-    Range reduction ``x = k ln2 + r`` with ``|r| <= ln2 / 2``, a degree-13 Taylor
-    polynomial for ``exp(r)`` (truncation below 2e-17), and ``2**k`` built from its bit
-    pattern. Inputs below -700 are clamped (``exp(-700) ~ 1e-304`` is zero beside the
-    log-sum-exp's leading term of 1). Relative error is a few ulp of ``|x|``.
-    """
-    x = x if x > -700.0 else -700.0
-    k = math.floor(x * _LOG2E + 0.5)
-    r = x - k * _LN2_HI - k * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return p * _bits_to_f64((np.int64(k) + 1023) << 52)
-
-
-@njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
-def _log_1_to_4(s):
-    """``log(s)`` for ``1 <= s < 4`` (the log-sum-exp sum of three terms, the largest 1).
-
-    Halve up to twice into ``[1/sqrt2, sqrt2]``, then ``log m = 2 atanh(z)``,
-    ``z = (m - 1)/(m + 1)``, ``|z| <= 0.172``: an 11-term odd series (truncation < 3e-17).
-    """
-    big = s > _SQRT2
-    s = s * 0.5 if big else s
-    k = 1.0 if big else 0.0
-    big = s > _SQRT2
-    s = s * 0.5 if big else s
-    k = k + 1.0 if big else k
-    z = (s - 1.0) / (s + 1.0)
-    z2 = z * z
-    p = 1.0 / 21.0
-    p = p * z2 + 1.0 / 19.0
-    p = p * z2 + 1.0 / 17.0
-    p = p * z2 + 1.0 / 15.0
-    p = p * z2 + 1.0 / 13.0
-    p = p * z2 + 1.0 / 11.0
-    p = p * z2 + 1.0 / 9.0
-    p = p * z2 + 1.0 / 7.0
-    p = p * z2 + 1.0 / 5.0
-    p = p * z2 + 1.0 / 3.0
-    p = p * z2 + 1.0
-    return k * _LN2 + 2.0 * z * p
-
-
-@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE, error_model="numpy")
 def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
 
@@ -331,11 +247,11 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
         t2 = b - beta * log_d[i]
         m = t1 if t1 > t2 else t2
         m = m if m > e else e
-        u1 = _exp_nonpositive(t1 - m)
-        u2 = _exp_nonpositive(t2 - m)
-        u3 = _exp_nonpositive(e - m)
+        u1 = exp_nonpositive_clamped(t1 - m)
+        u2 = exp_nonpositive_clamped(t2 - m)
+        u3 = exp_nonpositive_clamped(e - m)
         s = u1 + u2 + u3  # in [1, 3]
-        r = m + _log_1_to_4(s) - log_loss[i]
+        r = m + log_1_to_4(s) - log_loss[i]
         # Huber via the clipped residual: rc * (r - rc/2) is r^2/2 inside, delta*(|r| - delta/2) outside.
         rc = r if r > -delta else -delta
         rc = rc if rc < delta else delta
@@ -357,12 +273,12 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     return f * scale
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _dot5(u, v):
     return u[0] * v[0] + u[1] * v[1] + u[2] * v[2] + u[3] * v[3] + u[4] * v[4]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     """Minimiser of the cubic through two points with slopes, safeguarded to the inner 80 %."""
     lo = min(a_lo, a_hi)
@@ -384,7 +300,7 @@ def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     return 0.5 * (a_lo + a_hi)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt):
     """Strong-Wolfe line search (Nocedal & Wright 2006, Alg. 3.5/3.6) along ``d``.
 
@@ -460,7 +376,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
     return f0, n_eval, False
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
 def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     """Minimise the weighted Huber/LSE objective from ``theta0`` by L-BFGS (memory 10).
 
@@ -553,7 +469,7 @@ def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     return f / scale, n_iter, n_eval
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
 def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives, evals):
     n_starts = grid.shape[0]
     # Strided blocks: neighbouring grid points cost alike, so striding balances threads.
@@ -567,7 +483,7 @@ def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n
             evals[s] = ne
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
 def _bootstrap_driver(theta0, log_n, log_d, log_loss, counts, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives):
     n_boot, n = counts.shape
     for blk in prange(n_blocks):
@@ -658,70 +574,3 @@ def warm_up() -> None:
     grid = besiroglu_grid()[:2]
     thetas, _, _ = grid_search_lbfgs(log_n, log_d, log_loss, grid)
     bootstrap_lbfgs(log_n, log_d, log_loss, thetas[0], bootstrap_counts(8, 2, 0))
-
-
-def compare_with_scipy(n_bootstrap: int = 4000, repeats: int = 1, scipy_starts: int | None = None) -> dict:
-    """Time :func:`simulations.scaling.fit_scaling_law`'s two phases and the published scipy
-    procedure interleaved in one process on the 240 Chinchilla Figure-4 runs.
-
-    ``scipy_starts`` times scipy on the first that many grid starts only and scales the
-    grid time to 4,500 starts (the full scipy grid takes about a minute on a quiet machine);
-    None runs the full grid. Returns a dict of seconds, objectives and parameters.
-    """
-    from simulations.scaling import (
-        _PASS1_FTOL, _PASS1_GTOL, drop_highest_loss, load_chinchilla_fig4_runs, minimize_over_grid,
-    )
-
-    runs = drop_highest_loss(load_chinchilla_fig4_runs(), 5)
-    log_n, log_d, log_loss = (np.log(runs[c].to_numpy()) for c in ("N", "D", "loss"))
-    grid = besiroglu_grid()
-    warm_up()
-    counts = bootstrap_counts(log_n.size, n_bootstrap, 0)
-    # Wall time (what a user waits) and process CPU time (all threads; robust to other load on a
-    # shared machine: wall on a quiet machine is about CPU / threads for the parallel fitter).
-    clock = {k: [] for k in ("numba_grid", "numba_bootstrap", "scipy_grid", "scipy_bootstrap")}
-    cpu = {k: [] for k in clock}
-
-    def timed(key, fn, scale=1.0):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        clock[key].append((time.perf_counter() - w0) * scale)
-        cpu[key].append((time.process_time() - c0) * scale)
-        return out
-
-    def ours():
-        th, ob = timed("numba_grid", lambda: minimize_over_grid(log_n, log_d, log_loss, grid))
-        timed("numba_bootstrap", lambda: bootstrap_lbfgs(log_n, log_d, log_loss, th, counts, ftol=_PASS1_FTOL,
-                                                         gtol=_PASS1_GTOL))
-        return th, ob
-
-    for _ in range(repeats):
-        theta, objective = ours()
-        sub = grid if scipy_starts is None else grid[:scipy_starts]
-        s_thetas, s_obj = timed("scipy_grid", lambda: scipy_grid_search(log_n, log_d, log_loss, sub),
-                                scale=grid.shape[0] / sub.shape[0])
-        s_best = int(np.nanargmin(s_obj))
-        timed("scipy_bootstrap", lambda: scipy_bootstrap(log_n, log_d, log_loss, s_thetas[s_best], counts))
-    ours()  # ours before and after every scipy run, so a change in machine load hits both
-    result = {f"{k}_s": min(v) for k, v in clock.items()}
-    result.update({f"{k}_cpu_s": min(v) for k, v in cpu.items()})
-    result.update({
-        "numba_objective": objective, "scipy_objective": float(s_obj[s_best]),
-        "numba_theta": theta, "scipy_theta": s_thetas[s_best], "scipy_starts": sub.shape[0],
-        "threads": numba.get_num_threads(),
-    })
-    result["cpu_ratio"] = (result["scipy_grid_cpu_s"] + result["scipy_bootstrap_cpu_s"]) / (
-        result["numba_grid_cpu_s"] + result["numba_bootstrap_cpu_s"]
-    )
-    result["ratio"] = (result["scipy_grid_s"] + result["scipy_bootstrap_s"]) / (
-        result["numba_grid_s"] + result["numba_bootstrap_s"]
-    )
-    return result
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    res = compare_with_scipy(scipy_starts=int(sys.argv[1]) if len(sys.argv) > 1 else None)
-    for key, value in res.items():
-        print(f"{key}: {value}")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import attention as A
-from kernels._common import numba_threads
+from scalelab.kernels import attention as A
+from scalelab.kernels._common import numba_threads
 
 DTYPES = [np.float32, np.float64]
 

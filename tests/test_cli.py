@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from reports import __version__
-from reports.cli import main
+from scalelab import __version__
+from scalelab.cli.cli import main
 
 
 def test_version(capsys):
@@ -28,5 +28,5 @@ def test_unknown_subcommand_is_one_line_exit_2(capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "reports.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "scalelab.cli.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("scalelab ")

@@ -1,4 +1,4 @@
-"""Tests of simulations.data_supply against published figures, plus properties and bad input."""
+"""Tests of scalelab.simulations.data_supply against published figures, plus properties and bad input."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reports.cli import main
-from simulations import data_supply as ds
+from scalelab.cli.cli import main
+from scalelab.simulations import data_supply as ds
 
 
 # ---------------------------------------------------------------- Muennighoff et al. 2023
@@ -260,8 +260,8 @@ def test_cli_data_bad_input_is_one_line_exit_2(argv, capsys):
 def test_section_builds_quickly_in_quick_mode():
     from matplotlib.figure import Figure
 
-    from reports.section import FigureItem, SectionContext
-    from reports.sections import data_supply as section
+    from scalelab.report.section import FigureItem, SectionContext
+    from scalelab.report.sections import data_supply as section
 
     s = section.build(SectionContext(quick=True, seed=1))
     figs = [it for it in s.items if isinstance(it, FigureItem)]

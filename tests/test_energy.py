@@ -1,4 +1,4 @@
-"""Tests of simulations.energy against published figures, plus properties and bad input."""
+"""Tests of scalelab.simulations.energy against published figures, plus properties and bad input."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reports.cli import main
-from simulations import energy as en
-from simulations.hardware import HARDWARE
+from scalelab.cli.cli import main
+from scalelab.simulations import energy as en
+from scalelab.simulations.hardware import HARDWARE
 
 
 # ---------------------------------------------------------------- published runs
@@ -230,8 +230,8 @@ def test_cli_energy_bad_input_is_one_line_exit_2(argv, capsys):
 def test_section_builds_in_quick_mode():
     from matplotlib.figure import Figure
 
-    from reports.section import FigureItem, SectionContext, TableItem
-    from reports.sections import energy as section
+    from scalelab.report.section import FigureItem, SectionContext, TableItem
+    from scalelab.report.sections import energy as section
 
     s = section.build(SectionContext(quick=True, seed=2))
     figs = [it for it in s.items if isinstance(it, FigureItem)]

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulations.inference import (
+from scalelab.simulations.inference import (
     HARDWARE,
     MODELS,
     Hardware,
@@ -275,8 +275,8 @@ def test_attention_kernel_roofline_counts():
 
 
 def test_calibration_dataframe_structure_on_a_tiny_shape():
-    pytest.importorskip("kernels.attention")
-    from simulations.inference import calibrate_attention_kernels
+    pytest.importorskip("scalelab.kernels.attention")
+    from scalelab.simulations.calibration import calibrate_attention_kernels
 
     shapes = [dict(kernel="attention", batch=1, n_q_heads=2, n_kv_heads=1, q_len=16, kv_len=16, head_dim=8, causal=True),
               dict(kernel="decode_attention", batch=2, n_q_heads=4, n_kv_heads=2, q_len=1, kv_len=32, head_dim=8,
@@ -357,7 +357,7 @@ def test_hardware_presets_and_reexport():
 
 
 def test_cli_prints_phase_table(capsys):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     code = main(["inference", "--model", "llama-3-8b", "--hw", "h100-sxm", "--batch", "16", "--prompt", "2048",
                  "--gen", "256"])
@@ -367,7 +367,7 @@ def test_cli_prints_phase_table(capsys):
 
 
 def test_cli_bad_model_is_one_line_exit_2(capsys):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     assert main(["inference", "--model", "nope"]) == 2
     err = capsys.readouterr().err
@@ -375,7 +375,7 @@ def test_cli_bad_model_is_one_line_exit_2(capsys):
 
 
 def test_attention_roofline_agrees_with_kernel_napkin_math():
-    attn = pytest.importorskip("kernels.attention")
+    attn = pytest.importorskip("scalelab.kernels.attention")
     for lq, lk, causal in [(512, 512, True), (7, 20, True), (1, 4096, False), (33, 33, False)]:
         c = attention_kernel_roofline(KIPPLY_A100, batch=2, n_q_heads=8, n_kv_heads=2, q_len=lq, kv_len=lk,
                                       head_dim=64, causal=causal, dtype_bytes=4)
@@ -390,7 +390,7 @@ def test_attention_roofline_agrees_with_kernel_napkin_math():
 
 
 def test_measure_this_cpu_builds_hardware_from_measurements():
-    from simulations import cpu_measure as cm
+    from scalelab.simulations import calibration as cm
 
     m = cm.measure_cpu(matmul_n=128, stream_bytes=8 * 2**20, repeats=1)
     for value in (m.matmul_flops_per_s, m.numba_loop_flops_per_s, m.read_bytes_per_s, m.triad_bytes_per_s):
@@ -403,15 +403,15 @@ def test_measure_this_cpu_builds_hardware_from_measurements():
         cm.cpu_hardware(m, compute_ceiling="gpu")
     with pytest.raises(ValueError):
         cm.measure_matmul_flops(0)
-    assert isinstance(Hardware.measure_this_cpu(matmul_n=64, stream_bytes=2**20, repeats=1), Hardware)
+    assert isinstance(cm.cpu_hardware(matmul_n=64, stream_bytes=2**20, repeats=1), Hardware)
 
 
 # ----------------------------------------------------------------- test-time compute simulation
 
 
 def test_selection_simulation_coverage_and_selectors():
-    pytest.importorskip("kernels.sampling")
-    from reports.sections.test_time_compute import simulate_selection
+    pytest.importorskip("scalelab.kernels.sampling")
+    from scalelab.simulations.test_time_compute import simulate_selection
 
     df = simulate_selection(400, [1, 4, 16], seed=3).set_index(["selector", "N"])
     cov = df.xs("coverage (oracle picks any correct)")

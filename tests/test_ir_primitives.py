@@ -1,6 +1,6 @@
 """The LLVM-IR primitives under the kernels, checked against NumPy directly.
 
-kernels/_tiles.py (register-tile matmul) and kernels/_reduce.py (max and
+kernels/_tiles.py (register-tile matmul) and kernels/_vecmath.py (max and
 NaN/+inf count) are also covered through every attention and sampling test;
 these tests pin them down on their own, including offsets, odd sizes and
 non-finite values, so a failure points at the primitive and not the kernel.
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from kernels._reduce import max_and_bad
-from kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._vecmath import max_and_bad
+from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
 
 @njit(cache=True)

@@ -1,6 +1,6 @@
 """Tests for kernels/moe.py: every kernel against its NumPy reference on many
 shapes (hypothesis + explicit degenerate cases), the routing/dispatch
-properties from issue 4, determinism across thread counts, and bad input."""
+properties, determinism across thread counts, and bad input."""
 
 import math
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import moe
-from kernels._common import numba_threads
+from scalelab.kernels import moe
+from scalelab.kernels._common import numba_threads
 
 # ----------------------------------------------------------------------------
 # helpers

@@ -1,10 +1,10 @@
-"""The performance-regression gate (``scalelab regress``, reports/regress.py).
+"""The performance-regression gate (``scalelab regress``, scalelab/bench/regress.py).
 
 Fast tests check the gate's decision rule on synthetic asv results, its
 benchmark selection (with asv's own selection code), its environment and its
 argument handling. The slow tests are the proof: in a temporary clone of this
 repository they commit a slowdown of two real kernels
-(``kernels.attention.decode_attention`` and ``kernels.sampling.top_k``), an
+(``scalelab.kernels.attention.decode_attention`` and ``scalelab.kernels.sampling.top_k``), an
 unchanged revision and a broken kernel, and run the real gate (a real ``asv
 continuous`` in a virtualenv that the module's tests share) on
 ``asv_benchmarks/gate_probe.py``: one benchmark without parameters and one
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports import regress
-from reports.cli import main as cli_main
+from scalelab.bench import regress
+from scalelab.cli.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,7 +254,7 @@ def test_discovery_lists_this_suite_with_parameters():
 def test_bench_that_selects_nothing_exits_2_before_any_build():
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "reports.cli", "regress", "HEAD~1", "HEAD", "--repo", str(REPO),
+        [sys.executable, "-m", "scalelab.cli.cli", "regress", "HEAD~1", "HEAD", "--repo", str(REPO),
          "--bench", "sampling.TopK.time_top_k$"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -355,7 +355,7 @@ def test_normalized_ratio_tracks_work_not_machine_speed():
 # after the call for three times as long as the call took: the time per call
 # grows ~4x whatever the cache state, and the kernel's own code is unchanged.
 # A spin of once the call time (2x) measured 1.26x in the gate once: base had
-# two slow-mode processes (~1.8x, see DEFAULT_ROUNDS in reports/regress.py)
+# two slow-mode processes (~1.8x, see DEFAULT_ROUNDS in scalelab/bench/regress.py)
 # and head none, and the Python wrapper's fixed cost is not doubled.
 SLOWDOWN_PATCH = '''
 
@@ -466,7 +466,7 @@ GATE_TIMEOUT_S = 1500
 def _run_gate(clone, base, head, *extra):
     out_json = clone.parent / f"gate-{head[:8]}.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "reports.cli", "regress", base, head, "--bench", "gate_probe",
+        [sys.executable, "-m", "scalelab.cli.cli", "regress", base, head, "--bench", "gate_probe",
          "--repo", str(clone), "--json", str(out_json), "--quiet", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=GATE_TIMEOUT_S,
     )

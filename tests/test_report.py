@@ -23,14 +23,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reports import asv_results
-from reports.builder import (
-    MANIFEST, SECTION_NAMES, TMP_SUFFIX, Progress, available_sections, build_report,
-    markdown_to_html, select_sections,
-)
-from reports.cli import main
-from reports.figures.style import new_figure
-from reports.section import FigureItem, Section, TableItem, TextItem
+from scalelab.bench import asv_results
+from scalelab.report.builder import build_report
+from scalelab.report.progress import Progress
+from scalelab.report.registry import SECTION_NAMES, available_sections, select_sections
+from scalelab.report.render import markdown_to_html
+from scalelab.report.staging import MANIFEST, TMP_SUFFIX
+from scalelab.cli.cli import main
+from scalelab.report.figures.style import new_figure
+from scalelab.report.section import FigureItem, Section, TableItem, TextItem
 
 #: Folder (under pytest's session base temp) holding the shared quick build.
 SHARED_REPORT_DIR = "quick_report"
@@ -233,7 +234,7 @@ def test_failing_section_is_reported_and_others_build(tmp_path, stub_sections):
 
 
 def test_missing_section_module_is_reported(tmp_path, stub_sections, monkeypatch):
-    monkeypatch.setitem(sys.modules, "reports.sections.test_time_compute", None)  # import fails
+    monkeypatch.setitem(sys.modules, "scalelab.report.sections.test_time_compute", None)  # import fails
     result = build_report(tmp_path, only=["scaling", "test_time_compute"], stream=io.StringIO())
     assert result.exit_code == 1
     bad = result.sections[-1]

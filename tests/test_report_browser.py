@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.builder import available_sections, build_report
+from scalelab.report.builder import build_report
+from scalelab.report.registry import available_sections
 
 pytestmark = pytest.mark.browser
 

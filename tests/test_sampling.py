@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 from scipy import stats
 
-from kernels import sampling as S
-from kernels._common import numba_threads
+from scalelab.kernels import sampling as S
+from scalelab.kernels._common import numba_threads
 
 DTYPES = [np.float32, np.float64]
 # Multi-block rows (V > BLOCK) exercise the block merge and the in-row parallel path.
@@ -445,7 +445,7 @@ def test_bad_parameters_name_argument():
 
 
 def test_single_row_above_parallel_collect_threshold_matches_reference_and_threads():
-    # V above kernels.sampling._COLLECT_PAR_V takes the parallel bucket-collect
+    # V above scalelab.kernels.sampling._COLLECT_PAR_V takes the parallel bucket-collect
     # branch for B=1; it must agree with the reference and with one thread.
     V = S._COLLECT_PAR_V + 4099
     rng = np.random.default_rng(7)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels import sampling as S
+from scalelab.kernels import sampling as S
 
 DTYPES = [np.float32, np.float64]
 

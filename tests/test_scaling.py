@@ -1,4 +1,4 @@
-"""Tests of simulations.scaling / simulations.scaling_fit (issue 5).
+"""Tests of scalelab.simulations.scaling / scalelab.simulations.scaling_fit.
 
 Published numbers are read from the module constants and the data tables, never re-typed.
 Each comparison with a publication names the paper, table and tolerance.
@@ -7,7 +7,6 @@ Each comparison with a publication names the paper, table and tolerance.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations import scaling as sc
-from simulations import scaling_fit as sf
+from scalelab.simulations import scaling as sc
+from scalelab.simulations import scaling_fit as sf
 
-FIXTURE = Path(__file__).parent / "data" / "chinchilla_fig4_extracted.csv"
+FIXTURE = sc.DATA_DIR / "chinchilla_fig4_extracted.csv"
 CHINCHILLA_LAWS = [k for k, v in sc.LAWS.items() if isinstance(v, sc.ScalingLaw)]
 
 
@@ -244,7 +243,7 @@ def test_same_optimum_as_published_scipy_procedure(fig4_log):
     L-BFGS-B with numerical gradients (the published procedure) beyond 1e-6 relative, and the same
     (E, A, B, alpha, beta) within 1e-2 relative. Starts: a published-grid point from which scipy
     reaches the global basin, and three seeded perturbations of the optimum (the full 4,500-start
-    comparison takes minutes for scipy and lives in the asv benchmark / compare_with_scipy)."""
+    comparison takes minutes for scipy and lives in the asv benchmark / tools/compare_scaling_fit.py)."""
     log_n, log_d, log_loss = fig4_log
     grid = sf.besiroglu_grid()
     pick = np.flatnonzero((grid == [10, 15, -0.5, 0, 1]).all(axis=1))
@@ -330,7 +329,7 @@ def test_real_data_intervals(real_fit):
 
 def test_quick_grid_reaches_the_full_grid_optimum(real_fit, fig4_runs):
     """The report's quick-mode 243-start grid finds the same optimum as the published 4,500 starts."""
-    from reports.sections.scaling import QUICK_GRID
+    from scalelab.report.sections.scaling import QUICK_GRID
 
     quick = sc.fit_scaling_law(fig4_runs, n_bootstrap=0, init_grid=QUICK_GRID)
     assert quick.objective <= real_fit.objective * (1 + 1e-9)
@@ -540,7 +539,7 @@ def test_tokens_for_loss_unreachable_is_inf():
 
 
 def test_cli_optimal(capsys):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     assert main(["scaling", "optimal", "--compute", "1e24", "--law", "besiroglu2024"]) == 0
     out = capsys.readouterr().out
@@ -557,7 +556,7 @@ def test_cli_optimal(capsys):
     ["scaling", "fit", "RUNS", "--bootstrap", "-3"],
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, capsys, tmp_path):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     argv = [str(FIXTURE) if a == "RUNS" else a for a in argv]
     assert main(argv) == 2
@@ -566,7 +565,7 @@ def test_cli_bad_input_is_one_line_exit_2(argv, capsys, tmp_path):
 
 
 def test_cli_fit_malformed_csv(capsys, tmp_path):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     bad = tmp_path / "bad.csv"
     bad.write_text("N,tokens,loss\n1e9,1e10,3.0\n")
@@ -576,7 +575,7 @@ def test_cli_fit_malformed_csv(capsys, tmp_path):
 
 
 def test_cli_fit_with_plot(capsys, tmp_path):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     truth = sc.LAWS["besiroglu2024"]
     n, d = sc.isoflop_design(truth, np.geomspace(1e18, 1e21, 4), points=6)
@@ -589,7 +588,7 @@ def test_cli_fit_with_plot(capsys, tmp_path):
 
 
 def test_cli_fit_reads_fig4_columns(capsys):
-    from reports.cli import main
+    from scalelab.cli.cli import main
 
     assert main(["scaling", "fit", str(FIXTURE), "--bootstrap", "0", "--drop-highest", "5"]) == 0
     out = capsys.readouterr().out
@@ -602,7 +601,7 @@ def test_cli_fit_reads_fig4_columns(capsys):
 def test_figures_build():
     from matplotlib.figure import Figure
 
-    from reports.figures import scaling as figs
+    from scalelab.report.figures import scaling as figs
 
     laws = sc.LAWS
     fig = figs.loss_contour_figure(laws["besiroglu2024"], laws, sc.load_published_models())
@@ -623,8 +622,8 @@ def test_figures_build():
 
 
 def test_section_quick_build():
-    from reports.section import FigureItem, SectionContext
-    from reports.sections import scaling as section
+    from scalelab.report.section import FigureItem, SectionContext
+    from scalelab.report.sections import scaling as section
 
     sec = section.build(SectionContext(quick=True, seed=0))
     assert sec.title == section.TITLE

@@ -75,7 +75,7 @@ def run_experiment(runs: int, bench: str, out: Path, workdir: Path | None) -> No
             before = _loadavg()
             t0 = time.time()
             proc = subprocess.run(
-                [sys.executable, "-m", "reports.cli", "regress", base, head, "--bench", bench,
+                [sys.executable, "-m", "scalelab.cli.cli", "regress", base, head, "--bench", bench,
                  "--repo", str(clone), "--json", str(out / f"run{i:02d}.json"), "--quiet",
                  "--log", str(out / f"run{i:02d}.log")],
                 cwd=REPO, capture_output=True, text=True,

@@ -1,7 +1,7 @@
 """Figures of the data-supply section, one function per figure.
 
 Each function takes the tidy DataFrame the section also writes as CSV and
-returns a matplotlib ``Figure`` built with :func:`reports.figures.style.new_figure`.
+returns a matplotlib ``Figure`` built with :func:`scalelab.report.figures.style.new_figure`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simulations.data_supply import MUENNIGHOFF_2023
+from scalelab.simulations.data_supply import MUENNIGHOFF_2023
 
-from .style import PALETTE, new_figure
+from scalelab.report.figures.style import PALETTE, new_figure
 
 
 def exhaustion_figure(curves: pd.DataFrame, median_year: float, interval: tuple[float, float], level: float = 0.9):

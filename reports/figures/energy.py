@@ -1,7 +1,7 @@
 """Figures of the electricity section, one function per figure.
 
 Each function takes the tidy DataFrame the section also writes as CSV and
-returns a matplotlib ``Figure`` built with :func:`reports.figures.style.new_figure`.
+returns a matplotlib ``Figure`` built with :func:`scalelab.report.figures.style.new_figure`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .style import PALETTE, new_figure
+from scalelab.report.figures.style import PALETTE, new_figure
 
 
 def published_energy_figure(data: pd.DataFrame):

@@ -2,7 +2,7 @@
 
 Each ``*_data`` function computes the tidy DataFrame a figure draws (the
 report writes it as CSV); each ``*_figure`` function takes that DataFrame and
-returns a ``Figure`` built with :func:`reports.figures.style.new_figure`.
+returns a ``Figure`` built with :func:`scalelab.report.figures.style.new_figure`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from simulations import inference as inf
+from scalelab.simulations import inference as inf
 
-from .style import PALETTE, new_figure
+from scalelab.report.figures.style import PALETTE, new_figure
 
 _PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 
@@ -241,7 +241,7 @@ def moe_weight_bytes_figure(data: pd.DataFrame):
 def calibration_figure(data: pd.DataFrame):
     """Predicted against measured run time of our attention kernels on this CPU (log-log, y = x and the bars).
 
-    ``data`` is :func:`simulations.inference.calibrate_attention_kernels` output (one or more thread counts).
+    ``data`` is :func:`scalelab.simulations.calibration.calibrate_attention_kernels` output (one or more thread counts).
     """
     fig, ax = new_figure(width=7.0, height=5.0)
     lo = min(data["predicted_s"].min(), data["measured_s"].min()) / 2

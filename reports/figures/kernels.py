@@ -1,7 +1,7 @@
 """Figures of the kernel-performance section, one function per figure.
 
 Every function takes a tidy DataFrame (the same one the report writes as CSV)
-and returns a matplotlib ``Figure`` built with :func:`reports.figures.style.new_figure`.
+and returns a matplotlib ``Figure`` built with :func:`scalelab.report.figures.style.new_figure`.
 Implementations keep one colour and marker everywhere: ours (Numba), the
 NumPy reference, PyTorch.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .style import PALETTE, new_figure
+from scalelab.report.figures.style import PALETTE, new_figure
 
 IMPL_STYLE = {
     "numba": dict(color=PALETTE[0], marker="o", label="scalelab (Numba)"),

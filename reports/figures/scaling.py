@@ -1,8 +1,8 @@
 """Figures of the scaling-law section, one function per figure.
 
 Each function returns a matplotlib ``Figure`` built with
-:func:`reports.figures.style.new_figure`; the numbers behind a figure come from
-:mod:`simulations.scaling` (the helpers :func:`frontier_table` and
+:func:`scalelab.report.figures.style.new_figure`; the numbers behind a figure come from
+:mod:`scalelab.simulations.scaling` (the helpers :func:`frontier_table` and
 :func:`tokens_per_parameter_table` build the same tables the section writes as CSV).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .style import PALETTE, new_figure
+from scalelab.report.figures.style import PALETTE, new_figure
 
 #: Compute range drawn for frontiers, FLOPs.
 BUDGETS = np.geomspace(1e18, 1e27, 91)
@@ -123,7 +123,7 @@ def fitted_law_figure(fit, runs: pd.DataFrame):
 def extrapolation_figure(ext):
     """Fit below a compute cutoff and its prediction beyond, against the held-out runs.
 
-    ``ext`` is a :class:`simulations.scaling.Extrapolation`.
+    ``ext`` is a :class:`scalelab.simulations.scaling.Extrapolation`.
     """
     fig, ax = new_figure(width=7.0, height=4.4)
     ax.scatter(ext.used["C"], ext.used["loss"], s=10, color=PALETTE[0], alpha=0.7, label="runs used for the fit")
@@ -146,7 +146,7 @@ def extrapolation_figure(ext):
 def inference_allocation_figure(table: pd.DataFrame, target_loss: float, law_name: str):
     """Inference-aware (N, D) and the compute it saves, against lifetime inference demand.
 
-    ``table`` is :meth:`simulations.scaling.InferenceOptimum.to_frame` with extra columns
+    ``table`` is :meth:`scalelab.simulations.scaling.InferenceOptimum.to_frame` with extra columns
     ``N_compute_optimal``, ``total_flops_compute_optimal`` (the T = 0 choice paying for the same demand).
     """
     fig, (ax_nd, ax_save) = new_figure(1, 2, width=8.6, height=3.9)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 
 TITLE = "Data supply"
 
 
 def build(ctx: SectionContext) -> Section:
-    from simulations import data_supply as ds
+    from scalelab.simulations import data_supply as ds
 
-    from ..figures.data_supply import effective_tokens_figure, exhaustion_figure, tokenization_cost_figure
+    from scalelab.report.figures.data_supply import effective_tokens_figure, exhaustion_figure, tokenization_cost_figure
 
     n = 20_000 if ctx.quick else 1_000_000
     items = []

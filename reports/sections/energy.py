@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 
 TITLE = "Electricity"
 
 
 def build(ctx: SectionContext) -> Section:
-    from simulations import energy as en
+    from scalelab.simulations import energy as en
 
-    from ..figures.energy import frontier_power_figure, published_energy_figure
+    from scalelab.report.figures.energy import frontier_power_figure, published_energy_figure
 
     n = 20_000 if ctx.quick else 1_000_000
     items = []

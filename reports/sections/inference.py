@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.figures import inference as figs
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
-from simulations import inference as inf
+from scalelab.report.figures import inference as figs
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.simulations import calibration
+from scalelab.simulations import inference as inf
 
 TITLE = "Inference cost: prefill against decode"
 
@@ -42,10 +43,8 @@ def _crossover_table() -> pd.DataFrame:
 
 
 def _phase_table() -> pd.DataFrame:
-    from reports.commands.inference import phase_table
-
     d = DEFAULT
-    return phase_table(d["model"], d["hw"], batch=d["batch"], prompt=d["prompt"], gen=d["gen"])
+    return inf.phase_table(d["model"], d["hw"], batch=d["batch"], prompt=d["prompt"], gen=d["gen"])
 
 
 def _calibration_note(cal: pd.DataFrame) -> str:
@@ -172,12 +171,12 @@ def build(ctx: SectionContext) -> Section:
                            "is the memory limit: 0 where the fp16 weights alone do not fit."))
 
     ctx.progress("inference: calibrating against our attention kernels")
-    shapes = list(inf.ATTENTION_CALIBRATION_SHAPES)
+    shapes = list(calibration.ATTENTION_CALIBRATION_SHAPES)
     if ctx.quick:
         shapes = [s for s in shapes if (s["kernel"] == "attention" and s["q_len"] == 512)
                   or (s["kernel"] == "decode_attention" and s["n_kv_heads"] == 8)]
     thread_counts = [1] if ctx.quick else [1, 2]
-    cal = pd.concat([inf.calibrate_attention_kernels(shapes=shapes, repeats=2 if ctx.quick else 5, seed=ctx.seed,
+    cal = pd.concat([calibration.calibrate_attention_kernels(shapes=shapes, repeats=2 if ctx.quick else 5, seed=ctx.seed,
                                                      threads=t) for t in thread_counts], ignore_index=True)
     items.append(FigureItem("calibration", figs.calibration_figure(cal),
                             "Each of our attention kernels at the asv shapes, roofline prediction from ceilings "

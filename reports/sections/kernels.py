@@ -13,7 +13,7 @@ Two sources, in this order of preference:
   implementation timed interleaved in the same process, best of repeats,
   because this machine is shared and noisy. The page says which source it used.
 
-The roofline is measured here too (:func:`simulations.cpu_measure.measure_cpu`:
+The roofline is measured here too (:func:`scalelab.simulations.calibration.measure_cpu`:
 BLAS fp32 matmul and a Numba read stream), never typed in.
 """
 
@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from reports import asv_results
-from reports.figures import kernels as kfig
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.bench import asv_results
+from scalelab.report.figures import kernels as kfig
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 
 TITLE = "Kernel performance"
 
@@ -49,7 +49,7 @@ def measure_roofline(quick: bool) -> dict:
     """
     t0 = time.perf_counter()
     try:
-        from simulations.cpu_measure import measure_cpu
+        from scalelab.simulations.calibration import measure_cpu
     except ImportError:
         measure_cpu = None
     if measure_cpu is not None:
@@ -61,10 +61,10 @@ def measure_roofline(quick: bool) -> dict:
                     f"{m.matmul_flops_per_s / 1e9:.0f} GFLOP/s; Numba read stream over "
                     f"{m.stream_bytes / 2**20:.0f} MiB arrays: {m.read_bytes_per_s / 1e9:.1f} GB/s "
                     f"(STREAM triad {m.triad_bytes_per_s / 1e9:.1f} GB/s); best of repeats "
-                    "(simulations.cpu_measure)"),
+                    "(scalelab.simulations.calibration)"),
             seconds=time.perf_counter() - t0,
         )
-    # Without simulations.cpu_measure: the same two ceilings with NumPy alone.
+    # Without scalelab.simulations.calibration: the same two ceilings with NumPy alone.
     n = 768 if quick else 1024
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
@@ -146,7 +146,7 @@ def _torch():
 def _prefill_counts(attn, L: int, B: int, H: int, D: int) -> tuple[float, float]:
     """(FLOPs, compulsory bytes) of causal float32 prefill with Lq = Lk = L.
 
-    FLOPs from :func:`kernels.attention.attention_flops` (unmasked work only);
+    FLOPs from :func:`scalelab.kernels.attention.attention_flops` (unmasked work only);
     bytes: q, k, v read once and out written once.
     """
     flops = float(attn.attention_flops(L, L, D, D, causal=True)) * B * H
@@ -156,7 +156,7 @@ def _prefill_counts(attn, L: int, B: int, H: int, D: int) -> tuple[float, float]
 
 def _decode_counts(attn, B: int, Hq: int, Hkv: int, L: int, D: int) -> tuple[float, float]:
     """(FLOPs, bytes) of one decode step over a KV cache of length L (bytes = KV read,
-    :func:`kernels.attention.kv_bytes_read`)."""
+    :func:`scalelab.kernels.attention.kv_bytes_read`)."""
     flops = float(attn.attention_flops(1, L, D, D, causal=True)) * B * Hq
     nbytes = float(attn.kv_bytes_read(np.full(B, L), Hkv, D, D, itemsize=4))
     return flops, nbytes
@@ -175,7 +175,7 @@ def measure_attention(quick: bool, seed: int, progress: Callable[[str], None]) -
     B=1, H=8, D=64, float32, causal; decode B=8 (4 quick), Hq=32, Hkv=8 (GQA),
     D=128. Returns one row per (kernel, shape, implementation).
     """
-    from kernels import attention as attn
+    from scalelab.kernels import attention as attn
 
     torch = _torch()
     rng = np.random.default_rng(seed)
@@ -249,7 +249,7 @@ def _timed_with_torch_threads(torch, fns, repeats, outputs=None):
 def measure_optional_kernels(quick: bool, seed: int, progress: Callable[[str], None]) -> pd.DataFrame:
     """Time the sampling and MoE kernels against their references when those modules exist."""
     rows = []
-    for module_name, cases in (("kernels.sampling", _sampling_cases), ("kernels.moe", _moe_cases)):
+    for module_name, cases in (("scalelab.kernels.sampling", _sampling_cases), ("scalelab.kernels.moe", _moe_cases)):
         if importlib.util.find_spec(module_name) is None:
             continue
         module = importlib.import_module(module_name)
@@ -262,7 +262,7 @@ def measure_optional_kernels(quick: bool, seed: int, progress: Callable[[str], N
 
 
 def _sampling_cases(module, quick: bool, seed: int):
-    """(label, {impl: fn}) for kernels.sampling's public functions that have a ``_ref``."""
+    """(label, {impl: fn}) for scalelab.kernels.sampling's public functions that have a ``_ref``."""
     rng = np.random.default_rng(seed)
     B, V = (8, 32_000) if quick else (32, 128_000)
     logits = rng.standard_normal((B, V), dtype=np.float32) * 3  # (B, V)
@@ -282,7 +282,7 @@ def _sampling_cases(module, quick: bool, seed: int):
 
 
 def _moe_cases(module, quick: bool, seed: int):
-    """(label, {impl: fn}) for kernels.moe's routing path (route, dispatch, permute, unpermute)."""
+    """(label, {impl: fn}) for scalelab.kernels.moe's routing path (route, dispatch, permute, unpermute)."""
     rng = np.random.default_rng(seed)
     T, E, K, d = (2048, 64, 8, 256) if quick else (8192, 64, 8, 1024)
     logits = rng.standard_normal((T, E), dtype=np.float32)  # (T, E)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 
 TITLE = "Scaling laws"
 
@@ -35,9 +35,9 @@ def _presets_table(sc, budget: float) -> pd.DataFrame:
 
 
 def build(ctx: SectionContext) -> Section:
-    from simulations import scaling as sc
+    from scalelab.simulations import scaling as sc
 
-    from ..figures.scaling import (
+    from scalelab.report.figures.scaling import (
         extrapolation_figure, fitted_law_figure, frontier_table, inference_allocation_figure,
         loss_contour_figure, tokens_per_parameter_figure, tokens_per_parameter_table,
     )

@@ -1,81 +1,22 @@
 """Report section: the cost of best-of-N sampling and a small simulation of what selecting among N buys.
 
-The cost side is the roofline model (:func:`simulations.inference.best_of_n_cost`).
-The accuracy side is a **synthetic simulation**, not a measurement of any
-model: problems have a per-sample success probability ``p``; each candidate
-answer is correct with probability ``p`` and carries per-token
-log-probabilities whose typical size depends a little on whether it is
-correct. Selection uses our kernels (:func:`kernels.sampling.best_of_n`, the
-mean token log-probability, and :func:`kernels.sampling.sequence_logprob` with
-``reduce="sum"``).
+The cost side is the roofline model (:func:`scalelab.simulations.inference.best_of_n_cost`).
+The accuracy side is the synthetic selection simulation of
+:mod:`scalelab.simulations.test_time_compute` (not a measurement of any model).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import pandas as pd
 
-from kernels.sampling import best_of_n, sequence_logprob
-from reports.figures import test_time_compute as figs
-from reports.section import FigureItem, Section, SectionContext, TableItem, TextItem
-from simulations.inference import best_of_n_cost
+from scalelab.report.figures import test_time_compute as figs
+from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.simulations.inference import best_of_n_cost
+from scalelab.simulations.test_time_compute import simulate_selection
 
 TITLE = "Test-time compute: best-of-N"
 
 COST_SETUP = dict(model="llama-3-8b", hw="h100-sxm", prompt_len=1024, gen_len=512)
-
-
-@dataclass(frozen=True)
-class SelectionSimulation:
-    """Parameters of the synthetic best-of-N world (all made up, all stated)."""
-
-    p_alpha: float = 2.0  # per-problem success probability p ~ Beta(alpha, beta): mean 0.4
-    p_beta: float = 3.0
-    median_len: float = 100.0  # candidate length: log-normal around this many tokens, independent of correctness
-    len_sigma: float = 0.6  # log-normal sigma of the length: generations vary a lot in length
-    nll_correct: float = 0.35  # mean per-token negative log-prob of a correct candidate
-    nll_wrong: float = 0.45  # ... of a wrong one: the only link between confidence and correctness
-    candidate_spread: float = 0.25  # per-candidate log-normal spread of that mean (confidence varies by sample)
-
-
-def simulate_selection(n_problems: int, ns, *, seed: int, sim: SelectionSimulation = SelectionSimulation()) -> pd.DataFrame:
-    """Accuracy of choosing among N candidates by mean log-prob, by sum log-prob, at random; and coverage.
-
-    Candidates are nested (the first N of one draw of ``max(ns)``), so curves
-    over N are comparable. Returns columns ``N, selector, accuracy`` plus
-    ``analytic`` (``E[1 - (1 - p)^N]``) on the coverage rows.
-    """
-    ns = sorted(int(n) for n in ns)
-    if not ns or ns[0] < 1 or n_problems < 1:
-        raise ValueError(f"ns must be positive and n_problems >= 1, got {ns}, {n_problems}")
-    rng = np.random.default_rng(seed)
-    n_max = ns[-1]
-    p = rng.beta(sim.p_alpha, sim.p_beta, size=n_problems)  # (P,)
-    hits = {sel: np.zeros(len(ns)) for sel in ("mean log-prob", "sum log-prob", "random", "coverage (oracle picks any correct)")}
-    for i in range(n_problems):
-        correct = rng.random(n_max) < p[i]  # (N,)
-        lengths = 1 + np.round(sim.median_len * rng.lognormal(0.0, sim.len_sigma, n_max)).astype(np.int64)  # (N,)
-        scale = np.where(correct, sim.nll_correct, sim.nll_wrong) * rng.lognormal(0.0, sim.candidate_spread, n_max)
-        t_max = int(lengths.max())
-        # per-token log-probs: -Exponential(scale); padding beyond each length is ignored by the kernels
-        logp = -rng.exponential(1.0, size=(n_max, t_max)) * scale[:, None]  # (N, T)
-        pick_random = rng.integers(0, np.array(ns))  # one uniform pick per N
-        for j, n in enumerate(ns):
-            lp, ln = logp[:n], lengths[:n]
-            hits["mean log-prob"][j] += correct[best_of_n(lp, ln)]
-            hits["sum log-prob"][j] += correct[int(np.argmax(sequence_logprob(lp, ln, reduce="sum")))]
-            hits["random"][j] += correct[pick_random[j]]
-            hits["coverage (oracle picks any correct)"][j] += correct[:n].any()
-    rows = []
-    for sel, h in hits.items():
-        for j, n in enumerate(ns):
-            row = {"N": n, "selector": sel, "accuracy": h[j] / n_problems}
-            if sel.startswith("coverage"):
-                row["analytic"] = float(np.mean(1.0 - (1.0 - p) ** n))
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def cost_table(ns) -> pd.DataFrame:
@@ -116,7 +57,7 @@ def build(ctx: SectionContext) -> Section:
         f"{n_problems} problems with success probability p ~ Beta(2, 3) (mean 0.4); each candidate is correct with "
         "probability p, has about 100 x LogNormal(0, 0.6) tokens regardless of correctness, and per-token log-probabilities "
         "-Exp(1) x s, where s is 0.35 for correct and 0.45 for wrong candidates times a log-normal(0, 0.25) factor per "
-        "candidate. Selectors: the highest mean token log-prob (`kernels.sampling.best_of_n`), the highest summed "
+        "candidate. Selectors: the highest mean token log-prob (`scalelab.kernels.sampling.best_of_n`), the highest summed "
         "log-prob (`sequence_logprob(reduce='sum')`), a random candidate; coverage is the oracle that succeeds when any "
         "of the N is correct, 1 - (1 - p)^N."
     ))

@@ -1,11 +1,19 @@
-"""Measure this machine's roofline: fp32 matmul peak and main-memory bandwidth.
+"""Measurement on this machine: its roofline ceilings and how well the model predicts our kernels.
+
+The analytic models (:mod:`scalelab.simulations.inference`,
+:mod:`scalelab.simulations.hardware`) take numbers; this module measures them.
+
+* :func:`measure_cpu` / :class:`CeilingProbe` / :func:`cpu_hardware`: the CPU's ceilings as a
+  :class:`~scalelab.simulations.hardware.Hardware`;
+* :func:`calibrate_attention_kernels`: the roofline's prediction for our attention
+  kernels beside their measured run times, with the ceilings measured around every call.
 
 Nothing about the CPU is typed in. Three micro-benchmarks, a few seconds in all:
 
 * **compute ceiling**: float32 ``A @ B`` through NumPy's BLAS (the best dense
   fp32 throughput any code on this machine reaches), ``2 n^3`` FLOPs per call;
 * **compiled-loop ceiling**: the register-tile matmul our Numba kernels are
-  built on (:mod:`kernels._tiles`) on cache-resident 64 x 64 tiles: what our
+  built on (:mod:`scalelab.kernels._tiles`) on cache-resident 64 x 64 tiles: what our
   own compiled code reaches without BLAS's hand-written assembly;
 * **bandwidth ceiling**: Numba stream kernels over arrays far larger than the
   last-level cache: a read-only reduction (``sum(a * b)``, the access pattern of
@@ -21,13 +29,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 import numba
 import numpy as np
+import pandas as pd
 from numba import prange
 
-from kernels._common import aligned_empty, numba_threads
-from kernels._tiles import TILE_ROW_BYTES, mm_tile_rescale_add
+from scalelab.kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._tiles import TILE_ROW_BYTES, mm_tile_rescale_add
+from scalelab.simulations.hardware import Hardware
+from scalelab.simulations.inference import attention_kernel_roofline
 
 
 # reassoc lets LLVM vectorise the reduction into several accumulators; without
@@ -64,7 +76,7 @@ def _stream_triad(out, b, c, scalar, n_blocks):
 def _tile_mm_acc(a, b, c, ones):
     """``c += a @ b`` with the attention kernels' 4 x 16 register tile (M % 4 == 0, N % 16 == 0).
 
-    The same :func:`kernels._tiles.mm_tile_rescale_add` the prefill kernel
+    The same :func:`scalelab.kernels._tiles.mm_tile_rescale_add` the prefill kernel
     runs (with ``alpha = 1``); accumulating into ``c`` keeps repeated calls
     from being folded.
     """
@@ -152,7 +164,7 @@ def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, 
     """Best FLOP/s of the Numba kernels' register-tile matmul on cache-resident fp32 tiles.
 
     This is the compute ceiling for our own compiled code (the micro-kernel of
-    :mod:`kernels._tiles` that the prefill attention kernel is built on), as
+    :mod:`scalelab.kernels._tiles` that the prefill attention kernel is built on), as
     opposed to BLAS's hand-tuned assembly.
     """
     if tile <= 0 or tile % 16 or reps <= 0 or repeats <= 0:
@@ -197,7 +209,7 @@ class CeilingProbe:
     """All three ceilings from preallocated, warmed buffers: one short timed run each per :meth:`measure`.
 
     Used to measure the ceilings right next to each kernel call (the
-    calibration in :mod:`simulations.inference`), where allocating and warming
+    calibration in :mod:`scalelab.simulations.inference`), where allocating and warming
     fresh buffers every time would cost more than the measurement.
     """
 
@@ -274,7 +286,7 @@ def _rapl_max_power_w() -> float | None:
 def cpu_hardware(
     measurement: CPUMeasurement | None = None, *, compute_ceiling: str = "blas", tdp_w: float | None = None, **kwargs
 ):
-    """Build a :class:`simulations.hardware.Hardware` for this CPU from a measurement.
+    """Build a :class:`scalelab.simulations.hardware.Hardware` for this CPU from a measurement.
 
     ``compute_ceiling`` picks ``peak_flops``: ``"blas"`` (fp32 BLAS matmul, the
     machine's best) or ``"numba"`` (our register-tile Numba matmul, the best
@@ -286,8 +298,6 @@ def cpu_hardware(
     is taken from the argument, else from RAPL when readable, else left as
     ``None`` (unknown), which the energy model refuses to use.
     """
-    from simulations.hardware import Hardware
-
     if compute_ceiling not in ("blas", "numba"):
         raise ValueError(f"compute_ceiling must be 'blas' or 'numba', got {compute_ceiling!r}")
     m = measurement if measurement is not None else measure_cpu(**kwargs)
@@ -307,3 +317,140 @@ def cpu_hardware(
             f"over {m.stream_bytes / 2**20:.0f} MiB arrays; best of repeats; {power_note}"
         ),
     )
+
+
+# --------------------------------------------------------------------------- attention kernel calibration
+
+#: The attention shapes benchmarked in ``asv_benchmarks/attention.py``, float32.
+ATTENTION_CALIBRATION_SHAPES: tuple[dict, ...] = tuple(
+    [dict(kernel="attention", batch=1, n_q_heads=8, n_kv_heads=8, q_len=n, kv_len=n, head_dim=64, causal=True)
+     for n in (512, 1024, 2048)]
+    + [dict(kernel="decode_attention", batch=8, n_q_heads=32, n_kv_heads=hkv, q_len=1, kv_len=4096, head_dim=128,
+            causal=False) for hkv in (32, 8)]
+)
+
+#: Predicted / measured must fall in these ranges for the calibration to count as a pass.
+CALIBRATION_BAR = {"attention": (0.5, 2.0), "decode_attention": (0.75, 1.33)}
+
+
+def _shape_label(s: dict) -> str:
+    if s["kernel"] == "attention":
+        return f"B={s['batch']} H={s['n_q_heads']} L={s['q_len']} D={s['head_dim']}" + (" causal" if s["causal"] else "")
+    return f"B={s['batch']} Hq={s['n_q_heads']} Hkv={s['n_kv_heads']} kv={s['kv_len']} D={s['head_dim']}"
+
+
+def _make_call(s: dict, rng: np.random.Generator):
+    """Build fp32 inputs for one shape and return a zero-argument call of our kernel."""
+    from scalelab.kernels import attention as attn  # lazy: the kernels are only needed to calibrate
+
+    b, hq, hkv, lq, lk, d = (s[k] for k in ("batch", "n_q_heads", "n_kv_heads", "q_len", "kv_len", "head_dim"))
+    # run time does not depend on the values, so K and V repeat a 4 MiB random block (a 1 GB cache fills fast)
+    q = rng.standard_normal((b, hq, lq, d), dtype=np.float32)  # (B, Hq, Lq, D)
+    k = np.resize(rng.standard_normal(2**20, dtype=np.float32), (b, hkv, lk, d))  # (B, Hkv, Lk, D)
+    v = np.resize(rng.standard_normal(2**20, dtype=np.float32), (b, hkv, lk, d))  # (B, Hkv, Lk, D)
+    if s["kernel"] == "attention":
+        return lambda: attn.attention(q, k, v, causal=s["causal"])
+    if lq != 1:
+        raise ValueError(f"decode_attention shapes need q_len == 1, got {lq}")
+    q1 = np.ascontiguousarray(q[:, :, 0, :])  # (B, Hq, D)
+    lengths = np.full(b, lk, dtype=np.int64)  # (B,)
+    return lambda: attn.decode_attention(q1, k, v, lengths)
+
+
+def calibrate_attention_kernels(
+    hw: Hardware | None = None, *, shapes: Iterable[dict] | None = None, repeats: int = 5, seed: int = 0,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Predict our attention kernels' run times from this CPU's roofline, measure them, compare.
+
+    With ``hw=None`` the ceilings are measured here (:class:`CeilingProbe`)
+    right before and right after every kernel call (their geometric mean
+    stands for the machine during the call), so each prediction / measurement
+    pair sees the same load on this shared machine; the reported ratio is the
+    median over ``repeats`` such pairs, with its range. Compute-bound predictions use the ceiling of
+    the register-tile micro-kernel the prefill kernel is built on; ``predicted_blas_s`` shows the BLAS-peak
+    roofline beside it. With a given ``hw`` its ``peak_flops`` serves as both
+    ceilings and nothing but the kernels is timed. ``threads`` sets the Numba
+    and BLAS thread counts for kernels and ceilings alike (None: leave them).
+
+    Returns one row per shape: ``kernel, shape, threads, flops, bytes,
+    intensity, bound, predicted_s, predicted_blas_s, measured_s, ratio``
+    (predicted / measured, median), ``ratio_min, ratio_max, ratio_blas``,
+    ``predicted_serial_s, ratio_serial`` (compute and memory time added, no
+    overlap: the opposite extreme from the roofline's max), ``bar_lo, bar_hi,
+    within_bar`` and the ceilings (medians) used.
+    """
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)):
+        raise TypeError(f"repeats must be an int, got {type(repeats).__name__}")
+    if repeats <= 0:
+        raise ValueError(f"repeats must be positive, got {repeats}")
+    shapes = list(shapes) if shapes is not None else list(ATTENTION_CALIBRATION_SHAPES)
+    if not shapes:
+        raise ValueError("shapes must not be empty")
+    for s in shapes:
+        if s.get("kernel") not in CALIBRATION_BAR:
+            raise ValueError(f"kernel must be one of {sorted(CALIBRATION_BAR)}, got {s.get('kernel')!r}")
+    rng = np.random.default_rng(seed)
+    calls = [_make_call(s, rng) for s in shapes]
+    keys = ("batch", "n_q_heads", "n_kv_heads", "q_len", "kv_len", "head_dim", "causal")
+    samples: list[list[tuple]] = [[] for _ in shapes]  # per shape: (blas, loop, bw, seconds)
+    with numba_threads(threads) as nt, threadpool_limits(limits=threads, user_api="blas"):
+        for call in calls:  # compile and warm every kernel on the exact dtypes used
+            call()
+        if hw is None:
+                    probe = CeilingProbe(threads=nt)
+        for _ in range(repeats):
+            for i, call in enumerate(calls):
+                before = probe.measure() if hw is None else None
+                t0 = time.perf_counter()
+                call()
+                seconds = time.perf_counter() - t0
+                if hw is None:
+                    after = probe.measure()
+                    # the machine as the kernel saw it: geometric mean of the runs just before and after
+                    samples[i].append((*np.sqrt(np.multiply(before, after)), seconds))
+                else:
+                    samples[i].append((hw.peak_flops, hw.peak_flops, hw.bandwidth_bytes_per_s, seconds))
+    rows = []
+    for s, smp in zip(shapes, samples):
+        args = {k: s[k] for k in keys}
+        preds, preds_blas, preds_serial, times = [], [], [], []
+        for blas, loop, bw, seconds in smp:
+            mk = lambda peak: Hardware(name="this CPU", peak_flops=peak, bandwidth_bytes_per_s=bw,  # noqa: E731
+                                       memory_bytes=None, tdp_w=None)
+            r = attention_kernel_roofline(mk(loop), dtype_bytes=4, **args)
+            preds.append(r["predicted_s"])
+            # no overlap at all between arithmetic and memory traffic: the other extreme from max()
+            preds_serial.append(r["flops"] / loop + r["bytes"] / bw)
+            preds_blas.append(attention_kernel_roofline(mk(blas), dtype_bytes=4, **args)["predicted_s"])
+            times.append(seconds)
+        preds, preds_blas, times = np.array(preds), np.array(preds_blas), np.array(times)
+        preds_serial = np.array(preds_serial)
+        ratios = preds / times
+        arr = np.array(smp)  # (repeats, 4)
+        med = Hardware(name="this CPU", peak_flops=float(np.median(arr[:, 1])),
+                       bandwidth_bytes_per_s=float(np.median(arr[:, 2])), memory_bytes=None, tdp_w=None)
+        info = attention_kernel_roofline(med, dtype_bytes=4, **args)
+        lo, hi = CALIBRATION_BAR[s["kernel"]]
+        ratio = float(np.median(ratios))
+        rows.append({
+            "kernel": s["kernel"], "shape": _shape_label(s),
+            "label": f"L={s['q_len']}" if s["kernel"] == "attention" else f"Hkv={s['n_kv_heads']}", "threads": nt,
+            "flops": info["flops"], "bytes": info["bytes"], "intensity": info["intensity"], "bound": info["bound"],
+            "predicted_s": float(np.median(preds)), "predicted_blas_s": float(np.median(preds_blas)),
+            "measured_s": float(np.median(times)), "ratio": ratio, "ratio_min": float(ratios.min()),
+            "ratio_max": float(ratios.max()), "ratio_blas": float(np.median(preds_blas / times)),
+            "predicted_serial_s": float(np.median(preds_serial)),
+            "ratio_serial": float(np.median(preds_serial / times)),
+            "bar_lo": lo, "bar_hi": hi, "within_bar": bool(lo <= ratio <= hi),
+            "ceiling": "given peak" if hw is not None else "Numba-loop peak",
+            "compute_ceiling_flops": float(np.median(arr[:, 1])), "blas_flops": float(np.median(arr[:, 0])),
+            "bandwidth_bytes_per_s": float(np.median(arr[:, 2])),
+            "achieved_flops_per_s": info["flops"] / float(np.median(times)),
+            "achieved_bytes_per_s": info["bytes"] / float(np.median(times)),
+        })
+    return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """The ``scalelab`` console script.
 
-Each subcommand lives in its own module under :mod:`reports.commands` and
+Each subcommand lives in its own module under :mod:`scalelab.cli.commands` and
 exposes ``register(subparsers)``; the module adds its parser and sets
 ``func`` (called with the parsed namespace, returning an exit code).
 
@@ -14,16 +14,16 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from scalelab import __version__
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
-    "reports.commands.report",
-    "reports.commands.scaling",
-    "reports.commands.data",
-    "reports.commands.energy",
-    "reports.commands.inference",
-    "reports.commands.regress",
+    "scalelab.cli.commands.report",
+    "scalelab.cli.commands.scaling",
+    "scalelab.cli.commands.data",
+    "scalelab.cli.commands.energy",
+    "scalelab.cli.commands.inference",
+    "scalelab.cli.commands.regress",
 )
 
 

@@ -10,29 +10,8 @@ Each prints a plain-text table; bad input is one line on stderr and exit 2.
 from __future__ import annotations
 
 import argparse
-import math
 
-
-def _fmt(value) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "never"
-    if isinstance(value, (int,)) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e6):
-        return f"{value:.0f}"
-    return f"{value:.4g}"
-
-
-def print_table(headers, rows) -> None:
-    """Print ``rows`` (sequences) under ``headers`` as aligned plain text."""
-    cells = [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
@@ -44,7 +23,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    from simulations import data_supply as ds
+    from scalelab.simulations import data_supply as ds
 
     ex = sub.add_parser(
         "exhaustion",
@@ -79,9 +58,9 @@ def register(subparsers) -> None:
 
 
 def run_exhaustion(args: argparse.Namespace) -> int:
-    from simulations.data_supply import exhaustion_year
+    from scalelab.simulations.data_supply import exhaustion_year
 
-    from simulations import data_supply as ds
+    from scalelab.simulations import data_supply as ds
 
     if args.growth <= 0:
         raise ValueError(f"--growth must be positive, got {args.growth}")
@@ -109,7 +88,7 @@ def run_exhaustion(args: argparse.Namespace) -> int:
 
 
 def run_effective(args: argparse.Namespace) -> int:
-    from simulations.data_supply import data_constrained_loss, effective_tokens
+    from scalelab.simulations.data_supply import data_constrained_loss, effective_tokens
 
     d_eff = effective_tokens(args.tokens, args.unique)
     headers = ["tokens", "unique", "epochs", "effective", "effective/raw"]
@@ -122,7 +101,7 @@ def run_effective(args: argparse.Namespace) -> int:
 
 
 def run_tokens(args: argparse.Namespace) -> int:
-    from simulations.data_supply import tokenization_disparity
+    from scalelab.simulations.data_supply import tokenization_disparity
 
     table = tokenization_disparity(context_tokens=args.context, english_tokens_per_message=args.english_tokens)
     headers = ["language", "cost_low", "cost_high", "window_share_low", "window_share_high"]

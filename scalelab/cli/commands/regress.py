@@ -59,7 +59,7 @@ exit codes, each with the table of a real run on this 2-core VM:
 
 
 def register(subparsers) -> None:
-    from ..regress import ALPHA, DEFAULT_FACTOR, DEFAULT_REPEAT, DEFAULT_ROUNDS, MACHINE_NAME
+    from scalelab.bench.regress import ALPHA, DEFAULT_FACTOR, DEFAULT_REPEAT, DEFAULT_ROUNDS, MACHINE_NAME
 
     parser = subparsers.add_parser(
         "regress",
@@ -107,7 +107,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..regress import run_gate
+    from scalelab.bench.regress import run_gate
 
     echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = run_gate(

@@ -14,7 +14,7 @@ DEFAULT_OUT = Path("reports") / "output"
 
 
 def register(subparsers) -> None:
-    from ..builder import SECTION_NAMES
+    from scalelab.report.registry import SECTION_NAMES
 
     parser = subparsers.add_parser(
         "report",
@@ -47,7 +47,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..builder import build_report, find_repo_root, select_sections
+    from scalelab.report.builder import build_report
+    from scalelab.report.machine import find_repo_root
+    from scalelab.report.registry import select_sections
 
     select_sections(args.only)  # an unknown name is a usage error before anything runs
     if args.seed < 0:

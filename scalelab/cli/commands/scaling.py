@@ -38,7 +38,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _run_optimal(args) -> int:
-    from simulations.scaling import get_law
+    from scalelab.simulations.scaling import get_law
 
     law = get_law(args.law)
     n, d = law.compute_optimal(args.compute)
@@ -52,7 +52,7 @@ def _run_optimal(args) -> int:
 
 
 def _run_fit(args) -> int:
-    from simulations.scaling import drop_highest_loss, fit_scaling_law, read_runs
+    from scalelab.simulations.scaling import drop_highest_loss, fit_scaling_law, read_runs
 
     runs = read_runs(args.runs)
     if args.drop_highest:
@@ -71,7 +71,7 @@ def _run_fit(args) -> int:
             print(f"{name:6s} {value:12.5g}")
         print("no bootstrap (use --bootstrap N >= 2 for intervals)")
     if args.plot:
-        from reports.figures.scaling import fitted_law_figure
+        from scalelab.report.figures.scaling import fitted_law_figure
 
         fig = fitted_law_figure(fit, runs)
         fig.savefig(args.plot)
@@ -86,7 +86,7 @@ def register(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="scaling_action", metavar="ACTION")
 
-    from simulations.scaling import LAWS
+    from scalelab.simulations.scaling import LAWS
 
     opt = actions.add_parser("optimal", help="compute-optimal N and D for a FLOP budget")
     opt.add_argument("--compute", type=_positive_float, required=True, help="training budget in FLOPs, e.g. 1e24")

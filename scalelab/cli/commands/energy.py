@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .data import print_table
+from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="energy_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    from simulations.energy import HARDWARE, PATTERSON_2021_GPT3
-    from simulations.hardware import ALIASES
+    from scalelab.simulations.energy import HARDWARE, PATTERSON_2021_GPT3
+    from scalelab.simulations.hardware import ALIASES
 
     names = ", ".join(sorted(HARDWARE) + sorted(ALIASES))
     tr = sub.add_parser(
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from simulations.energy import get_hardware, training_energy, training_flops
+    from scalelab.simulations.energy import get_hardware, training_energy, training_flops
 
     sources = [args.params is not None or args.tokens is not None, args.flops is not None, args.gpu_hours is not None]
     if sum(sources) != 1:
@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_published(args: argparse.Namespace) -> int:
-    from simulations.energy import reproduce_published
+    from scalelab.simulations.energy import reproduce_published
 
     t = reproduce_published()
     print_table(
@@ -101,7 +101,7 @@ def run_published(args: argparse.Namespace) -> int:
 def run_frontier(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from simulations.energy import frontier_power_projection
+    from scalelab.simulations.energy import frontier_power_projection
 
     if args.stop < args.start:
         raise ValueError(f"--to ({args.stop}) must not be before --from ({args.start})")

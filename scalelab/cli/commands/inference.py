@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inference",
         help="roofline cost of prefill and decode for a model on an accelerator",
         description="Print the prefill/decode phase table (time, FLOPs, bytes, bound, MFU/MBU) "
-                    "from the per-operation roofline model in simulations.inference.",
+                    "from the per-operation roofline model in scalelab.simulations.inference.",
     )
     p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
@@ -28,27 +26,10 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
-    """Prefill, the first and the last decode step, as one table."""
-    from simulations.inference import decode_cost, prefill_cost
-
-    rows = []
-    for label, c in (
-        ("prefill", prefill_cost(model, hw, batch=batch, prompt_len=prompt, dtype_bytes=dtype_bytes)),
-        ("decode (first step)", decode_cost(model, hw, batch=batch, context_len=prompt + 1, dtype_bytes=dtype_bytes)),
-        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=prompt + gen, dtype_bytes=dtype_bytes)),
-    ):
-        rows.append({
-            "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,
-            "FLOP/byte": c.intensity, "bound": c.bound, "MFU": c.mfu, "MBU": c.mbu, "tokens/s": c.tokens_per_s,
-        })
-    return pd.DataFrame(rows)
-
-
 def run(args: argparse.Namespace) -> int:
-    from simulations.inference import (
-        get_hardware, get_model, kv_cache_bytes, max_batch, request_latency, ridge_point, roofline_table,
-        weight_bytes,
+    from scalelab.simulations.inference import (
+        get_hardware, get_model, kv_cache_bytes, max_batch, phase_table, request_latency, ridge_point,
+        roofline_table, weight_bytes,
     )
 
     m, h = get_model(args.model), get_hardware(args.hw)

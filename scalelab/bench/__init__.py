@@ -1,0 +1,1 @@
+"""Benchmark tooling: the CI regression gate and reading asv results."""
