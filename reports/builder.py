@@ -65,6 +65,7 @@ class SectionSpec:
 #: The report's sections, in page order.
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("scaling", "reports.sections.scaling", "Scaling laws"),
+    SectionSpec("hparams", "reports.sections.hparams", "Hyperparameter transfer"),
     SectionSpec("data_supply", "reports.sections.data_supply", "Data supply"),
     SectionSpec("energy", "reports.sections.energy", "Electricity"),
     SectionSpec("inference", "reports.sections.inference", "Inference cost"),

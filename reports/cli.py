@@ -20,6 +20,7 @@ from . import __version__
 COMMAND_MODULES = (
     "reports.commands.report",
     "reports.commands.scaling",
+    "reports.commands.hparams",
     "reports.commands.data",
     "reports.commands.energy",
     "reports.commands.inference",
