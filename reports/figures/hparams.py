@@ -36,7 +36,7 @@ def law_comparison_figure(table: pd.DataFrame):
     ax_b.set_ylabel("batch size (tokens)")
     ax_lr.set_title("learning rate")
     ax_b.set_title("batch size (dashed: critical)")
-    ax_b.legend(loc="upper left")
+    ax_b.legend(loc="lower right", fontsize=7.5)
     return fig
 
 
