@@ -47,6 +47,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# One validation of numbers for every simulation module (scaling's messages and rules).
+from .scaling import _check_int, _out, _positive
+
 #: Default near-optimal margin (relative excess loss). DeepSeek LLM Sec. 3.1 calls a run
 #: near-optimal when its generalization error is within a small margin of the budget's minimum;
 #: 0.25% is our recollection of their band and could not be traced to the text from here, so it
@@ -175,36 +178,6 @@ HPARAM_LAWS: dict[str, HparamLaw] = {
         traced=False,
     ),
 }
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _out(x):
-    x = np.asarray(x)
-    return float(x) if x.ndim == 0 else x
-
-
-def _positive(name: str, value) -> np.ndarray:
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
-    ok = np.isfinite(arr) & (arr > 0)
-    if not np.all(ok):
-        bad = arr[~ok].ravel()[0] if arr.ndim else arr
-        raise ValueError(f"{name} must be positive and finite, got {float(bad)!r}")
-    return arr
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def get_hparam_law(law) -> HparamLaw:
@@ -511,6 +484,7 @@ def fit_hparam_sweep(runs: pd.DataFrame, *, margin: float = DEEPSEEK_NEAR_OPTIMA
         al, bl = _ols(groups.log_c, lr_k)
         ab, bb = _ols(groups.log_c, bs_k)
         boot = np.stack([al, bl, ab, bb], axis=1)  # (K, 4)
+    boot.setflags(write=False)  # the fit is frozen; so are its refits
     return HparamFit(lr_coef=float(np.exp(a_lr[0])), lr_exponent=float(b_lr[0]),
                      batch_coef=float(np.exp(a_bs[0])), batch_exponent=float(b_bs[0]),
                      optima=optima, bootstrap=boot, margin=float(margin), level=float(level), seed=seed,

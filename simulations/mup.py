@@ -81,12 +81,13 @@ threads the process has.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
+
+from .scaling import _check_int
 
 #: The parametrisations :func:`mup_experiment` knows.
 PARAMETRIZATIONS = ("sp", "mup")
@@ -139,14 +140,6 @@ class MLPTask:
 
 
 # ------------------------------------------------------------------------ validation
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_parametrization(parametrization) -> str:
