@@ -90,7 +90,6 @@ def mup_sweep_figure(sp: pd.DataFrame, mup: pd.DataFrame):
     fig, axes = new_figure(1, 2, width=10.0, height=4.2, sharey=True)
     widths = sorted(set(sp["width"]) | set(mup["width"]))
     cmap = [PALETTE[i % len(PALETTE)] for i in range(len(widths))]
-    finite_max = 0.0
     for ax, df, title in ((axes[0], sp, "standard parametrisation (SP)"), (axes[1], mup, "muP")):
         mean = df.groupby(["width", "lr"])["loss"].mean().unstack("lr")  # (W, L)
         for i, w in enumerate(widths):
@@ -101,7 +100,6 @@ def mup_sweep_figure(sp: pd.DataFrame, mup: pd.DataFrame):
             ax.plot(row.index[ok], row.to_numpy()[ok], color=cmap[i], marker=".", label=f"width {w}")
             j = int(np.argmin(np.where(ok, row.to_numpy(), np.inf)))
             ax.plot(row.index[j], row.iloc[j], color=cmap[i], marker="o", ms=8, mfc="none")
-            finite_max = max(finite_max, float(np.nanmax(row.to_numpy()[ok])) if ok.any() else 0.0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("base Adam learning rate eta")

@@ -81,6 +81,10 @@ def build(ctx: SectionContext) -> Section:
     best = pd.concat([mup.best_lr_table(sp).assign(parametrization="sp"),
                       mup.best_lr_table(mu).assign(parametrization="mup")], ignore_index=True)
     shift = {p: int(g["grid_index"].max() - g["grid_index"].min()) for p, g in best.groupby("parametrization")}
+    narrow_lr = mup.best_lr_table(mu)["best_lr"].iloc[0]
+    at_narrow = mu[mu["lr"] == narrow_lr].groupby("width")["loss"].mean().to_numpy()  # (W,) by width
+    wider = ("the wider model is never worse" if np.all(np.diff(at_narrow) <= 0)
+             else "the wider model is not always better") + " at the learning rate tuned on the narrowest one"
     w = settings["widths"]
     items.append(TextItem(
         f"**muP on this CPU.** One-hidden-layer ReLU MLPs of widths {w[0]}-{w[-1]} learn a fixed random teacher "
@@ -91,7 +95,7 @@ def build(ctx: SectionContext) -> Section:
         "mup_lr_sweep", mup_sweep_figure(sp, mu),
         f"Loss against learning rate, one line per width; rings mark each width's best. Across widths the best "
         f"learning rate moves {shift.get('sp', 0)} grid step(s) (factors of 2) under SP and {shift.get('mup', 0)} "
-        "under muP, where the wider model is also better at the learning rate tuned on the narrow one.",
+        f"under muP, where {wider}.",
         pd.concat([sp, mu], ignore_index=True)))
     items.append(TableItem("mup_best_lr", best, "Best learning rate on the grid per width (mean loss over seeds)."))
 
