@@ -17,6 +17,7 @@ class SectionSpec:
 #: The report's sections, in page order.
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("scaling", "scalelab.report.sections.scaling", "Scaling laws"),
+    SectionSpec("hparams", "scalelab.report.sections.hparams", "Hyperparameter transfer"),
     SectionSpec("data_supply", "scalelab.report.sections.data_supply", "Data supply"),
     SectionSpec("energy", "scalelab.report.sections.energy", "Electricity"),
     SectionSpec("inference", "scalelab.report.sections.inference", "Inference cost"),

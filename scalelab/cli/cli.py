@@ -20,6 +20,7 @@ from scalelab import __version__
 COMMAND_MODULES = (
     "scalelab.cli.commands.report",
     "scalelab.cli.commands.scaling",
+    "scalelab.cli.commands.hparams",
     "scalelab.cli.commands.data",
     "scalelab.cli.commands.energy",
     "scalelab.cli.commands.inference",
