@@ -1,0 +1,2 @@
+def plan(*a, **k): raise NotImplementedError
+def default_space(): return None
