@@ -426,7 +426,8 @@ class _Simulation:
                 dec.enqueue(rid, ready)
                 continue
             # the earliest busy instance steps; it must not run past the next event that could change its batch
-            horizon = min(t_arr if busy.role != "decode" else math.inf, t_hand if busy.role == "decode" else math.inf)
+            # (a decode instance also stops at the next arrival: a prefill it triggers may hand a request over)
+            horizon = min(t_arr, t_hand) if busy.role == "decode" else t_arr
             if len(self.instances) > 1:
                 horizon = min(horizon, self.other_busy_clock(busy))
             busy.step(horizon)
