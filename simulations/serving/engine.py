@@ -73,6 +73,8 @@ class _Requests:
         self.finish = [nan] * self.n
         self.preemptions = [0] * self.n
         self.instance = [-1] * self.n
+        self.decode_steps = [0] * self.n  # decode steps taken (over every stint between preemptions)
+        self.joined_at = [0] * self.n  # the instance's step counter when the request last joined its decode set
 
 
 class Instance:
@@ -151,6 +153,8 @@ class Instance:
 
     def _join_decode(self, rids, kvs) -> None:
         steps = [self.req.steps_left[r] for r in rids]
+        for r in rids:
+            self.req.joined_at[r] = self.D
         self.d_rid = np.concatenate([self.d_rid, np.asarray(rids, dtype=np.int64)])
         self.d_base = np.concatenate([self.d_base, np.asarray(kvs, dtype=np.float64) - self.D * self.tokens_per_step])
         self.d_end = np.concatenate([self.d_end, self.D + np.asarray(steps, dtype=np.int64)])
@@ -179,6 +183,7 @@ class Instance:
                 i = int(np.flatnonzero(self.d_rid == victim)[0])
                 left = int(self.d_end[i] - self.D)
                 req.steps_left[victim] = left
+                req.decode_steps[victim] += self.D - req.joined_at[victim]
                 owed = req.output[victim] - 1
                 generated = 1 + min(owed, int(round((owed / self.tokens_per_step - left) * self.tokens_per_step)))
                 req.target[victim] = req.prompt[victim] + max(generated, 1)
@@ -281,6 +286,7 @@ class Instance:
         if self.D >= self._next_end:
             done = self.d_end <= self.D
             for rid in self.d_rid[done].tolist():
+                self.req.decode_steps[rid] += self.D - self.req.joined_at[rid]
                 self._finish(rid)
             self._leave_decode(~done)
 
@@ -543,7 +549,7 @@ def simulate(model, hw, workload: Workload, *, scheduler="chunked", tp: int = 1,
     requests = pd.DataFrame({
         "arrival": req.arrival, "start": req.start, "first_token": req.first, "finish": req.finish,
         "prompt_tokens": req.prompt, "output_tokens": req.output, "preemptions": req.preemptions,
-        "instance": req.instance,
+        "instance": req.instance, "decode_steps": req.decode_steps,
     })
     timeline = pd.DataFrame(sim.rows, columns=["time", "duration", "instance", "steps", "prefill_tokens",
                                                "decode_seqs", "running", "queue_len", "kv_blocks", "in_system"])
