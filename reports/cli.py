@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "reports.commands.data",
     "reports.commands.energy",
     "reports.commands.inference",
+    "reports.commands.serve",
     "reports.commands.regress",
 )
 

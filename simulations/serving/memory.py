@@ -69,6 +69,6 @@ def kv_capacity_blocks(model: ModelConfig | str, hw: Hardware | str, *, tp: int 
         raise ValueError(
             f"{m.name} does not fit on {tp} x {h.name}: weights {weight_bytes(m, dtype_bytes=dtype_bytes) / tp / 2**30:.1f} "
             f"GiB per device + reserve {reserve_bytes / 2**30:.1f} GiB exceed {utilization:g} of "
-            f"{h.memory_bytes / 2**30:.0f} GiB; use a larger tp"
+            f"{h.memory_bytes / 2**30:.0f} GiB; " + ("use a larger tp" if tp < 8 else f"it does not fit even at tp {tp}")
         )
     return blocks
