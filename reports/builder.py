@@ -68,6 +68,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("data_supply", "reports.sections.data_supply", "Data supply"),
     SectionSpec("energy", "reports.sections.energy", "Electricity"),
     SectionSpec("inference", "reports.sections.inference", "Inference cost"),
+    SectionSpec("serving", "reports.sections.serving", "Serving under load"),
     SectionSpec("kernels", "reports.sections.kernels", "Kernel performance"),
     SectionSpec("test_time_compute", "reports.sections.test_time_compute", "Test-time compute"),
 )
