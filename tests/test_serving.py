@@ -346,3 +346,40 @@ def test_plan_rejects_bad_space_and_slo():
 
 def test_scheduler_names():
     assert SCHEDULERS == ("static", "continuous", "chunked", "disaggregated")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_serve_simulate_prints_latency_table(capsys):
+    from reports.cli import main
+
+    code = main(["serve", "simulate", "--qps", "4", "--requests", "100", "--slo-ttft", "0.5", "--slo-tpot", "0.05"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "TTFT" in out and "TPOT" in out and "goodput" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "simulate", "--scheduler", "fifo", "--requests", "5"], "unknown scheduler"),
+    (["serve", "simulate", "--qps", "-2"], "--qps"),
+    (["serve", "simulate", "--slo-tpot", "0"], "--slo-tpot"),
+    (["serve", "simulate", "--model", "deepseek-v3", "--hw", "h100-sxm", "--tp", "8", "--requests", "5"],
+     "does not fit even at tp 8"),
+    (["serve", "plan", "--slo-ttft", "0.5"], "--slo-tpot is required"),
+])
+def test_cli_serve_bad_input_is_one_line_exit_2(capsys, argv, message):
+    from reports.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_serve_trace_with_missing_columns(capsys, tmp_path):
+    from reports.cli import main
+
+    bad = tmp_path / "t.csv"
+    bad.write_text("TIMESTAMP,ContextTokens\n2023-11-16 18:00:00,5\n")
+    assert main(["serve", "simulate", "--trace", str(bad)]) == 2
+    assert "needs columns" in capsys.readouterr().err
