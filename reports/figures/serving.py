@@ -54,23 +54,32 @@ def goodput_figure(data: pd.DataFrame, title: str = ""):
     return fig
 
 
+def _ecdf_pair(data: pd.DataFrame, columns: tuple[str, str], title: str, scale: float = 1.0,
+               with_median: bool = False):
+    """Two panels of empirical CDFs of ``columns``, one curve per ``trace``; the caller labels the x axes."""
+    fig, axes = new_figure(1, 2, width=9.5, height=3.6)
+    for i, (trace, g) in enumerate(data.groupby("trace", sort=False)):
+        for ax, col in zip(axes, columns):
+            v = np.sort(g[col].dropna().to_numpy()) * scale  # (n,)
+            label = f"{trace} (median {np.median(v):g})" if with_median else trace
+            ax.plot(v, np.arange(1, v.size + 1) / v.size, color=PALETTE[i], label=label)
+    for ax in axes:
+        ax.set_ylabel("fraction of requests")
+        ax.legend(fontsize=7.5)
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
 def trace_lengths_figure(data: pd.DataFrame, title: str = ""):
     """Empirical CDFs of prompt (left) and output (right) lengths of each trace.
 
     ``data`` columns: ``trace, prompt_tokens, output_tokens`` (one row per request).
     """
-    fig, axes = new_figure(1, 2, width=9.5, height=3.6)
-    for i, (trace, g) in enumerate(data.groupby("trace", sort=False)):
-        for ax, col in zip(axes, ("prompt_tokens", "output_tokens")):
-            v = np.sort(g[col].to_numpy())  # (n,)
-            ax.plot(v, np.arange(1, v.size + 1) / v.size, color=PALETTE[i], label=f"{trace} (median {np.median(v):g})")
+    fig, axes = _ecdf_pair(data, ("prompt_tokens", "output_tokens"), title, with_median=True)
     for ax, what in zip(axes, ("prompt", "output")):
         ax.set_xscale("log")
         ax.set_xlabel(f"{what} tokens (log scale)")
-        ax.set_ylabel("fraction of requests")
-        ax.legend(fontsize=7.5)
-    if title:
-        fig.suptitle(title)
     return fig
 
 
@@ -79,19 +88,10 @@ def latency_cdf_figure(data: pd.DataFrame, title: str = ""):
 
     ``data`` columns: ``trace, ttft, tpot`` (seconds, one row per request).
     """
-    fig, axes = new_figure(1, 2, width=9.5, height=3.6)
-    for i, (trace, g) in enumerate(data.groupby("trace", sort=False)):
-        for ax, col in zip(axes, ("ttft", "tpot")):
-            v = np.sort(g[col].dropna().to_numpy()) * 1e3  # (n,)
-            ax.plot(v, np.arange(1, v.size + 1) / v.size, color=PALETTE[i], label=trace)
+    fig, axes = _ecdf_pair(data, ("ttft", "tpot"), title, scale=1e3)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("time to first token (ms, log scale)")
     axes[1].set_xlabel("time per output token (ms)")
-    for ax in axes:
-        ax.set_ylabel("fraction of requests")
-        ax.legend(fontsize=7.5)
-    if title:
-        fig.suptitle(title)
     return fig
 
 

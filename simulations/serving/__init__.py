@@ -16,7 +16,7 @@ Every step duration comes from a ``ModelConfig`` x ``Hardware`` through the
 roofline of :mod:`simulations.inference`; none is typed by hand.
 """
 
-from simulations.serving.cost import LINKS, Link, StepCostModel, expected_tokens_per_step, iteration_ops
+from simulations.serving.cost import LINKS, Link, StepCostModel, expected_tokens_per_step, op_coefficients
 from simulations.serving.engine import simulate
 from simulations.serving.memory import BLOCK_TOKENS, kv_capacity_blocks
 from simulations.serving.metrics import ServingResult
@@ -32,6 +32,6 @@ __all__ = [
     "Workload", "Uniform", "LogNormal", "Empirical", "poisson_workload", "bursty_workload", "load_trace",
     "simulate", "ServingResult", "plan", "default_space",
     "StaticBatching", "ContinuousBatching", "ChunkedPrefill", "Disaggregated", "SCHEDULERS",
-    "StepCostModel", "iteration_ops", "expected_tokens_per_step", "Link", "LINKS",
+    "StepCostModel", "op_coefficients", "expected_tokens_per_step", "Link", "LINKS",
     "kv_capacity_blocks", "BLOCK_TOKENS",
 ]

@@ -18,12 +18,11 @@ iteration is the vector ``x = [1, T, S, P, K, U]``:
 ``U``  expected distinct experts touched (MoE only; a non-linear function of ``T``)
 =====  =====================================================================
 
-:func:`iteration_ops` writes each operation as a function of these (the same
-operations, in the same order, as ``simulations.inference._ops``); the
-:class:`StepCostModel` turns them into two coefficient matrices once, so an
+:func:`op_coefficients` reads each operation's coefficients off the phase
+model itself (``simulations.inference._ops`` at a few (batch, length)
+points), and :class:`StepCostModel` keeps them as two matrices, so an
 iteration costs one small matrix product: ``time = sum_ops max(F x, B x)``. A
 lone prefill of ``L`` tokens is ``x = [1, L, 1, L (L + 1) / 2, L, U(L)]`` and
-reproduces :func:`~simulations.inference.prefill_cost`; a decode batch
 reproduces :func:`~simulations.inference.decode_cost` (the tests check both).
 
 Tensor parallelism of degree ``t`` divides every operation's FLOPs and bytes
@@ -46,12 +45,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulations.inference import (
-    ModelConfig, _check_positive, expected_experts_touched, get_model, kv_cache_bytes_per_token,
+    ModelConfig, _check_positive, _ops, expected_experts_touched, get_model, kv_cache_bytes_per_token,
 )
 from simulations.hardware import Hardware, get_hardware
 
 __all__ = [
-    "Link", "LINKS", "get_link", "DRAFT_MODELS", "iteration_ops", "StepCostModel",
+    "Link", "LINKS", "get_link", "DRAFT_MODELS", "op_coefficients", "StepCostModel",
     "ring_allreduce_time", "expected_tokens_per_step", "N_AGGREGATES",
 ]
 
@@ -146,80 +145,45 @@ def ring_allreduce_time(nbytes, t: int, link: Link):
         + 2.0 * (t - 1) * link.latency_s
 
 
-def iteration_ops(m: ModelConfig, x, dt: float) -> list[tuple[str, object, object]]:
-    """The operations of one iteration: ``(op, flops, bytes)`` summed over layers.
+#: ``(phase, batch, seq_len)`` calls of the phase model that pin down every operation's affine coefficients.
+_PROBES = (("decode", 1, 1), ("decode", 1, 2), ("decode", 2, 1), ("decode", 3, 5),
+           ("prefill", 1, 2), ("prefill", 1, 3), ("prefill", 1, 4), ("prefill", 2, 3))
 
-    ``x`` holds the aggregates ``[1, T, S, P, K, U]`` (see the module
-    docstring); each entry may be an array (everything broadcasts). The
-    operations and their costs are those of the per-operation roofline in
-    :mod:`simulations.inference`, written in the aggregates instead of
-    ``(batch, seq_len)``.
+
+def op_coefficients(m: ModelConfig, dt: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Every operation's FLOPs and bytes as linear functions of ``x = [1, T, S, P, K, U]``.
+
+    Read off the per-operation model of :mod:`simulations.inference` itself:
+    a prefill of ``b`` prompts of ``L`` tokens is the point
+    ``[1, bL, b, bL(L+1)/2, bL, U(bL)]`` and a decode step of ``b`` sequences
+    attending to ``c`` tokens is ``[1, b, b, bc, bc, U(b)]``; a handful of such
+    calls determine the coefficients (least squares over more calls than
+    unknowns, then checked to reproduce every call), so the serving cost can
+    never drift from the phase model. Returns ``(op names, flops (6, n_ops),
+    bytes (6, n_ops))``; a ValueError if some operation is not affine in ``x``.
     """
-    one, t, s, pairs, kv, touched = (x[i] for i in range(N_AGGREGATES))
-    d, h, hkv = m.d_model, m.n_heads, m.n_kv_heads
-    dq, dv = m.qk_dim, m.v_dim
-    L = m.n_layers
-    ops: list[tuple[str, object, object]] = []
-
-    def add(name, layers, flops, nbytes):
-        if layers > 0:
-            ops.append((name, flops * layers, nbytes * layers))
-
-    def linear(name, layers, tokens, d_in, d_out):
-        # ``one`` carries the weight read, paid once per iteration whatever its batch
-        add(name, layers, 2.0 * tokens * d_in * d_out, dt * (d_in * d_out * one + tokens * d_in + tokens * d_out))
-
-    def norm(name, layers, tokens, width):
-        add(name, layers, 4.0 * tokens * width, dt * (2.0 * tokens * width + width * one))
-
-    add("embed", 1, 0.0 * t, dt * t * d)
-    norm("attn_norm", L, t, d)
-    if m.q_latent_dim:
-        linear("q_down_proj", L, t, d, m.q_latent_dim)
-        norm("q_latent_norm", L, t, m.q_latent_dim)
-        linear("q_up_proj", L, t, m.q_latent_dim, h * dq)
-    else:
-        linear("q_proj", L, t, d, h * dq)
-    if m.is_mla:
-        latent = m.kv_latent_dim + m.kv_rope_dim
-        linear("kv_down_proj", L, t, d, latent)
-        norm("kv_latent_norm", L, t, m.kv_latent_dim)
-        linear("kv_up_proj", L, t, m.kv_latent_dim, h * (dq - m.kv_rope_dim + dv))
-        k_read, v_read = kv * latent, 0.0 * kv
-    else:
-        linear("k_proj", L, t, d, hkv * dq)
-        linear("v_proj", L, t, d, hkv * dv)
-        k_read, v_read = kv * hkv * dq, kv * hkv * dv
-    add("attn_scores", L, 2.0 * h * dq * pairs, dt * (t * h * dq + k_read))
-    add("attn_context", L, 2.0 * h * dv * pairs, dt * (v_read + t * h * dv))
-    linear("o_proj", L, t, h * dv, d)
-    add("residual_add", L, 2.0 * t * d, dt * 6.0 * t * d)
-    norm("mlp_norm", L, t, d)
-    n_dense = L - m.n_moe_layers
-    act_flops = 4.0
-    up_mats = m.n_mlp_matrices - 1
-    if n_dense:
-        linear("gate_up_proj", n_dense, t, d, up_mats * m.d_ff)
-        add("mlp_act", n_dense, act_flops * t * m.d_ff, dt * (up_mats + 1) * t * m.d_ff)
-        linear("down_proj", n_dense, t, m.d_ff, d)
-    if m.n_moe_layers:
-        e, k, fe = m.n_experts, m.experts_per_token, m.expert_width
-        routed = t * k
-        linear("router", m.n_moe_layers, t, d, e)
-        add("experts_gate_up", m.n_moe_layers, 2.0 * routed * d * up_mats * fe,
-            dt * (touched * d * up_mats * fe + routed * d + routed * up_mats * fe))
-        add("experts_act", m.n_moe_layers, act_flops * routed * fe, dt * (up_mats + 1) * routed * fe)
-        add("experts_down", m.n_moe_layers, 2.0 * routed * fe * d,
-            dt * (touched * fe * d + routed * fe + routed * d))
-        if m.n_shared_experts:
-            fs = fe * m.n_shared_experts
-            linear("shared_gate_up", m.n_moe_layers, t, d, up_mats * fs)
-            add("shared_act", m.n_moe_layers, act_flops * t * fs, dt * (up_mats + 1) * t * fs)
-            linear("shared_down", m.n_moe_layers, t, fs, d)
-        add("expert_combine", m.n_moe_layers, 2.0 * routed * d, dt * (routed * d + t * d))
-    norm("final_norm", 1, s, d)
-    linear("lm_head", 1, s, d, m.vocab_size)
-    return ops
+    rows, flops, nbytes, names = [], [], [], None
+    for phase, b, length in _PROBES:
+        ops = _ops(m, phase, b, length, dt)
+        names = names or tuple(o[0] for o in ops)
+        if tuple(o[0] for o in ops) != names:
+            raise ValueError("the phase model lists different operations for prefill and decode")
+        flops.append([float(o[2]) for o in ops])
+        nbytes.append([float(o[3]) for o in ops])
+        t = b * length if phase == "prefill" else b
+        pairs = b * length * (length + 1) / 2 if phase == "prefill" else b * length
+        u = expected_experts_touched(m.n_experts, m.experts_per_token, t) if m.is_moe else 0.0
+        rows.append([1.0, t, b, pairs, b * length, u])
+    x = np.array(rows)  # (n_probes, 6)
+    cols = list(range(N_AGGREGATES)) if m.is_moe else list(range(N_AGGREGATES - 1))  # U is absent when dense
+    out = []
+    for y in (np.array(flops), np.array(nbytes)):  # (n_probes, n_ops)
+        coef = np.zeros((N_AGGREGATES, y.shape[1]))  # (6, n_ops)
+        coef[cols] = np.linalg.lstsq(x[:, cols], y, rcond=None)[0]
+        if not np.allclose(x @ coef, y, rtol=1e-12, atol=0):
+            raise ValueError("an operation of the phase model is not affine in the iteration aggregates")
+        out.append(coef)
+    return names, out[0], out[1]
 
 
 class StepCostModel:
@@ -249,22 +213,14 @@ class StepCostModel:
         self.tp = int(tp)
         self.link = get_link(link)
         self.dtype_bytes = dtype_bytes
-        eye = np.eye(N_AGGREGATES)  # (6, 6): the aggregates one at a time
-        zero = np.zeros(N_AGGREGATES)
-        base = iteration_ops(self.model, zero, dtype_bytes)
-        flops = np.zeros((N_AGGREGATES, len(base)))  # (6, n_ops)
-        nbytes = np.zeros((N_AGGREGATES, len(base)))  # (6, n_ops)
-        for j in range(N_AGGREGATES):
-            # every op is affine in x with no constant beyond ``one``, so f(e_j) is column j exactly
-            for i, (_, f, b) in enumerate(iteration_ops(self.model, eye[j], dtype_bytes)):
-                flops[j, i], nbytes[j, i] = f, b
-        self.op_names = tuple(name for name, _, _ in base)
+        names, flops, nbytes = op_coefficients(self.model, dtype_bytes)  # (6, n_ops) each
+        self.op_names = names
         self.flops_coef = flops  # (6, n_ops)
         self.bytes_coef = nbytes  # (6, n_ops)
         self._compute = flops / (self.hw.peak_flops * efficiency_compute * self.tp)  # (6, n_ops) seconds per unit
         self._memory = nbytes / (self.hw.bandwidth_bytes_per_s * efficiency_bandwidth * self.tp)  # (6, n_ops)
         self._both = np.concatenate([self._compute, self._memory], axis=1)  # (6, 2 n_ops): one product prices both
-        self._n_ops = len(base)
+        self._n_ops = len(names)
         # two all-reduces per layer of the iteration's activations (T * d_model values each)
         ring = 2.0 * (self.tp - 1) / self.tp
         self._allreduce_per_token = 2 * self.model.n_layers * ring * self.model.d_model * dtype_bytes \
