@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import ScalarFormatter
 
 from .style import PALETTE, new_figure
 
@@ -103,10 +104,12 @@ def frontier_figure(data: pd.DataFrame, title: str = ""):
     fig, ax = new_figure()
     for scheduler, g in data.groupby("scheduler", sort=False):
         g = g.sort_values("target_rate")
-        ax.step(g["target_rate"], g["gpus"], where="post", marker="o", markersize=3,
+        # between two targets the larger target's count suffices: step "pre" draws that upper bound
+        ax.step(g["target_rate"], g["gpus"], where="pre", marker="o", markersize=3,
                 color=SCHEDULER_COLOR.get(scheduler), label=scheduler)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("target request rate (requests/s, log scale)")
     ax.set_ylabel("GPUs needed within the SLOs (log scale)")
     ax.legend(fontsize=7.5)
