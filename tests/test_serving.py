@@ -36,6 +36,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulations.hardware import Hardware
 from simulations.inference import decode_cost, kv_cache_bytes_per_token, prefill_cost
@@ -383,3 +385,37 @@ def test_cli_serve_trace_with_missing_columns(capsys, tmp_path):
     bad.write_text("TIMESTAMP,ContextTokens\n2023-11-16 18:00:00,5\n")
     assert main(["serve", "simulate", "--trace", str(bad)]) == 2
     assert "needs columns" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- property: conservation for any deployment
+
+
+@settings(max_examples=25)
+@given(
+    scheduler=st.sampled_from(SCHEDULERS),
+    tp=st.sampled_from([1, 2]),
+    replicas=st.integers(1, 3),
+    max_batch=st.sampled_from([1, 4, 64]),
+    token_budget=st.sampled_from([16, 300, 2048]),
+    spec_k=st.sampled_from([0, 3]),
+    rate=st.floats(1.0, 200.0),
+    seed=st.integers(0, 2**16),
+)
+def test_any_deployment_conserves_tokens_and_respects_capacity(scheduler, tp, replicas, max_batch, token_budget,
+                                                               spec_k, rate, seed):
+    w = poisson_workload(rate, 40, prompt_len=Uniform(1, 3000), output_len=Uniform(1, 600), seed=seed)
+    # 22 GiB: room for ~39k tokens (~16k beside a draft model), so fast arrivals preempt
+    gpu = Hardware("H100 with 22 GiB", peak_flops=989e12, bandwidth_bytes_per_s=3.35e12, memory_bytes=22 * 2**30,
+                   tdp_w=None)
+    r = simulate(MODEL, gpu, w, scheduler=scheduler, tp=tp, replicas=replicas, max_batch=max_batch,
+                 token_budget=token_budget, spec_k=spec_k, spec_accept=0.6 if spec_k else None,
+                 n_prefill=replicas, n_decode=2)
+    req, tl = r.requests, r.timeline
+    assert req["finished"].all()
+    owed = np.ceil((req["output_tokens"] - 1) / expected_tokens_per_step(spec_k, 0.6 if spec_k else None))
+    np.testing.assert_array_equal(req["decode_steps"], owed)
+    assert int((tl["decode_seqs"] * tl["steps"]).sum()) == int(owed.sum())
+    assert tl["kv_blocks"].max() <= r.config["kv_capacity_blocks"]
+    assert (req["arrival"] <= req["start"]).all() and (req["start"] <= req["first_token"]).all()
+    assert (req["first_token"] <= req["finish"]).all()
+    assert (tl["duration"] > 0).all()
