@@ -21,6 +21,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("data_supply", "scalelab.report.sections.data_supply", "Data supply"),
     SectionSpec("energy", "scalelab.report.sections.energy", "Electricity"),
     SectionSpec("inference", "scalelab.report.sections.inference", "Inference cost"),
+    SectionSpec("serving", "scalelab.report.sections.serving", "Serving under load"),
     SectionSpec("kernels", "scalelab.report.sections.kernels", "Kernel performance"),
     SectionSpec("test_time_compute", "scalelab.report.sections.test_time_compute", "Test-time compute"),
 )

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "scalelab.cli.commands.data",
     "scalelab.cli.commands.energy",
     "scalelab.cli.commands.inference",
+    "scalelab.cli.commands.serve",
     "scalelab.cli.commands.regress",
 )
 

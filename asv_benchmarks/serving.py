@@ -1,0 +1,95 @@
+"""Benchmarks of the serving simulator (simulations.serving) and its capacity-planning sweep.
+
+Bars (ratios measured in one run):
+
+* the whole Azure conversation trace (19,366 requests), Llama-3-8B on one
+  H100, chunked prefill, under 10 s on one core: ``ConvTraceReplay`` tracks
+  requests simulated per second and the replay's seconds; the peer in the same
+  run is ``cost_floor``, pricing the same number of iterations with the cost
+  model alone (one ``(6,)`` product each), the least any iteration-level
+  simulator built on this cost model spends;
+* the capacity search over >= 200 configurations on a 2-worker Dask
+  ``LocalCluster`` at >= 1.7x the serial run: ``PlanSweep`` times both and
+  ``track_speedup`` interleaves them in one process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scalelab.simulations.serving import LogNormal, load_trace, plan, poisson_workload, simulate
+from scalelab.simulations.serving.cost import StepCostModel
+from scalelab.simulations.serving.planning import default_space, expand_space
+
+
+class ConvTraceReplay:
+    """Replay the Azure conversation trace (``limit`` requests) under each dynamic scheduler."""
+
+    params = ([2000, 19366], ["chunked", "continuous"])
+    param_names = ["requests", "scheduler"]
+    timeout = 300
+
+    def setup(self, requests, scheduler):
+        self.w = load_trace("conv", limit=requests)
+        simulate("llama-3-8b", "h100-sxm", self.w.head(50), scheduler=scheduler)  # warm imports
+
+    def time_simulate(self, requests, scheduler):
+        simulate("llama-3-8b", "h100-sxm", self.w, scheduler=scheduler)
+
+    def track_requests_per_second(self, requests, scheduler):
+        t0 = time.process_time()
+        simulate("llama-3-8b", "h100-sxm", self.w, scheduler=scheduler)
+        return requests / (time.process_time() - t0)
+
+    track_requests_per_second.unit = "requests/s"
+
+    def track_ratio_to_cost_floor(self, requests, scheduler):
+        """Simulator CPU time over the time to price its iterations one by one with the cost model alone."""
+        t0 = time.process_time()
+        r = simulate("llama-3-8b", "h100-sxm", self.w, scheduler=scheduler)
+        sim = time.process_time() - t0
+        cost = StepCostModel("llama-3-8b", "h100-sxm")
+        x = np.array([1.0, 256.0, 4.0, 4e5, 3e4, 0.0])  # (6,) a typical mixed iteration
+        t0 = time.process_time()
+        for _ in range(len(r.timeline)):
+            cost.time(x)
+        return sim / (time.process_time() - t0)
+
+    track_ratio_to_cost_floor.unit = "x"
+
+
+class PlanSweep:
+    """``plan`` over the default space (252 configurations), serially and on a 2-worker LocalCluster."""
+
+    params = (["serial", "local"],)
+    param_names = ["scheduler"]
+    timeout = 900
+    number = 1
+    repeat = 1
+
+    def setup(self, scheduler):
+        self.w = poisson_workload(8.0, 100, prompt_len=LogNormal(1024, 0.5, 4000),
+                                  output_len=LogNormal(128, 0.5, 1024), seed=0)
+        assert len(expand_space(default_space())) >= 200
+
+    def _run(self, scheduler):
+        return plan("llama-3-8b", "h100-sxm", self.w, slo_ttft=0.5, slo_tpot=0.01,
+                    scheduler_address=None if scheduler == "serial" else "local")
+
+    def time_plan(self, scheduler):
+        self._run(scheduler)
+
+    def track_speedup(self, scheduler):
+        """Serial wall time over cluster wall time (cluster start-up included), measured back to back."""
+        if scheduler != "local":
+            raise NotImplementedError("the ratio is reported once, under 'local'")
+        t0 = time.perf_counter()
+        self._run("serial")
+        serial = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._run("local")
+        return serial / (time.perf_counter() - t0)
+
+    track_speedup.unit = "x"

@@ -1,0 +1,186 @@
+"""Capacity planning: which deployment serves a load within its SLOs on the fewest GPUs.
+
+:func:`plan` simulates the same workload under every configuration of a
+search space (scheduler, tensor-parallel degree, replicas, chunk budget,
+max batch, prefill/decode split, speculative ``k``) and ranks them by goodput
+per GPU. The configurations are independent, so the search is a map: on a
+Dask ``LocalCluster`` by default (2 worker processes, one thread each), on an
+existing cluster given its scheduler address, or serially with ``None``. Each
+simulation is deterministic, so every way returns the same table.
+
+:func:`gpus_for_rate` turns the table into the capacity question: replicating
+a deployment ``r`` times serves ``r`` times its goodput, so the GPUs a target
+rate needs are ``n_gpus * ceil(target / goodput)``, minimised over configurations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+from scalelab.simulations.serving.engine import simulate
+from scalelab.simulations.serving.workload import Workload
+
+__all__ = ["plan", "default_space", "expand_space", "evaluate_config", "gpus_for_rate", "SPACE_KEYS"]
+
+SPACE_KEYS = ("scheduler", "tp", "replicas", "token_budget", "max_batch", "n_prefill", "n_decode", "spec_k")
+#: Acceptance rate assumed when a configuration drafts tokens (a stated assumption: Leviathan et al. 2023,
+#: Table 3, report alpha between about 0.5 and 0.9 depending on the draft and the task).
+DEFAULT_SPEC_ACCEPT = 0.7
+
+
+def default_space() -> dict[str, list]:
+    """The default search: 252 configurations over the three dynamic schedulers."""
+    return {
+        "scheduler": ["continuous", "chunked", "disaggregated"],
+        "tp": [1, 2, 4],
+        "replicas": [1, 2],
+        "token_budget": [256, 512, 1024, 2048],
+        "max_batch": [64, 256],
+        "n_prefill": [1, 2],
+        "n_decode": [1, 2],
+        "spec_k": [0, 2, 4],
+    }
+
+
+def expand_space(space: dict[str, list]) -> list[dict]:
+    """Every distinct configuration of ``space`` (keys a scheduler ignores are dropped, then duplicates)."""
+    if not isinstance(space, dict):
+        raise TypeError(f"space must be a dict of lists, got {type(space).__name__}")
+    unknown = sorted(set(space) - set(SPACE_KEYS))
+    if unknown:
+        raise ValueError(f"space has unknown key(s) {unknown}; known: {list(SPACE_KEYS)}")
+    full = {**{k: v for k, v in _single_defaults().items()}, **space}
+    for k, v in full.items():
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError(f"space[{k!r}] must be a non-empty list, got {v!r}")
+    configs, seen = [], set()
+    for values in itertools.product(*(full[k] for k in SPACE_KEYS)):
+        c = dict(zip(SPACE_KEYS, values))
+        if c["scheduler"] == "disaggregated":
+            c["replicas"] = 1
+        else:
+            c["n_prefill"] = c["n_decode"] = 0
+        if c["scheduler"] != "chunked":
+            c["token_budget"] = 0
+        key = tuple(c.values())
+        if key not in seen:
+            seen.add(key)
+            configs.append(c)
+    return configs
+
+
+def _single_defaults() -> dict[str, list]:
+    return {"scheduler": ["chunked"], "tp": [1], "replicas": [1], "token_budget": [512], "max_batch": [256],
+            "n_prefill": [1], "n_decode": [1], "spec_k": [0]}
+
+
+def evaluate_config(config: dict, model, hw, workload: Workload, slo_ttft: float, slo_tpot: float,
+                    spec_accept: float = DEFAULT_SPEC_ACCEPT) -> dict:
+    """Simulate one configuration; a row of the plan (``feasible = False`` with the reason when it does not fit)."""
+    kw = dict(scheduler=config["scheduler"], tp=config["tp"], replicas=config["replicas"],
+              max_batch=config["max_batch"], slo_ttft=slo_ttft, slo_tpot=slo_tpot, spec_k=config["spec_k"],
+              spec_accept=spec_accept if config["spec_k"] else None)
+    if config["scheduler"] == "chunked":
+        kw["token_budget"] = config["token_budget"]
+    if config["scheduler"] == "disaggregated":
+        kw.update(n_prefill=config["n_prefill"], n_decode=config["n_decode"])
+    row = dict(config)
+    try:
+        s = simulate(model, hw, workload, **kw).summary()
+    except ValueError as exc:
+        return {**row, "feasible": False, "error": str(exc), "n_gpus": _gpus(config), "goodput_rps": 0.0,
+                "goodput_per_gpu": 0.0}
+    keep = ("n_gpus", "goodput_rps", "goodput_per_gpu", "slo_attainment", "throughput_rps", "ttft_p50",
+            "ttft_p99", "tpot_p50", "tpot_p99", "e2e_p99", "preemptions")
+    return {**row, "feasible": True, "error": "", **{k: s[k].item() if hasattr(s[k], "item") else s[k] for k in keep}}
+
+
+def _gpus(c: dict) -> int:
+    return c["tp"] * (c["n_prefill"] + c["n_decode"] if c["scheduler"] == "disaggregated" else c["replicas"])
+
+
+def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, space: dict | None = None,
+         scheduler_address: str | None = "local", target_rate: float | None = None, progress: bool = False,
+         n_workers: int = 2) -> pd.DataFrame:
+    """Rank deployment configurations by goodput per GPU for ``workload`` under the two SLOs.
+
+    Parameters
+    ----------
+    space : dict of lists over :data:`SPACE_KEYS` (default :func:`default_space`).
+    scheduler_address : ``"local"`` (default) starts a ``LocalCluster`` of ``n_workers`` processes with one
+        thread each and closes it afterwards; an address (``"tcp://host:8786"``) uses that cluster;
+        ``None`` or ``"none"`` runs serially in this process.
+    target_rate : requests/s to provision for; adds ``gpus_for_target`` (see :func:`gpus_for_rate`).
+    progress : print a progress bar to stderr.
+
+    Returns one row per configuration, sorted by ``goodput_per_gpu`` (ties: fewer GPUs, then search
+    order): the configuration, ``feasible``, ``n_gpus``, goodput, SLO attainment and latency percentiles.
+    """
+    if not isinstance(workload, Workload):
+        raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
+    for name, v in (("slo_ttft", slo_ttft), ("slo_tpot", slo_tpot)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
+    if target_rate is not None and not (isinstance(target_rate, (int, float)) and target_rate > 0):
+        raise ValueError(f"target_rate must be a positive number of requests/s, got {target_rate!r}")
+    configs = expand_space(default_space() if space is None else space)
+    args = (model, hw, workload, float(slo_ttft), float(slo_tpot))
+    if scheduler_address is None or (isinstance(scheduler_address, str) and scheduler_address.lower() == "none"):
+        rows = []
+        for i, c in enumerate(configs):
+            rows.append(evaluate_config(c, *args))
+            if progress:
+                _bar(i + 1, len(configs))
+    elif isinstance(scheduler_address, str):
+        rows = _run_dask(configs, args, scheduler_address, n_workers, progress)
+    else:
+        raise TypeError(f"scheduler_address must be 'local', an address, 'none' or None, got {scheduler_address!r}")
+    df = pd.DataFrame(rows)
+    df.insert(0, "config", np.arange(len(df)))
+    if target_rate is not None:
+        df["gpus_for_target"] = [gpus_for_rate(g, n, target_rate) for g, n in zip(df["goodput_rps"], df["n_gpus"])]
+    return df.sort_values(["goodput_per_gpu", "n_gpus", "config"], ascending=[False, True, True],
+                          kind="stable").reset_index(drop=True)
+
+
+def gpus_for_rate(goodput_rps: float, n_gpus: int, target_rate: float) -> float:
+    """GPUs to serve ``target_rate`` by replicating a deployment of ``n_gpus`` with ``goodput_rps`` (inf if 0)."""
+    if not goodput_rps > 0:
+        return math.inf
+    return float(n_gpus * math.ceil(target_rate / goodput_rps - 1e-9))
+
+
+def _run_dask(configs, args, address: str, n_workers: int, progress: bool) -> list[dict]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if address.lower() == "local":
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(address)
+    try:
+        model, hw, workload, slo_ttft, slo_tpot = args
+        wl = client.scatter(workload, broadcast=True)
+        futures = client.map(evaluate_config, configs, model=model, hw=hw, workload=wl, slo_ttft=slo_ttft,
+                             slo_tpot=slo_tpot, pure=False)
+        if progress:
+            for i, _ in enumerate(as_completed(futures)):
+                _bar(i + 1, len(futures))
+        return client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _bar(done: int, total: int, width: int = 30) -> None:
+    filled = int(width * done / total)
+    end = "\n" if done == total else ""
+    sys.stderr.write(f"\rplan [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+    sys.stderr.flush()
