@@ -95,7 +95,7 @@ def test_decode_reads_state_once_each_way():
 
 def test_max_batch_counts_state():
     # Mamba 2.8B on an 80 GiB H100: weights stay, every sequence costs its state only, whatever its length
-    free = 80e9 - weight_bytes("mamba-2.8b")
+    free = 80 * GIB - weight_bytes("mamba-2.8b")
     n = max_batch("mamba-2.8b", "h100", 1)
     assert n == int(free // state_bytes_per_sequence("mamba-2.8b"))
     assert max_batch("mamba-2.8b", "h100", 1_000_000) == n
