@@ -70,6 +70,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("inference", "reports.sections.inference", "Inference cost"),
     SectionSpec("kernels", "reports.sections.kernels", "Kernel performance"),
     SectionSpec("test_time_compute", "reports.sections.test_time_compute", "Test-time compute"),
+    SectionSpec("recurrent", "reports.sections.recurrent", "Beyond attention"),
 )
 SECTION_NAMES: tuple[str, ...] = tuple(spec.name for spec in SECTIONS)
 
