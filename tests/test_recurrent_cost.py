@@ -123,3 +123,19 @@ def test_empty_pattern_is_all_attention():
     assert a.params_total == b.params_total
     np.testing.assert_array_equal(roofline_table(a, "h100", "decode", 2, 77)["bytes"],
                                   roofline_table(b, "h100", "decode", 2, 77)["bytes"])
+
+
+def test_beyond_attention_section_builds():
+    from reports.section import FigureItem, SectionContext, TableItem
+    from reports.sections import recurrent as section
+
+    sec = section.build(SectionContext(quick=True))
+    figs = [i for i in sec.items if isinstance(i, FigureItem)]
+    assert {f.name for f in figs} == {"memory_per_sequence", "decode_time"}
+    sweep = figs[0].data
+    mamba = sweep[sweep["model"] == MODELS["mamba-2.8b"].name]
+    assert mamba["memory_GiB"].nunique() == 1 and mamba["decode_ms"].nunique() == 1
+    llama = sweep[sweep["model"] == MODELS["llama-3-8b"].name].sort_values("context")
+    assert llama["decode_ms"].is_monotonic_increasing and llama["memory_GiB"].iloc[-1] == 128.0
+    table = next(i for i in sec.items if isinstance(i, TableItem)).table
+    np.testing.assert_allclose(table["kv_cache_256K_GiB_model"], table["kv_cache_256K_GB_Table1"])
