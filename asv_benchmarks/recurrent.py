@@ -91,32 +91,40 @@ def _torch_args(*arrays):
     return torch, [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
-class MambaScan:
-    """Selective scan prefill, float32, B=1, L=4096, D=2048, N=16, 2 threads."""
+class _PrefillPeers:
+    """Shared set-up of the prefill benchmarks: ``self.peers(impl)`` returns the callable to time."""
 
-    params = [["numba", "numpy_loop", "torch_loop"]]
-    param_names = ["impl"]
     number = 1
     repeat = (2, 5, 30.0)
     warmup_time = 0.0
     timeout = 600
+    fast = ()  # impls timed with more repeats in the track_ methods
 
     def setup(self, impl):
-        args = mamba_data(SCAN_B, SCAN_L, SCAN_D, SCAN_N)
-        if impl == "torch_loop":
-            torch, targs = _torch_args(*args)
-            self.fn = lambda: mamba_loop(torch, *targs)
-        elif impl == "numpy_loop":
-            self.fn = lambda: mamba_loop(np, *args)
-        else:
-            self.fn = lambda: R.mamba_scan(*args)
+        self.fn = self.peers(impl)
         self.threads = ThreadLimit(THREADS)
         self.fn()  # warm: compiles (or loads) the kernels
-        self.bytes = R.mamba_scan_bytes(SCAN_B, SCAN_L, SCAN_D, SCAN_N)
-        self.slow = impl != "numba"
+        self.repeats = 3 if impl in self.fast else 1
 
     def teardown(self, impl):
         self.threads.restore()
+
+
+class MambaScan(_PrefillPeers):
+    """Selective scan prefill, float32, B=1, L=4096, D=2048, N=16, 2 threads."""
+
+    params = [["numba", "numpy_loop", "torch_loop"]]
+    param_names = ["impl"]
+    fast = ("numba",)
+
+    def peers(self, impl):
+        args = mamba_data(SCAN_B, SCAN_L, SCAN_D, SCAN_N)
+        if impl == "torch_loop":
+            torch, targs = _torch_args(*args)
+            return lambda: mamba_loop(torch, *targs)
+        if impl == "numpy_loop":
+            return lambda: mamba_loop(np, *args)
+        return lambda: R.mamba_scan(*args)
 
     def time_scan(self, impl):
         self.fn()
@@ -125,45 +133,36 @@ class MambaScan:
         from simulations.cpu_measure import measure_stream_bandwidth
 
         read_bps, _ = measure_stream_bandwidth(repeats=3, threads=THREADS)
-        return self.bytes / best_time(self.fn, repeats=1 if self.slow else 3) / read_bps
+        nbytes = R.mamba_scan_bytes(SCAN_B, SCAN_L, SCAN_D, SCAN_N)
+        return nbytes / best_time(self.fn, repeats=self.repeats) / read_bps
 
     track_read_bw_fraction.unit = "fraction"
 
 
-class RwkvWkv:
+class RwkvWkv(_PrefillPeers):
     """RWKV-6 WKV prefill, float32, B=1, L=4096, H=32, head size 64, 2 threads."""
 
     params = [["chunked", "numba_loop", "numpy_loop", "torch_loop"]]
     param_names = ["impl"]
-    number = 1
-    repeat = (2, 5, 30.0)
-    warmup_time = 0.0
-    timeout = 600
+    fast = ("chunked", "numba_loop")
 
-    def setup(self, impl):
+    def peers(self, impl):
         args = rwkv_data(WKV_B, WKV_L, WKV_H, WKV_K)
         if impl == "torch_loop":
             torch, targs = _torch_args(*args)
-            self.fn = lambda: rwkv_loop(torch, *targs)
-        elif impl == "numpy_loop":
-            self.fn = lambda: rwkv_loop(np, *args)
-        elif impl == "numba_loop":
-            self.fn = lambda: R.rwkv_wkv_loop(*args)
-        else:
-            self.fn = lambda: R.rwkv_wkv(*args)
-        self.threads = ThreadLimit(THREADS)
-        self.fn()
-        self.flops = R.rwkv_wkv_flops(WKV_B, WKV_L, WKV_H, WKV_K)
-        self.slow = impl.endswith("py_loop") or impl == "torch_loop"
-
-    def teardown(self, impl):
-        self.threads.restore()
+            return lambda: rwkv_loop(torch, *targs)
+        if impl == "numpy_loop":
+            return lambda: rwkv_loop(np, *args)
+        if impl == "numba_loop":
+            return lambda: R.rwkv_wkv_loop(*args)
+        return lambda: R.rwkv_wkv(*args)
 
     def time_wkv(self, impl):
         self.fn()
 
     def track_gflops(self, impl):
-        return self.flops / best_time(self.fn, repeats=1 if self.slow else 3) / 1e9
+        flops = R.rwkv_wkv_flops(WKV_B, WKV_L, WKV_H, WKV_K)
+        return flops / best_time(self.fn, repeats=self.repeats) / 1e9
 
     track_gflops.unit = "GFLOP/s"
 

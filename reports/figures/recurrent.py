@@ -16,6 +16,17 @@ def _per_model(ax, data: pd.DataFrame, column: str) -> None:
                 color=PALETTE[i % len(PALETTE)], label=model)
 
 
+def _finish(ax, ylabel: str, title: str) -> None:
+    """Log-log axes over context length, labels, legend."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context length (tokens, log scale)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+
+
 def memory_per_sequence_figure(data: pd.DataFrame, hw_memory_gib: float | None = None, title: str = ""):
     """KV cache plus recurrent state of one sequence against its length, per model (log-log).
 
@@ -26,13 +37,7 @@ def memory_per_sequence_figure(data: pd.DataFrame, hw_memory_gib: float | None =
     _per_model(ax, data, "memory_GiB")
     if hw_memory_gib is not None:
         ax.axhline(hw_memory_gib, color="0.4", linestyle=":", linewidth=1.2, label=f"device memory ({hw_memory_gib:g} GiB)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("context length (tokens, log scale)")
-    ax.set_ylabel("KV cache + state per sequence (GiB, log scale)")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    _finish(ax, "KV cache + state per sequence (GiB, log scale)", title)
     return fig
 
 
@@ -43,11 +48,5 @@ def decode_time_figure(data: pd.DataFrame, title: str = ""):
     """
     fig, ax = new_figure()
     _per_model(ax, data, "decode_ms")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("context length (tokens, log scale)")
-    ax.set_ylabel("decode time per token (ms, log scale)")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    _finish(ax, "decode time per token (ms, log scale)", title)
     return fig
