@@ -519,16 +519,19 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
     for i in range(T, Tp):
         for c in range(K):
             R[i, c] = zero
-    # KT[:, j] = k_j * prod_{j < m < T} w_m (decay to the chunk end)
+    # KT[:, j] = k_j * prod_{j < m < T} w_m (decay to the chunk end); the running product is over
+    # tokens, so it runs for all channels at once (vectorised) and KT is filled by a transpose
+    q = np.empty(K, dtype=y.dtype)
     for c in range(K):
-        dec = one
-        for j in range(T - 1, -1, -1):
-            KT[c, j] = k[b, t0 + j, hh, c] * dec
-            dec *= w[b, t0 + j, hh, c]
+        q[c] = one
+    for j in range(T - 1, -1, -1):
+        for c in range(K):
+            KT[c, j] = k[b, t0 + j, hh, c] * q[c]
+            q[c] *= w[b, t0 + j, hh, c]
+    for c in range(K):
         for j in range(T, Tp):
             KT[c, j] = zero
     # P[i, j] = sum_c r_i k_j prod_{j < m < i} w_m for j < i; P[i, i] = sum_c r_i u k_i
-    q = np.empty(K, dtype=y.dtype)
     for i in range(Tp):
         for j in range(Tp):
             P[i, j] = zero
