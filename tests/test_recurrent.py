@@ -52,7 +52,9 @@ def rwkv_inputs(nb, L, H, K, V, dtype=np.float32, seed=0, w=None):
     return r, k, v, w, u
 
 
-MAMBA_SHAPES = [(1, 1, 1, 1), (2, 37, 5, 3), (1, 600, 20, 16), (3, 50, 33, 4), (1, 300, 129, 16), (2, 0, 4, 2)]
+# D=300: blocks of 32 channels, the last one partial; D <= 127: 16-channel blocks, sequence split by default
+MAMBA_SHAPES = [(1, 1, 1, 1), (2, 37, 5, 3), (1, 600, 20, 16), (3, 50, 33, 4), (1, 300, 129, 16), (2, 40, 300, 4),
+                (2, 0, 4, 2)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -106,8 +108,9 @@ def test_mamba_unsplit_prefill_and_steps_agree_bitwise():
 
 
 @pytest.mark.parametrize("chunk", [None, 16])
-def test_mamba_thread_count_and_batch_composition_bitwise(chunk):
-    args = mamba_inputs(3, 200, 24, 16, seed=3)
+@pytest.mark.parametrize("d", [24, 300])
+def test_mamba_thread_count_and_batch_composition_bitwise(chunk, d):
+    args = mamba_inputs(3, 200, d, 16, seed=3)
     with numba_threads(1):
         y1, s1 = mamba_scan(*args, chunk=chunk)
     with numba_threads(2):
