@@ -110,12 +110,14 @@ about the speed of a bare vectorised ``exp2`` loop over the same number of
 elements (1.1 vs 0.9 ns per element, one thread); it is compute-bound on
 ``N`` exponentials per (token, channel), which move only 12 bytes of
 ``x``/``delta``/``y``, so it reaches ~5-8% of the read-stream bandwidth,
-not half. The chunked WKV is 1.1-1.2x the token-by-token loop (B=1, L=4096,
-H=32, head 64): for a square ``K = V`` state the chunked form does the same
-``~2 K V`` multiply-adds per token as the loop (``R S`` and ``K^T V``), so
-its gain can only come from register tiles against the loop's L1 traffic;
-the non-matmul parts of a 16-token chunk (decay products, the score matrix)
-still take about half its time.
+not half. The chunked WKV is 1.2-1.4x the token-by-token loop at B=1,
+L=4096, H=32, head 64, 2 threads (1.3-2.0x at L=1024, H=8, one thread; it
+was 1.1-1.2x while the decay-to-chunk-end products ran as one dependent
+chain per channel): for a square ``K = V`` state the chunked form does the
+same ``~2 K V`` multiply-adds per token as the loop (``R S`` and
+``K^T V``), so its gain can only come from register tiles against the
+loop's L1 traffic, not from less work. Chunks of 8 and 16 tokens ran alike,
+32 and 64 slower (the score matrix grows with the chunk).
 """
 
 from __future__ import annotations
