@@ -51,6 +51,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from scalelab.simulations import recurrent_cost as rc
 from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "expected_experts_touched",
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",
+    "state_bytes_per_sequence",
     "weight_bytes",
     "ridge_point",
     "roofline_table",
@@ -98,6 +100,13 @@ class ModelConfig:
     holds ``kv_latent_dim + kv_rope_dim`` numbers per token and layer instead
     of ``2 * n_kv_heads * head_dim``; ``q_latent_dim > 0`` adds MLA's low-rank
     query projection.
+
+    ``layer_pattern`` gives each layer's sequence mixer, one letter per
+    layer: ``A`` attention, ``M`` Mamba, ``R`` RWKV-6 time mixing (``""``:
+    all attention). Recurrent layers keep a state of fixed size per sequence
+    instead of a KV cache (see :mod:`simulations.recurrent_cost`).
+    ``d_ff == 0`` means no MLP (Mamba's blocks); ``moe_every = 2`` puts the
+    MoE MLP in every other layer after the dense ones (Jamba).
     """
 
     name: str
@@ -119,20 +128,28 @@ class ModelConfig:
     q_latent_dim: int = 0  # MLA: low-rank query width (0 = direct q projection)
     gated_mlp: bool = True  # SwiGLU: gate, up and down matrices (False: up and down)
     tie_embeddings: bool = False  # LM head shares the embedding matrix
+    layer_pattern: str = ""  # per layer: "A" attention, "M" Mamba, "R" RWKV-6; "" = all attention
+    moe_every: int = 1  # MoE MLP in every moe_every-th layer after the dense ones
+    ssm_d_state: int = 16  # Mamba: state size N per channel
+    ssm_expand: int = 2  # Mamba: d_inner = ssm_expand * d_model
+    ssm_d_conv: int = 4  # Mamba: causal conv width
+    ssm_dt_rank: int = 0  # Mamba: delta projection rank (0 = ceil(d_model / 16))
+    rwkv_head_size: int = 64  # RWKV-6: head size (state per head: head_size^2)
     source: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "source", "gated_mlp", "tie_embeddings"):
+            if f.name in ("name", "source", "gated_mlp", "tie_embeddings", "layer_pattern"):
                 continue
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{f.name} must be an int, got {type(value).__name__}")
             must_be_positive = f.name in (
-                "n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size",
+                "n_layers", "d_model", "n_heads", "n_kv_heads", "vocab_size",
                 "n_experts", "experts_per_token", "head_dim", "v_head_dim", "d_ff_expert",
+                "moe_every", "ssm_d_state", "ssm_expand", "ssm_d_conv", "rwkv_head_size",
             )
             if must_be_positive and value <= 0:
                 raise ValueError(f"{f.name} must be positive, got {value}")
@@ -156,6 +173,13 @@ class ModelConfig:
             raise ValueError("kv_rope_dim needs kv_latent_dim > 0 (it is part of multi-head latent attention)")
         if self.kv_latent_dim and self.kv_rope_dim >= self.qk_dim:
             raise ValueError(f"kv_rope_dim ({self.kv_rope_dim}) must be < head_dim ({self.qk_dim})")
+        if not isinstance(self.layer_pattern, str):
+            raise TypeError(f"layer_pattern must be a str, got {type(self.layer_pattern).__name__}")
+        if self.layer_pattern and (len(self.layer_pattern) != self.n_layers or set(self.layer_pattern) - set("AMR")):
+            raise ValueError(f"layer_pattern must be {self.n_layers} letters from 'A', 'M', 'R' "
+                             f"(one per layer) or empty, got {self.layer_pattern!r}")
+        if self.n_rwkv_layers and self.d_model % self.rwkv_head_size:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by rwkv_head_size ({self.rwkv_head_size})")
 
     # -- derived sizes
     @property
@@ -182,7 +206,28 @@ class ModelConfig:
 
     @property
     def n_moe_layers(self) -> int:
-        return self.n_layers - self.n_dense_layers if self.is_moe else 0
+        return (self.n_layers - self.n_dense_layers) // self.moe_every if self.is_moe else 0
+
+    @property
+    def n_attention_layers(self) -> int:
+        return self.layer_pattern.count("A") if self.layer_pattern else self.n_layers
+
+    @property
+    def n_mamba_layers(self) -> int:
+        return self.layer_pattern.count("M")
+
+    @property
+    def n_rwkv_layers(self) -> int:
+        return self.layer_pattern.count("R")
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.d_ff > 0 or self.is_moe
+
+    @property
+    def state_elems_per_sequence(self) -> int:
+        """Numbers of recurrent state one sequence keeps over all layers (independent of its length)."""
+        return self.n_mamba_layers * rc.mamba_state_elems(self) + self.n_rwkv_layers * rc.rwkv_state_elems(self)
 
     @property
     def n_mlp_matrices(self) -> int:
@@ -219,8 +264,11 @@ class ModelConfig:
         n_dense = self.n_layers - self.n_moe_layers
         moe_layer = ((self.n_experts + self.n_shared_experts) * self.expert_params()
                      + self.d_model * self.n_experts)  # router
-        per_layer_common = self.attention_params_per_layer() + 2 * self.d_model  # + two RMSNorms
-        return (self.n_layers * per_layer_common + n_dense * self.dense_mlp_params()
+        mixers = (self.n_attention_layers * self.attention_params_per_layer()
+                  + self.n_mamba_layers * rc.mamba_layer_params(self)
+                  + self.n_rwkv_layers * rc.rwkv_layer_params(self))
+        norms = self.n_layers * self.d_model * (2 if self.has_mlp else 1)
+        return (mixers + norms + n_dense * self.dense_mlp_params()
                 + self.n_moe_layers * moe_layer + self._embedding_params())
 
     @property
@@ -235,7 +283,7 @@ class ModelConfig:
 
     def matmul_params_active(self) -> int:
         """Weights one token multiplies by: active parameters minus the embedding lookup and norms."""
-        norms = 2 * self.d_model * self.n_layers + self.d_model
+        norms = (2 if self.has_mlp else 1) * self.d_model * self.n_layers + self.d_model
         lookup = 0 if self.tie_embeddings else self.vocab_size * self.d_model
         return self.params_active - norms - lookup
 
@@ -243,12 +291,13 @@ class ModelConfig:
         """Forward FLOPs to process one token that attends to ``context_len`` tokens.
 
         ``2 * matmul_params_active`` for the weight matmuls (LM head included)
-        plus ``2 * n_heads * (qk_dim + v_dim) * context_len`` per layer for the
-        attention scores and context.
+        plus ``2 * n_heads * (qk_dim + v_dim) * context_len`` per attention
+        layer for the attention scores and context, plus the recurrent scans
+        (independent of ``context_len``).
         """
         _check_positive(context_len=context_len)
-        attn = 2.0 * self.n_heads * (self.qk_dim + self.v_dim) * context_len * self.n_layers
-        return 2.0 * self.matmul_params_active() + attn
+        attn = 2.0 * self.n_heads * (self.qk_dim + self.v_dim) * context_len * self.n_attention_layers
+        return 2.0 * self.matmul_params_active() + attn + rc.recurrent_flops_per_token(self)
 
 
 #: Model presets. Sizes are those of the released configurations.
@@ -283,6 +332,37 @@ MODELS: dict[str, ModelConfig] = {
                "v head 128; first 3 layers dense (intermediate 18432), then 256 routed + 1 shared experts of width "
                "2048, 8 routed per token; vocab 129280); 671B total / 37B activated. The multi-token-prediction "
                "module is left out. MLA approximated: see the module docstring",
+    ),
+    "mistral-7b": ModelConfig(
+        name="Mistral 7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, d_ff=14336, vocab_size=32000,
+        source="Jiang et al. 2023, 'Mistral 7B', Table 1 (dim 4096, 32 layers, head_dim 128, hidden 14336, 32 heads, "
+               "8 KV heads, vocab 32000); the 4096-token sliding window is not modelled (cache of the whole context, "
+               "as in Lieber et al. 2024, Table 1)",
+    ),
+    # Recurrent and hybrid models. Attention head counts of pure recurrent models are placeholders: they have no
+    # attention layer, so those fields are never used.
+    "mamba-2.8b": ModelConfig(
+        name="Mamba 2.8B", n_layers=64, d_model=2560, n_heads=1, n_kv_heads=1, d_ff=0, vocab_size=50280,
+        tie_embeddings=True, layer_pattern="M" * 64, ssm_d_state=16, ssm_expand=2, ssm_d_conv=4, ssm_dt_rank=160,
+        source="Gu & Dao 2023, 'Mamba', Table 12 (2.8B: 64 layers, d_model 2560) and the released "
+               "state-spaces/mamba-2.8b config (d_state 16, expand 2, d_conv 4, dt_rank 160, vocab 50277 padded to "
+               "50280, tied embeddings); Mamba blocks have no MLP",
+    ),
+    "rwkv-6-7b": ModelConfig(
+        name="RWKV-6 Finch 7B", n_layers=32, d_model=4096, n_heads=64, n_kv_heads=64, d_ff=14336, vocab_size=65536,
+        gated_mlp=False, layer_pattern="R" * 32, rwkv_head_size=64,
+        source="Peng et al. 2024, 'Eagle and Finch', Section 4 and the released RWKV-6 World 7B config (hidden 4096, "
+               "32 layers, head size 64 so 64 heads, vocab 65536); channel mixing key/value 3.5 x 4096 = 14336 "
+               "(squared ReLU, not gated) plus a 4096 x 4096 receptance",
+    ),
+    "jamba-v0.1": ModelConfig(
+        name="Jamba v0.1", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, d_ff=14336, vocab_size=65536,
+        n_experts=16, experts_per_token=2, moe_every=2, layer_pattern="MMMMAMMM" * 4,
+        ssm_d_state=16, ssm_expand=2, ssm_d_conv=4, ssm_dt_rank=256,
+        source="Lieber et al. 2024, 'Jamba', Section 3.1 (4 blocks of 8 layers, attention:Mamba 1:7, MoE every other "
+               "layer, 16 experts, top-2) and the released ai21labs/Jamba-v0.1 config.json (hidden 4096, 32 heads, "
+               "8 KV heads, intermediate 14336, attn_layer_offset 4 / period 8, expert_layer_period 2, mamba d_state "
+               "16, d_conv 4, expand 2, dt_rank 256, vocab 65536); 52B total / 12B active (Table 1)",
     ),
 }
 
@@ -343,7 +423,14 @@ def kv_cache_bytes_per_token(model: ModelConfig | str, *, dtype_bytes: float = 2
         per_layer = m.kv_latent_dim + m.kv_rope_dim
     else:
         per_layer = m.n_kv_heads * (m.qk_dim + m.v_dim)
-    return float(m.n_layers * per_layer * dtype_bytes)
+    return float(m.n_attention_layers * per_layer * dtype_bytes)
+
+
+def state_bytes_per_sequence(model: ModelConfig | str, *, dtype_bytes: float = 2) -> float:
+    """Bytes of recurrent state (Mamba, RWKV layers) one sequence keeps, whatever its length."""
+    m = get_model(model)
+    _check_positive(dtype_bytes=dtype_bytes)
+    return float(m.state_elems_per_sequence * dtype_bytes)
 
 
 def kv_cache_bytes(model: ModelConfig | str, *, batch: int, seq_len: int, dtype_bytes: float = 2) -> float:
@@ -398,8 +485,9 @@ def _ops(m: ModelConfig, phase: str, batch: int, seq_len, dt: float) -> list[tup
         # square, mean, rsqrt, scale, weight: a few FLOPs per element; read + write + weight
         add(name, layers, 4.0 * tokens * width, dt * (2.0 * tokens * width + width))
 
-    L = m.n_layers
+    L = m.n_attention_layers
     add("embed", 1, 0.0 * t, dt * t * d)
+    rc.recurrent_ops(m, phase, batch, t, dt, add, linear, norm)
     norm("attn_norm", L, t, d)
     if m.q_latent_dim:
         linear("q_down_proj", L, t, d, m.q_latent_dim)
@@ -424,9 +512,10 @@ def _ops(m: ModelConfig, phase: str, batch: int, seq_len, dt: float) -> list[tup
     add("attn_scores", L, 2.0 * h * dq * pairs, dt * (t * h * dq + k_read))
     add("attn_context", L, 2.0 * h * dv * pairs, dt * (v_read + t * h * dv))
     linear("o_proj", L, t, h * dv, d)
-    add("residual_add", L, 2.0 * t * d, dt * 6.0 * t * d)  # two adds: read 2, write 1 each
-    norm("mlp_norm", L, t, d)
-    n_dense = L - m.n_moe_layers
+    adds = 2 if m.has_mlp else 1  # one add after the mixer, one after the MLP; read 2, write 1 each
+    add("residual_add", m.n_layers, adds * t * d, dt * adds * 3.0 * t * d)
+    norm("mlp_norm", m.n_layers if m.has_mlp else 0, t, d)
+    n_dense = m.n_layers - m.n_moe_layers if m.d_ff else 0
     ff = m.d_ff
     act_flops = 4.0  # SiLU and the gate product, per hidden element
     if n_dense:
@@ -602,9 +691,10 @@ def _fits_memory(h: Hardware, need_bytes: float) -> bool | None:
 
 
 def max_batch(model: ModelConfig | str, hw: Hardware | str, seq_len: int, *, dtype_bytes: float = 2) -> int:
-    """Most sequences of ``seq_len`` tokens whose KV cache fits in memory beside the weights (0 if the weights do not fit).
+    """Most sequences of ``seq_len`` tokens whose KV cache and recurrent state fit in memory beside the weights.
 
-    Activations and allocator fragmentation are ignored, so this is an upper bound.
+    0 if the weights do not fit. Activations and allocator fragmentation are
+    ignored, so this is an upper bound.
     """
     h = get_hardware(hw)
     _check_count(seq_len=seq_len)
@@ -613,7 +703,9 @@ def max_batch(model: ModelConfig | str, hw: Hardware | str, seq_len: int, *, dty
     free = h.memory_bytes - weight_bytes(model, dtype_bytes=dtype_bytes)
     if free <= 0:
         return 0
-    return int(free // (kv_cache_bytes_per_token(model, dtype_bytes=dtype_bytes) * seq_len))
+    per_seq = (kv_cache_bytes_per_token(model, dtype_bytes=dtype_bytes) * seq_len
+               + state_bytes_per_sequence(model, dtype_bytes=dtype_bytes))
+    return int(free // per_seq)
 
 
 # --------------------------------------------------------------------------- requests

@@ -1,0 +1,674 @@
+"""Recurrent sequence mixers on the CPU: the Mamba selective scan and RWKV-6 time mixing.
+
+Both replace attention's growing KV cache by a state of fixed size per
+sequence, so a decode step reads the same number of bytes at any context
+length. Public API (every kernel has a float64 NumPy reference that runs the
+plain recurrence one token at a time)
+
+=================  ==================  ================================================
+kernel (Numba)     reference (NumPy)   what it computes
+=================  ==================  ================================================
+``mamba_scan``     ``mamba_scan_ref``  prefill: the S6 selective scan over L tokens
+``mamba_step``     ``mamba_step_ref``  decode: one token, state updated in place
+``rwkv_wkv``       ``rwkv_wkv_ref``    prefill: RWKV-6 WKV in chunks of ``RWKV_CHUNK``
+``rwkv_wkv_loop``  ``rwkv_wkv_ref``    the same, token by token (the step kernel in a loop)
+``rwkv_step``      ``rwkv_step_ref``   decode: one token, state updated in place
+=================  ==================  ================================================
+
+plus the napkin-math helpers :func:`mamba_scan_bytes` and :func:`rwkv_wkv_flops`
+used by the benchmarks.
+
+Semantics
+---------
+* Mamba (Gu & Dao 2023, Algorithm 2, with the discretisation of the reference
+  implementation ``selective_scan_ref``): for channel ``d`` and state index
+  ``n``, ``h_t = exp(delta_t A) * h_{t-1} + delta_t B_t x_t`` and
+  ``y_t = sum_n C_t h_t + D x_t``. Shapes: ``x, delta (B, L, D)`` (``delta``
+  after the softplus, so ``>= 0``), ``A (D, N)`` with ``A <= 0``,
+  ``B, C (B, L, N)`` (shared by all channels), ``D (D,)``, state
+  ``(B, D, N)``; ``y (B, L, D)``.
+* RWKV-6 "Finch" WKV (Peng et al. 2024, Section 4) per head, with ``r, k, w
+  (B, L, H, K)``, ``v (B, L, H, V)``, ``u (H, K)``, state ``S (B, H, K, V)``:
+  ``y_t = r_t (S_{t-1} + diag(u) k_t^T v_t)`` and
+  ``S_t = diag(w_t) S_{t-1} + k_t^T v_t``; ``w`` is the per-step decay in
+  ``[0, 1]`` (0 forgets, 1 keeps), data-dependent per token and channel.
+* State hand-off: a prefill returns the final state; ``state=None`` starts
+  from zeros; a state passed to a prefill is not modified. The step kernels
+  update ``state`` in place and return ``y``. Prefill of ``L`` tokens then
+  ``n`` steps equals one prefill of ``L + n`` tokens (to rounding).
+* dtype rule: float32 or float64 inputs, promoted with ``np.result_type``;
+  outputs and the returned state have the promoted dtype, and a state updated
+  in place must already have it. float32 kernels accumulate in float32 (each
+  sum has at most ``N``, ``K`` or ``RWKV_CHUNK`` terms), the references in
+  float64.
+* Bad input raises ``TypeError``/``ValueError`` naming the argument: wrong
+  rank or mismatched sizes, ``A > 0``, ``delta < 0``, ``w`` outside ``[0, 1]``,
+  NaN or inf anywhere (the scan reads ``x`` and ``delta`` once more to check).
+
+Precision: float32 kernels match the float64 references to about ``3e-7 *
+max|ref|`` on the tested shapes (the tests bound it at ``2e-5``), including
+``L`` in the thousands with decays near 1: every decay factor is ``<= 1``, so
+rounding errors in the state are damped, not amplified. float64 kernels
+match to ``1e-12``.
+
+Numerical safety of the decays
+------------------------------
+No kernel divides by a decay or exponentiates a positive number. Mamba's
+chunked scan needs the product of ``exp(delta_s A)`` from a chunk's start to
+position ``t``; it is formed in log space as ``exp2(A log2(e) * sum_s
+delta_s)`` with an exponent ``<= 0``, so it can only underflow to 0 (when the
+true value is below ``2**-126`` too); the carry is added, never divided out.
+RWKV's chunked form uses *running products* of ``w`` over sub-ranges that lie
+between the two tokens involved (from the chunk start to a query, from a key
+to the chunk end, from a key to a query), each a product of factors in
+``[0, 1]``. The textbook factorisation ``r_i * W_i`` times ``k_j / W_j``
+with cumulative ``W`` is not used: for ``w = 1e-6`` over 32 tokens ``W``
+underflows and ``k_j / W_j`` is 0/0.
+
+Variants, in rising sophistication, and why each is faster
+----------------------------------------------------------
+0. ``*_ref``: one token at a time in float64 NumPy, vectorised over batch,
+   channels and heads; the oracles.
+1. ``mamba_scan``: a work item is (sequence, block of up to
+   ``SCAN_CHANNELS`` channels, chunk of the sequence); the state of a block
+   (``(256, N)`` float32 = 16 KB at N=16) stays in L1 and the innermost loop
+   runs over ``n`` and updates only the state in place, so it vectorises,
+   ``exp`` included (the float32 ``exp2`` polynomial of
+   :mod:`kernels.attention`). Blocks of 256 channels rather than 16 (one
+   cache line of ``x`` per token): a work item walks its sequence with a
+   ``D``-element stride, and 16-channel blocks touched a new 4 KB page of
+   ``x``, ``delta`` and ``y`` for every 64 bytes read; at B=1, L=4096,
+   D=2048, 2 threads, 256 ran 1.4-1.9x faster than 16 (64: 1.3x, 512: no
+   better), interleaved in one process. The sequence is cut into ``SCAN_CHUNK``-token
+   chunks only when a sequence has fewer than ``SPLIT_BELOW_BLOCKS`` channel
+   blocks (the choice depends on ``D`` and ``L`` alone, never on the batch or
+   the thread count, so results are bitwise reproducible): the carry pass
+   repeats the ``exp`` of every element of the later chunks, nearly doubling
+   the work, which pays only when channels alone cannot keep both cores busy.
+   Two-pass scheme: pass 1 scans every chunk from a zero state in parallel
+   and keeps its final state and ``sum delta``; a serial pass over chunks (in
+   order, per channel) forms each chunk's incoming state; pass 2 adds
+   ``C_t . (exp(A sum_{s<=t} delta_s) * carry)`` to every position, in
+   parallel.
+2. ``mamba_step`` is the same block kernel on one token.
+3. ``rwkv_wkv_loop``: a work item is (sequence, head); per token the state
+   ``(K, V)`` is read and written once (the ``V`` loop innermost, vectorised).
+   It moves two state elements through L1 for three FLOPs each.
+4. ``rwkv_wkv``: per chunk of ``RWKV_CHUNK`` tokens the state is used twice
+   as a matrix: ``Y = (R * decay-from-chunk-start) S`` and
+   ``S <- diag(prod w) S + (K * decay-to-chunk-end)^T V``, both with the
+   register-tile micro-kernels of :mod:`kernels._tiles` (the accumulators
+   stay in registers; no state load/store per token); the intra-chunk pairs
+   form a ``(T, T)`` lower-triangular score matrix with the bonus ``u`` on
+   its diagonal, applied to ``V`` with the same tiles. Every reduction runs
+   in a fixed order, so results do not depend on the thread count.
+
+Measured here (2 shared cores, load average 8-14 while measuring, so
+absolute times are inflated; ratios are from interleaved runs in one
+process): the scan's inner loop vectorises (``exp2`` included) and runs at
+about the speed of a bare vectorised ``exp2`` loop over the same number of
+elements (1.1 vs 0.9 ns per element, one thread); it is compute-bound on
+``N`` exponentials per (token, channel), which move only 12 bytes of
+``x``/``delta``/``y``, so it reaches ~5-8% of the read-stream bandwidth,
+not half. The chunked WKV is 1.2-1.4x the token-by-token loop at B=1,
+L=4096, H=32, head 64, 2 threads (1.3-2.0x at L=1024, H=8, one thread; it
+was 1.1-1.2x while the decay-to-chunk-end products ran as one dependent
+chain per channel): for a square ``K = V`` state the chunked form does the
+same ``~2 K V`` multiply-adds per token as the loop (``R S`` and
+``K^T V``), so its gain can only come from register tiles against the
+loop's L1 traffic, not from less work. Chunks of 8 and 16 tokens ran alike,
+32 and 64 slower (the score matrix grows with the chunk).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from scalelab.kernels._common import check_float_array
+from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels.attention import LOG2E
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
+
+__all__ = [
+    "mamba_scan",
+    "mamba_scan_ref",
+    "mamba_step",
+    "mamba_step_ref",
+    "rwkv_wkv",
+    "rwkv_wkv_loop",
+    "rwkv_wkv_ref",
+    "rwkv_step",
+    "rwkv_step_ref",
+    "mamba_scan_bytes",
+    "rwkv_wkv_flops",
+    "SCAN_CHANNELS",
+    "SCAN_CHUNK",
+    "SPLIT_BELOW_BLOCKS",
+    "RWKV_CHUNK",
+]
+
+#: Channels per Mamba work item: at most this many, at least 16, else ``D // SPLIT_BELOW_BLOCKS``
+#: rounded down to a multiple of 16 (so wide layers still give every thread several blocks).
+SCAN_CHANNELS = 256
+#: Tokens per sequence chunk when the Mamba scan splits the sequence.
+SCAN_CHUNK = 256
+#: Split the sequence only when a sequence has fewer channel blocks than this.
+SPLIT_BELOW_BLOCKS = 8
+#: Tokens per RWKV chunk (a multiple of the 4-row register tile).
+RWKV_CHUNK = 16
+
+
+# --------------------------------------------------------------------------- NumPy references
+
+
+def mamba_scan_ref(x, delta, A, B, C, D, state=None):
+    """The selective scan one token at a time in float64; same semantics as :func:`mamba_scan`."""
+    x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=False)
+    nb, L, d = x.shape
+    h = np.zeros((nb, d, A.shape[1])) if state is None else state.astype(np.float64)  # (B, D, N)
+    A64, D64 = A.astype(np.float64), D.astype(np.float64)
+    y = np.zeros((nb, L, d))
+    for t in range(L):
+        dt = delta[:, t].astype(np.float64)  # (B, D)
+        xt = x[:, t].astype(np.float64)  # (B, D)
+        h = np.exp(dt[:, :, None] * A64) * h + (dt * xt)[:, :, None] * B[:, t, None, :]  # (B, D, N)
+        y[:, t] = np.einsum("bdn,bn->bd", h, C[:, t].astype(np.float64)) + D64 * xt
+    return y.astype(dtype), h.astype(dtype)
+
+
+def mamba_step_ref(x, delta, A, B, C, D, state):
+    """One Mamba decode step in float64; updates ``state`` in place like :func:`mamba_step`."""
+    _check_mamba(x, delta, A, B, C, D, state, step=True)
+    y, h = mamba_scan_ref(x[:, None], delta[:, None], A, B[:, None], C[:, None], D, state)
+    state[...] = h
+    return y[:, 0]
+
+
+def rwkv_wkv_ref(r, k, v, w, u, state=None):
+    """RWKV-6 WKV one token at a time in float64; same semantics as :func:`rwkv_wkv`."""
+    r, k, v, w, u, state, dtype = _check_rwkv(r, k, v, w, u, state, step=False)
+    nb, L, H, K = r.shape
+    S = np.zeros((nb, H, K, v.shape[3])) if state is None else state.astype(np.float64)  # (B, H, K, V)
+    u64 = u.astype(np.float64)
+    y = np.zeros((nb, L, H, v.shape[3]))
+    for t in range(L):
+        kv = k[:, t, :, :, None].astype(np.float64) * v[:, t, :, None, :]  # (B, H, K, V)
+        y[:, t] = np.einsum("bhk,bhkv->bhv", r[:, t].astype(np.float64), S + u64[None, :, :, None] * kv)
+        S = w[:, t, :, :, None] * S + kv
+    return y.astype(dtype), S.astype(dtype)
+
+
+def rwkv_step_ref(r, k, v, w, u, state):
+    """One RWKV-6 decode step in float64; updates ``state`` in place like :func:`rwkv_step`."""
+    _check_rwkv(r, k, v, w, u, state, step=True)
+    y, S = rwkv_wkv_ref(r[:, None], k[:, None], v[:, None], w[:, None], u, state)
+    state[...] = S
+    return y[:, 0]
+
+
+# --------------------------------------------------------------------------- napkin math
+
+
+def mamba_scan_bytes(batch, seq_len, d_inner, d_state, itemsize=4):
+    """Bytes a selective scan must move: read ``x``, ``delta``, ``B``, ``C``; write ``y``; state in and out."""
+    tokens = int(batch) * int(seq_len)
+    return int(itemsize) * (3 * tokens * int(d_inner) + 2 * tokens * int(d_state)
+                            + 2 * int(batch) * int(d_inner) * int(d_state))
+
+
+def rwkv_wkv_flops(batch, seq_len, n_heads, head_k, head_v=None):
+    """FLOPs of the token-by-token WKV recurrence: ``y = r S`` (2KV) and ``S = w S + k^T v`` (3KV) per token and head."""
+    head_v = head_k if head_v is None else head_v
+    return 5 * int(batch) * int(seq_len) * int(n_heads) * int(head_k) * int(head_v)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _finite(name, a):
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+
+
+@njit(parallel=True, cache=True)
+def _count_outside(a, lo, hi):
+    """Number of elements of the 1-D array ``a`` not in ``[lo, hi]`` (NaN counts as outside)."""
+    nblk = (a.size + 65535) // 65536
+    counts = np.zeros(nblk, dtype=np.int64)
+    for blk in prange(nblk):
+        c = 0
+        for i in range(blk * 65536, min(a.size, (blk + 1) * 65536)):
+            v = a[i]
+            if not (v >= lo and v <= hi):
+                c += 1
+        counts[blk] = c
+    return counts.sum()
+
+
+def _check_range(name, a, lo, hi, what):
+    """Raise unless every element of ``a`` lies in ``[lo, hi]`` (one parallel pass, no temporaries)."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if flat.size and _count_outside(flat, flat.dtype.type(lo), flat.dtype.type(hi)):
+        if not np.isfinite(flat).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+        raise ValueError(f"{name} must be {what}")
+
+
+def _check_state(state, shape, dtype, step):
+    if state is None:
+        if step:
+            raise TypeError("state must be a numpy array (the step kernels update it in place)")
+        return None
+    state = check_float_array("state", state, len(shape))
+    if state.shape != shape:
+        raise ValueError(f"state must have shape {shape}, got {state.shape}")
+    if step:
+        if state.dtype != dtype:
+            raise TypeError(f"state must have the promoted input dtype {dtype} (it is updated in place), "
+                            f"got {state.dtype}")
+        if not state.flags.c_contiguous or not state.flags.writeable:
+            raise ValueError("state must be a writeable C-contiguous array (it is updated in place)")
+    _finite("state", state)
+    return state
+
+
+def _check_mamba(x, delta, A, B, C, D, state, step):
+    nd = 2 if step else 3
+    x = check_float_array("x", x, nd)
+    delta = check_float_array("delta", delta, nd)
+    A = check_float_array("A", A, 2)
+    B = check_float_array("B", B, nd)
+    C = check_float_array("C", C, nd)
+    D = check_float_array("D", D, 1)
+    if delta.shape != x.shape:
+        raise ValueError(f"delta must have the shape of x {x.shape}, got {delta.shape}")
+    d, n = A.shape
+    if x.shape[-1] != d or D.shape[0] != d:
+        raise ValueError(f"channel mismatch: x has D={x.shape[-1]}, A has {d} rows, D has {D.shape[0]}")
+    lead = x.shape[:-1]
+    for name, a in (("B", B), ("C", C)):
+        if a.shape != lead + (n,):
+            raise ValueError(f"{name} must have shape {lead + (n,)} (x's leading dims, A's N={n}), got {a.shape}")
+    dtype = np.result_type(x, delta, A, B, C, D)
+    _check_range("A", A, -np.inf, 0.0, "<= 0 (a stable state transition)")
+    _finite("A", A)
+    _check_range("delta", delta, 0.0, np.finfo(delta.dtype).max, ">= 0 (the step size after softplus)")
+    _check_range("x", x, -np.finfo(x.dtype).max, np.finfo(x.dtype).max, "finite")
+    for name, a in (("B", B), ("C", C), ("D", D)):
+        _finite(name, a)
+    state = _check_state(state, (x.shape[0], d, n), dtype, step)
+    return x, delta, A, B, C, D, state, dtype
+
+
+def _check_rwkv(r, k, v, w, u, state, step):
+    nd = 3 if step else 4
+    r = check_float_array("r", r, nd)
+    k = check_float_array("k", k, nd)
+    v = check_float_array("v", v, nd)
+    w = check_float_array("w", w, nd)
+    u = check_float_array("u", u, 2)
+    for name, a in (("k", k), ("w", w)):
+        if a.shape != r.shape:
+            raise ValueError(f"{name} must have the shape of r {r.shape}, got {a.shape}")
+    if v.shape[:-1] != r.shape[:-1]:
+        raise ValueError(f"v must match r in its leading dims {r.shape[:-1]}, got {v.shape}")
+    H, K = r.shape[-2:]
+    if u.shape != (H, K):
+        raise ValueError(f"u must have shape (H, K) = {(H, K)}, got {u.shape}")
+    dtype = np.result_type(r, k, v, w, u)
+    _check_range("w", w, 0.0, 1.0, "in [0, 1] (a per-step decay factor)")
+    for name, a in (("r", r), ("k", k), ("v", v), ("u", u)):
+        _finite(name, a)
+    state = _check_state(state, (r.shape[0], H, K, v.shape[-1]), dtype, step)
+    return r, k, v, w, u, state, dtype
+
+
+# --------------------------------------------------------------------------- Mamba kernels
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _scan_block(x, delta, A2, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum):
+    """Scan tokens ``[t0, t1)`` of sequence ``b``, channels ``[d0, d0 + nd)``, from state ``h (nd, N)``.
+
+    ``y`` gets ``C . h + D x``; ``h`` ends as the final state and ``dsum[j]``
+    as ``sum_t delta`` of channel ``d0 + j``. The loop over ``n`` is innermost
+    and updates only ``h`` in place (plus a scalar sum), the shape LLVM
+    vectorises, ``exp2`` included.
+    """
+    N = A2.shape[1]
+    for j in range(nd):
+        dsum[j] = 0
+    for t in range(t0, t1):
+        for j in range(nd):
+            d = d0 + j
+            dt = delta[b, t, d]
+            xv = x[b, t, d]
+            dx = dt * xv
+            dsum[j] += dt
+            acc = Dv[d] * xv
+            for n in range(N):
+                hv = exp2_nonpositive(dt * A2[d, n]) * h[j, n] + dx * Bm[b, t, n]
+                h[j, n] = hv
+                acc += C[b, t, n] * hv
+            y[b, t, d] = acc
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _carry_block(delta, A2, C, y, b, d0, nd, t0, t1, carry, s):
+    """Add ``C_t . (exp(A sum_{t0<=s<=t} delta_s) * carry)`` to ``y`` over tokens ``[t0, t1)`` (log-space decay)."""
+    N = A2.shape[1]
+    for j in range(nd):
+        s[j] = 0
+    for t in range(t0, t1):
+        for j in range(nd):
+            d = d0 + j
+            s[j] += delta[b, t, d]
+            sj = s[j]
+            acc = y[b, t, d]
+            for n in range(N):
+                acc += C[b, t, n] * exp2_nonpositive(sj * A2[d, n]) * carry[j, n]
+            y[b, t, d] = acc
+
+
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
+def _mamba_kernel(x, delta, A2, Bm, C, Dv, y, state, chunk, cb):
+    """Driver: pass 1 over (sequence, channel block, chunk), a serial carry pass, pass 2 (see the module docstring).
+
+    ``state (B, D, N)`` holds the initial state on entry and the final state on exit; ``cb`` channels per
+    work item.
+    """
+    nb, L, d = x.shape
+    N = A2.shape[1]
+    nblk = (d + cb - 1) // cb
+    nch = max(1, (L + chunk - 1) // chunk)
+    hend = np.zeros((nb, nblk, nch, cb, N), dtype=y.dtype)  # each chunk's final state from its start state
+    dsum = np.zeros((nb, nblk, nch, cb), dtype=y.dtype)  # (B, blocks, chunks, channels)
+    for item in prange(nb * nblk * nch):
+        b, rest = item // (nblk * nch), item % (nblk * nch)
+        blk, c = rest // nch, rest % nch
+        d0 = blk * cb
+        nd = min(cb, d - d0)
+        h = hend[b, blk, c]
+        if c == 0:  # the first chunk starts from the given state, later ones from zero
+            h[:nd] = state[b, d0:d0 + nd]
+        _scan_block(x, delta, A2, Bm, C, Dv, y, b, d0, nd, c * chunk, min(L, (c + 1) * chunk), h, dsum[b, blk, c])
+    carries = np.zeros((nb, nblk, nch, cb, N), dtype=y.dtype)  # state entering each chunk
+    for item in prange(nb * nblk):
+        b, blk = item // nblk, item % nblk
+        d0 = blk * cb
+        nd = min(cb, d - d0)
+        run = hend[b, blk, 0].copy()
+        for c in range(1, nch):  # in chunk order: the one serial step
+            carries[b, blk, c] = run
+            for j in range(nd):
+                for n in range(N):
+                    run[j, n] = exp2_nonpositive(dsum[b, blk, c, j] * A2[d0 + j, n]) * run[j, n] + hend[b, blk, c, j, n]
+        state[b, d0:d0 + nd] = run[:nd]
+    for item in prange(nb * nblk * (nch - 1)):
+        b, rest = item // (nblk * (nch - 1)), item % (nblk * (nch - 1))
+        blk, c = rest // (nch - 1), rest % (nch - 1) + 1
+        d0 = blk * cb
+        _carry_block(delta, A2, C, y, b, d0, min(cb, d - d0), c * chunk, min(L, (c + 1) * chunk),
+                     carries[b, blk, c], np.empty(cb, dtype=y.dtype))
+
+
+def _channel_block(d):
+    """Channels per work item for ``d`` channels (a function of ``d`` alone: results never depend on the batch)."""
+    return int(min(SCAN_CHANNELS, max(16, d // SPLIT_BELOW_BLOCKS // 16 * 16)))
+
+
+def _scan_chunk(L, d):
+    """Tokens per chunk: the whole sequence unless the channels give fewer than ``SPLIT_BELOW_BLOCKS`` blocks."""
+    if -(-d // _channel_block(d)) >= SPLIT_BELOW_BLOCKS:
+        return max(L, 1)
+    return SCAN_CHUNK
+
+
+def _run_mamba(x, delta, A, B, C, D, state, dtype, chunk):
+    cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
+    A2 = A.astype(dtype) * dtype.type(LOG2E)  # (D, N): exp(dt A) = exp2(dt A log2 e)
+    y = np.empty(x.shape, dtype=dtype)
+    _mamba_kernel(cast(x), cast(delta), A2, cast(B), cast(C), cast(D), y, state, int(chunk),
+                  _channel_block(x.shape[2]))
+    return y
+
+
+def mamba_scan(x, delta, A, B, C, D, state=None, *, chunk=None):
+    """Mamba selective scan (prefill): ``y (B, L, D)`` and the final state ``(B, D, N)``.
+
+    Parameters
+    ----------
+    x, delta : ndarray (B, L, D)
+        Input and step size (after softplus, ``>= 0``).
+    A : ndarray (D, N)
+        State matrix (diagonal per channel), ``<= 0``.
+    B, C : ndarray (B, L, N)
+        Input and output projections of the state, per token.
+    D : ndarray (D,)
+        Skip connection.
+    state : ndarray (B, D, N), optional
+        Initial state (not modified); zeros if None.
+    chunk : int, optional
+        Tokens per sequence chunk; default: see :data:`SPLIT_BELOW_BLOCKS`.
+        Any value gives the same result to rounding.
+
+    Returns
+    -------
+    y : ndarray (B, L, D)
+    state : ndarray (B, D, N)
+    """
+    x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=False)
+    nb, L, d = x.shape
+    if chunk is None:
+        chunk = _scan_chunk(L, d)
+    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    out_state = np.zeros((nb, d, A.shape[1]), dtype=dtype) if state is None else state.astype(dtype, copy=True)
+    if L == 0 or d == 0:
+        return np.zeros(x.shape, dtype=dtype), out_state
+    return _run_mamba(x, delta, A, B, C, D, out_state, dtype, chunk), out_state
+
+
+def mamba_step(x, delta, A, B, C, D, state):
+    """One Mamba decode step: ``x, delta (B, D)``, ``B, C (B, N)``; updates ``state (B, D, N)`` in place, returns ``y (B, D)``.
+
+    The same block kernel as :func:`mamba_scan` on one token, so a prefill
+    that does not split its sequence and the steps after it agree bitwise
+    with one longer prefill.
+    """
+    x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=True)
+    if x.shape[1] == 0:
+        return np.zeros(x.shape, dtype=dtype)
+    return _run_mamba(x[:, None], delta[:, None], A, B[:, None], C[:, None], D, state, dtype, 1)[:, 0]
+
+
+# --------------------------------------------------------------------------- RWKV kernels
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _wkv_token(r, k, v, w, u, S, y, b, t, hh, acc):
+    """One token of one head: ``y[b, t, hh] = r (S + diag(u) k^T v)``, then ``S = diag(w) S + k^T v``."""
+    K, V = S.shape
+    zero = y.dtype.type(0)
+    for j in range(V):
+        acc[j] = zero
+    for i in range(K):
+        ri, ki, wi, ui = r[b, t, hh, i], k[b, t, hh, i], w[b, t, hh, i], u[hh, i]
+        for j in range(V):
+            kv = ki * v[b, t, hh, j]
+            s = S[i, j]
+            acc[j] += ri * (s + ui * kv)
+            S[i, j] = wi * s + kv
+    for j in range(V):
+        y[b, t, hh, j] = acc[j]
+
+
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
+def _wkv_loop_kernel(r, k, v, w, u, y, state):
+    """Token-by-token WKV; a work item is (sequence, head). ``state`` is updated in place."""
+    nb, L, H, _ = r.shape
+    for item in prange(nb * H):
+        b, hh = item // H, item % H
+        S = state[b, hh]
+        acc = np.empty(S.shape[1], dtype=y.dtype)
+        for t in range(L):
+            _wkv_token(r, k, v, w, u, S, y, b, t, hh, acc)
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, cw):
+    """Tokens ``[t0, t0 + T)`` of head ``hh`` of sequence ``b`` as small matmuls; ``S (Kp, Vp)`` padded state.
+
+    Decays are running products of ``w`` over the tokens between the two ends
+    of each term (all in ``[0, 1]``), never ratios of cumulative products.
+    """
+    K, V = r.shape[3], v.shape[3]
+    Tp, Kp = R.shape
+    Vp = S.shape[1]
+    zero = y.dtype.type(0)
+    one = y.dtype.type(1)
+    # R[i] = r_i * prod_{t0 <= m < i} w_m (decay from the chunk start); alpha = prod over the chunk
+    for i in range(K):
+        alpha[i] = one
+    for i in range(T):
+        for c in range(K):
+            R[i, c] = r[b, t0 + i, hh, c] * alpha[c]
+            alpha[c] *= w[b, t0 + i, hh, c]
+    for i in range(T, Tp):
+        for c in range(K):
+            R[i, c] = zero
+    # KT[:, j] = k_j * prod_{j < m < T} w_m (decay to the chunk end); the running product is over
+    # tokens, so it runs for all channels at once (vectorised) and KT is filled by a transpose
+    q = np.empty(K, dtype=y.dtype)
+    for c in range(K):
+        q[c] = one
+    for j in range(T - 1, -1, -1):
+        for c in range(K):
+            KT[c, j] = k[b, t0 + j, hh, c] * q[c]
+            q[c] *= w[b, t0 + j, hh, c]
+    for c in range(K):
+        for j in range(T, Tp):
+            KT[c, j] = zero
+    # P[i, j] = sum_c r_i k_j prod_{j < m < i} w_m for j < i; P[i, i] = sum_c r_i u k_i
+    for i in range(Tp):
+        for j in range(Tp):
+            P[i, j] = zero
+    for j in range(T):
+        acc = zero
+        for c in range(K):
+            q[c] = k[b, t0 + j, hh, c]
+            acc += r[b, t0 + j, hh, c] * u[hh, c] * q[c]
+        P[j, j] = acc
+        for i in range(j + 1, T):
+            acc = zero
+            for c in range(K):
+                acc += r[b, t0 + i, hh, c] * q[c]
+                q[c] *= w[b, t0 + i, hh, c]
+            P[i, j] = acc
+    for i in range(T):
+        for c in range(V):
+            Vc[i, c] = v[b, t0 + i, hh, c]
+    # Y = R S + P V (rows in tiles of 4, columns in tiles of cw, one register row)
+    for i in range(0, Tp, TILE_ROWS):
+        for jc in range(0, Vp, cw):
+            mm_tile_store(R, i, S, 0, jc, Y, jc, Kp)
+            mm_tile_rescale_add(P, i, Vc, 0, jc, Y, jc, min(Tp, i + TILE_ROWS), ones)
+    # S <- diag(alpha) S + KT V
+    for i in range(0, Kp, TILE_ROWS):
+        for jc in range(0, Vp, cw):
+            mm_tile_rescale_add(KT, i, Vc, 0, jc, S, jc, Tp, alpha)
+    for i in range(T):
+        for c in range(V):
+            y[b, t0 + i, hh, c] = Y[i, c]
+
+
+@njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
+def _wkv_chunked_kernel(r, k, v, w, u, y, state, chunk, cw):
+    """Chunked WKV; a work item is (sequence, head), chunks run in order through the padded state.
+
+    ``cw`` is the column width of a register tile for ``y``'s dtype.
+    """
+    nb, L, H, K = r.shape
+    V = v.shape[3]
+    Kp = -(-K // TILE_ROWS) * TILE_ROWS
+    Vp = -(-V // cw) * cw
+    Tp = -(-chunk // TILE_ROWS) * TILE_ROWS
+    for item in prange(nb * H):
+        b, hh = item // H, item % H
+        S = np.zeros((Kp, Vp), dtype=y.dtype)  # padding rows/columns stay zero
+        for i in range(K):
+            for c in range(V):
+                S[i, c] = state[b, hh, i, c]
+        R = np.empty((Tp, Kp), dtype=y.dtype)
+        R[:, K:] = 0
+        KT = np.zeros((Kp, Tp), dtype=y.dtype)
+        P = np.empty((Tp, Tp), dtype=y.dtype)
+        Vc = np.zeros((Tp, Vp), dtype=y.dtype)
+        Y = np.empty((Tp, Vp), dtype=y.dtype)
+        alpha = np.ones(Kp, dtype=y.dtype)
+        ones = np.ones(Tp, dtype=y.dtype)
+        for t0 in range(0, L, chunk):
+            T = min(chunk, L - t0)
+            if T < chunk:  # stale rows of the previous chunk must not leak into the last one
+                Vc[:, :] = 0
+            _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, cw)
+        for i in range(K):
+            for c in range(V):
+                state[b, hh, i, c] = S[i, c]
+
+
+def _run_rwkv(fn, r, k, v, w, u, state, dtype, *extra):
+    cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
+    y = np.empty(r.shape[:-1] + (v.shape[-1],), dtype=dtype)
+    fn(cast(r), cast(k), cast(v), cast(w), cast(u), y, state, *extra)
+    return y
+
+
+def _rwkv_prefill(r, k, v, w, u, state, chunked):
+    r, k, v, w, u, state, dtype = _check_rwkv(r, k, v, w, u, state, step=False)
+    nb, L, H, K = r.shape
+    out_state = (np.zeros((nb, H, K, v.shape[3]), dtype=dtype) if state is None
+                 else state.astype(dtype, copy=True))
+    if L == 0 or K == 0 or v.shape[3] == 0:
+        return np.zeros((nb, L, H, v.shape[3]), dtype=dtype), out_state
+    if chunked:
+        return _run_rwkv(_wkv_chunked_kernel, r, k, v, w, u, out_state, dtype, RWKV_CHUNK,
+                         TILE_ROW_BYTES // dtype.itemsize), out_state
+    return _run_rwkv(_wkv_loop_kernel, r, k, v, w, u, out_state, dtype), out_state
+
+
+def rwkv_wkv(r, k, v, w, u, state=None):
+    """RWKV-6 WKV (prefill) in chunks of :data:`RWKV_CHUNK` tokens: ``y (B, L, H, V)`` and the final state.
+
+    Parameters
+    ----------
+    r, k, w : ndarray (B, L, H, K)
+        Receptance, key and per-step decay (``w`` in ``[0, 1]``).
+    v : ndarray (B, L, H, V)
+    u : ndarray (H, K)
+        Bonus of the current token.
+    state : ndarray (B, H, K, V), optional
+        Initial state (not modified); zeros if None.
+
+    Returns
+    -------
+    y : ndarray (B, L, H, V)
+    state : ndarray (B, H, K, V)
+    """
+    return _rwkv_prefill(r, k, v, w, u, state, chunked=True)
+
+
+def rwkv_wkv_loop(r, k, v, w, u, state=None):
+    """:func:`rwkv_wkv` token by token (the decode kernel in a loop): the baseline the chunked form is measured against."""
+    return _rwkv_prefill(r, k, v, w, u, state, chunked=False)
+
+
+def rwkv_step(r, k, v, w, u, state):
+    """One RWKV-6 decode step: ``r, k, w (B, H, K)``, ``v (B, H, V)``; updates ``state`` in place, returns ``y (B, H, V)``."""
+    r, k, v, w, u, state, dtype = _check_rwkv(r, k, v, w, u, state, step=True)
+    if r.shape[2] == 0 or v.shape[2] == 0:
+        return np.zeros(v.shape, dtype=dtype)
+    return _run_rwkv(_wkv_loop_kernel, r[:, None], k[:, None], v[:, None], w[:, None], u, state, dtype)[:, 0]
