@@ -119,6 +119,9 @@ class ModelConfig:
     q_latent_dim: int = 0  # MLA: low-rank query width (0 = direct q projection)
     gated_mlp: bool = True  # SwiGLU: gate, up and down matrices (False: up and down)
     tie_embeddings: bool = False  # LM head shares the embedding matrix
+    rope_theta: float = 10000.0  # rotary embedding base (Hugging Face LlamaConfig default)
+    norm_eps: float = 1e-6  # RMSNorm epsilon (Hugging Face LlamaConfig default)
+    max_position: int = 2048  # longest sequence a forward accepts (Hugging Face LlamaConfig default)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -126,13 +129,18 @@ class ModelConfig:
             value = getattr(self, f.name)
             if f.name in ("name", "source", "gated_mlp", "tie_embeddings"):
                 continue
+            if f.name in ("rope_theta", "norm_eps"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                        value > 0 and math.isfinite(value)):
+                    raise ValueError(f"{f.name} must be a positive finite number, got {value!r}")
+                continue
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{f.name} must be an int, got {type(value).__name__}")
             must_be_positive = f.name in (
                 "n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size",
-                "n_experts", "experts_per_token", "head_dim", "v_head_dim", "d_ff_expert",
+                "n_experts", "experts_per_token", "head_dim", "v_head_dim", "d_ff_expert", "max_position",
             )
             if must_be_positive and value <= 0:
                 raise ValueError(f"{f.name} must be positive, got {value}")
