@@ -90,3 +90,16 @@ def test_serve_measures_a_workload(model):
     assert [len(t) for t in r.token_times] == w.output_tokens.tolist()
     assert r.latency_table()["metric"].tolist() == ["TTFT", "TPOT", "ITL", "E2E", "queueing"]
     assert int(r.timeline["prefill_tokens"].sum()) == int(w.prompt_tokens.sum())
+
+
+def test_cli_engine_run_prints_the_latency_table(capsys):
+    from scalelab.cli.cli import main
+
+    assert main(["engine", "run", "--model", "tiny", "--qps", "20", "--duration", "0.3", "--prompt", "16",
+                 "--output", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "measured (live engine" in out and "TTFT" in out and "finished 6/6" in out
+    assert main(["engine", "run", "--qps", "0"]) == 2
+    assert main(["engine", "run", "--model", "gpt-5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "unknown engine model 'gpt-5'" in err

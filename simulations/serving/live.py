@@ -355,15 +355,21 @@ class Engine:
             self._step()
         return [np.asarray(g, dtype=np.int64) for g in self.req.generated]
 
+    def warm_up(self) -> None:
+        """Run every code path once (prefill, paged decode, sampling) so JIT loading is not timed."""
+        self.generate([np.zeros(2, dtype=np.int64), np.ones(3, dtype=np.int64)], max_new_tokens=2)
+
     def serve(self, workload: Workload, *, seed: int = 0, temperature: float = 1.0, top_k=None, top_p=None,
               min_p=None) -> ServingResult:
         """Replay ``workload``'s arrivals in real time; measured latencies as a :class:`ServingResult`.
 
         Prompts are seeded random token ids of the workload's lengths; each request generates
-        exactly its ``output_tokens`` (no end-of-sequence token).
+        exactly its ``output_tokens`` (no end-of-sequence token). The engine is warmed up first
+        (:meth:`warm_up`); the clock starts at the first arrival.
         """
         if not isinstance(workload, Workload):
             raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
+        self.warm_up()
         rng = np.random.default_rng(seed)
         V = self.model.config.vocab_size
         params = _Params(float(temperature), 0 if top_k is None else int(top_k),
