@@ -365,6 +365,31 @@ class LlamaModel:
         save_file(self.hf_state(), str(tmp), metadata={"format": "pt"})
         tmp.replace(path)
 
+    def hf_config(self) -> dict:
+        """The Hugging Face ``config.json`` of this model (``LlamaForCausalLM``; dense models only)."""
+        c = self.config
+        if c.n_experts > 1:
+            raise ValueError("hf_config covers dense Llama models only (no MoE layers)")
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": c.d_model,
+            "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+            "num_key_value_heads": c.n_kv_heads, "head_dim": c.qk_dim, "vocab_size": c.vocab_size,
+            "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta, "max_position_embeddings": c.max_position,
+            "tie_word_embeddings": bool(c.tie_embeddings), "hidden_act": "silu", "attention_bias": False,
+            "mlp_bias": False, "torch_dtype": "float32",
+        }
+
+    def to_hf_directory(self, path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` so ``LlamaForCausalLM.from_pretrained(path)`` loads it."""
+        import json
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = self.hf_config()
+        self.to_safetensors(path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        return path
+
     @classmethod
     def from_safetensors(cls, path, config) -> "LlamaModel":
         """Load Hugging Face Llama weights; :class:`WeightError` names a missing or mis-shaped tensor."""

@@ -154,3 +154,27 @@ def test_random_weights_are_seeded():
     assert all(np.array_equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="seed"):
         LlamaModel.random(c, seed=-1)
+
+
+@pytest.mark.parametrize("name", ["gqa", "mqa"])
+def test_logits_match_hugging_face_transformers(tmp_path, name):
+    """The same safetensors file in ``transformers.LlamaForCausalLM`` (skipped when it is not installed)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    m = LlamaModel.random(CONFIGS[name], seed=3)
+    m.to_hf_directory(tmp_path)
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path, torch_dtype=torch.float32).eval()
+    t = np.arange(37) * 7 % CONFIGS[name].vocab_size
+    with torch.no_grad():
+        theirs = hf(torch.from_numpy(t)[None]).logits[0].numpy()
+    ours = m.forward(t)
+    assert _rel(ours, theirs) < RTOL
+
+
+def test_hf_config_names_the_shape(tmp_path):
+    m = LlamaModel.random(CONFIGS["mqa"], seed=0)
+    cfg = m.hf_config()
+    assert (cfg["num_key_value_heads"], cfg["head_dim"], cfg["tie_word_embeddings"]) == (1, 32, True)
+    assert (m.to_hf_directory(tmp_path) / "config.json").is_file()
+    with pytest.raises(ValueError, match="dense"):
+        LlamaModel.random(CONFIGS["moe"], seed=0).hf_config()
