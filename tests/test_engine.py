@@ -103,3 +103,24 @@ def test_cli_engine_run_prints_the_latency_table(capsys):
     assert main(["engine", "run", "--model", "gpt-5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "unknown engine model 'gpt-5'" in err
+
+
+def test_moe_model_through_the_engine_follows_the_reference():
+    cfg = LlamaConfig(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=61, max_position=128,
+                      n_experts=4, experts_per_token=2)
+    m = LlamaModel.random(cfg, seed=2)
+    prompts = [np.arange(9) % 61, (np.arange(20) * 3) % 61]
+    out = Engine(m, token_budget=8).generate(prompts, max_new_tokens=5, temperature=0.0)
+    for p, o in zip(prompts, out):
+        toks = list(p)
+        for t in o:
+            assert t == int(np.argmax(llama_forward_ref(m, np.array(toks))[-1]))
+            toks.append(t)
+
+
+def test_serve_under_memory_pressure_preempts_and_finishes(model):
+    w = poisson_workload(200.0, 5, prompt_len=30, output_len=20, seed=1)
+    r = Engine(model, kv_blocks=6, token_budget=16).serve(w)
+    assert r.requests["finished"].all()
+    assert r.summary()["preemptions"] >= 1
+    assert [len(t) for t in r.token_times] == w.output_tokens.tolist()
