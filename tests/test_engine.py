@@ -124,3 +124,17 @@ def test_serve_under_memory_pressure_preempts_and_finishes(model):
     assert r.requests["finished"].all()
     assert r.summary()["preemptions"] >= 1
     assert [len(t) for t in r.token_times] == w.output_tokens.tolist()
+
+
+def test_compare_latencies_puts_prediction_beside_measurement(model):
+    from scalelab.simulations.serving import simulate
+    from scalelab.simulations.serving.live import compare_latencies
+
+    w = poisson_workload(50.0, 4, prompt_len=12, output_len=3, seed=2)
+    measured = Engine(model).serve(w)
+    predicted = simulate("llama-3-8b", "h100-sxm", w)
+    t = compare_latencies(measured, predicted)
+    assert t["metric"].tolist() == ["TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"]
+    np.testing.assert_allclose(t["measured_ms"], [measured.summary()[k] * 1e3 for k in
+                                                  ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99")])
+    np.testing.assert_allclose(t["predicted/measured"], t["predicted_ms"] / t["measured_ms"])

@@ -44,7 +44,7 @@ from scalelab.simulations.serving.metrics import ServingResult
 from scalelab.simulations.serving.schedulers import Disaggregated, make_scheduler
 from scalelab.simulations.serving.workload import Workload
 
-__all__ = ["Engine", "ENGINE_MODELS", "get_engine_model", "DEFAULT_KV_BLOCKS"]
+__all__ = ["Engine", "ENGINE_MODELS", "get_engine_model", "DEFAULT_KV_BLOCKS", "compare_latencies"]
 
 #: KV blocks of a default engine (1 GiB of float32 cache for the Llama-3.2-1B shape: 1 MiB per block).
 DEFAULT_KV_BLOCKS = 1024
@@ -410,3 +410,15 @@ class Engine:
                                itl=(itl[:, 0], itl[:, 1]))
         result.token_times = [np.asarray(t) for t in req.token_times]
         return result
+
+
+def compare_latencies(measured: ServingResult, predicted: ServingResult) -> pd.DataFrame:
+    """TTFT and TPOT p50 / p99 of a measured run beside a prediction (milliseconds) and predicted / measured."""
+    ms, ps = measured.summary(), predicted.summary()
+    rows = []
+    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot")):
+        for p in (50, 99):
+            m, q = ms[f"{key}_p{p}"] * 1e3, ps[f"{key}_p{p}"] * 1e3
+            rows.append({"metric": f"{name} p{p}", "measured_ms": m, "predicted_ms": q,
+                         "predicted/measured": q / m if m > 0 else math.nan})
+    return pd.DataFrame(rows)

@@ -78,10 +78,20 @@ def run_engine(args: argparse.Namespace) -> int:
     _print_result("measured (live engine, this CPU, float32):", r)
     if args.compare:
         from scalelab.simulations.calibration import cpu_hardware
+        from scalelab.simulations.inference import kv_cache_bytes_per_token, weight_bytes
         from scalelab.simulations.serving import simulate
+        from scalelab.simulations.serving.live import compare_latencies
+        from scalelab.simulations.serving.memory import BLOCK_TOKENS, GPU_MEMORY_UTILIZATION
 
         hw = cpu_hardware()
-        p = simulate(cfg, hw, w, scheduler=args.scheduler, token_budget=args.token_budget, dtype_bytes=4)
+        # the simulator sizes the KV cache from memory; reserve the rest so it holds the engine's blocks
+        kv_bytes = engine.cache.n_blocks * BLOCK_TOKENS * kv_cache_bytes_per_token(cfg, dtype_bytes=4)
+        reserve = hw.memory_bytes * GPU_MEMORY_UTILIZATION - weight_bytes(cfg, dtype_bytes=4) - kv_bytes
+        p = simulate(cfg, hw, w, scheduler=args.scheduler, token_budget=args.token_budget, dtype_bytes=4,
+                     reserve_bytes=max(0.0, reserve))
         print()
         _print_result(f"predicted (simulator on {hw.name}; KV capacity {p.config['kv_capacity_blocks']} blocks):", p)
+        print()
+        t = compare_latencies(r, p)
+        print_table(list(t.columns), t.itertuples(index=False))
     return 0
