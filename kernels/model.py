@@ -435,8 +435,10 @@ class LlamaModel:
             raise ValueError("token_ids must hold at least one token")
         return self._run([SeqChunk(t, 0, np.zeros(0, np.int64))], None, all_logits=True)
 
-    def forward_cached(self, cache: PagedKVCache, chunks: list[SeqChunk]) -> np.ndarray:
+    def forward_cached(self, cache: PagedKVCache, chunks: list[SeqChunk], *, all_logits: bool = False) -> np.ndarray:
         """Run a batch of chunks through the model, caching their K and V; last-token logits (n_chunks, vocab).
+
+        With ``all_logits`` the logits of every token are returned, chunk after chunk (T, vocab).
 
         A chunk of one token is a decode step (all of them share one paged attention call); a
         longer chunk is a prompt piece that attends to its sequence's cached tokens and itself.
@@ -465,7 +467,7 @@ class LlamaModel:
             checked.append(SeqChunk(t, start, b))
         if not checked:
             return np.zeros((0, c.vocab_size), dtype=np.float32)
-        return self._run(checked, cache, all_logits=False)
+        return self._run(checked, cache, all_logits=bool(all_logits))
 
     def _run(self, chunks: list[SeqChunk], cache: PagedKVCache | None, *, all_logits: bool) -> np.ndarray:
         c = self.config

@@ -27,13 +27,15 @@ residual are formed in float64.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
 from scalelab.kernels._common import check_float_array, check_int_array
-from scalelab.kernels.sampling import _row_seeds, row_uniform
+from scalelab.kernels.sampling import _row_seeds, filter_logits, row_uniform
 
-__all__ = ["speculative_verify", "speculative_verify_ref"]
+__all__ = ["speculative_verify", "speculative_verify_ref", "speculative_generate", "SpeculativeOutput"]
 
 
 def _check(draft_probs, target_probs, draft_tokens, seed):
@@ -170,3 +172,81 @@ def speculative_verify_ref(draft_probs, target_probs, draft_tokens, seed):
         if i == k:
             out[b, k] = draw(p[b, k], u[b, 2 * k + 1])
     return n_acc, out
+
+
+# --------------------------------------------------------------------------- speculative generation
+
+
+class SpeculativeOutput(NamedTuple):
+    tokens: np.ndarray  # (max_new_tokens,) int64
+    accepted: np.ndarray  # (steps,) drafted tokens accepted at each target step
+
+
+def _probs(logits, temperature, top_k, top_p, min_p):
+    """Rows of the filtered, renormalised distribution (float64), as ``sample`` draws from it."""
+    f = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p).astype(np.float64)
+    e = np.exp(f - f.max(axis=-1, keepdims=True))  # (rows, V); -inf -> 0
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def speculative_generate(target, draft, prompt, *, k: int, max_new_tokens: int, temperature=1.0, top_k=0,
+                         top_p=1.0, min_p=0.0, seed: int = 0) -> SpeculativeOutput:
+    """Generate from ``target`` with ``draft`` proposing ``k`` tokens per target step (one sequence).
+
+    Each step the draft samples ``k`` tokens one at a time; the target scores the pending token
+    and the ``k`` drafts in one cached forward (a ``k + 1``-token chunk); :func:`speculative_verify`
+    keeps the accepted prefix and one corrected or bonus token. Both models keep paged KV caches;
+    entries past the accepted prefix are simply overwritten by the next step (attention never
+    reads beyond a sequence's length). The tokens follow the target's (filtered) distribution;
+    with temperature 0 they are exactly the target's greedy tokens.
+    """
+    from scalelab.kernels.model import LlamaModel, PagedKVCache, SeqChunk
+
+    for name, m in (("target", target), ("draft", draft)):
+        if not isinstance(m, LlamaModel):
+            raise TypeError(f"{name} must be a LlamaModel, got {type(m).__name__}")
+    if target.config.vocab_size != draft.config.vocab_size:
+        raise ValueError(f"target and draft must share a vocabulary ({target.config.vocab_size} vs "
+                         f"{draft.config.vocab_size})")
+    for name, v in (("k", k), ("max_new_tokens", max_new_tokens)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    p = target.check_tokens("prompt", prompt)
+    if p.size == 0:
+        raise ValueError("prompt must hold at least one token")
+    total = p.size + max_new_tokens + k + 1  # the last step may score k + 1 positions past the end
+    for m in (target, draft):
+        m.check_tokens("prompt", np.zeros(0, np.int64), start=total)
+    caches = [PagedKVCache(m.config, -(-total // 16), 16) for m in (target, draft)]
+    blocks = [c.allocate(c.n_blocks) for c in caches]
+    filt = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    if p.size > 1:
+        for m, c, b in zip((target, draft), caches, blocks):
+            m.forward_cached(c, [SeqChunk(p[:-1], 0, b)])
+    n, pending = p.size - 1, int(p[-1])  # tokens cached in both models; the token to feed next
+    out: list[int] = []
+    accepted = []
+    seeds = np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint64)
+    step = 0
+    while len(out) < max_new_tokens:
+        drafts, qs, tok = [], [], pending
+        for i in range(k):
+            q = _probs(draft.forward_cached(caches[1], [SeqChunk(np.array([tok]), n + i, blocks[1])]), **filt)[0]
+            c = np.cumsum(q)
+            u = row_uniform(seeds, 2 * (k + 1) * step + 2 * k + 2 + i)[0]
+            tok = int(min(np.searchsorted(c, u * c[-1], side="right"), q.size - 1))
+            drafts.append(tok)
+            qs.append(q)
+        chunk = np.array([pending] + drafts)
+        pt = _probs(target.forward_cached(caches[0], [SeqChunk(chunk, n, blocks[0])], all_logits=True), **filt)
+        verify_seed = int(np.random.SeedSequence([int(seed), step]).generate_state(1, dtype=np.uint64)[0])
+        n_acc, toks = speculative_verify(np.array(qs)[None], pt[None], np.array(drafts)[None], verify_seed)
+        a = int(n_acc[0])
+        if a == k:  # the draft never fed its last token: cache it so both models hold the same prefix
+            draft.forward_cached(caches[1], [SeqChunk(np.array([drafts[-1]]), n + k, blocks[1])])
+        out.extend(int(t) for t in toks[0, :a + 1])
+        accepted.append(a)
+        n += a + 1
+        pending = int(toks[0, a])
+        step += 1
+    return SpeculativeOutput(np.array(out[:max_new_tokens], dtype=np.int64), np.array(accepted, dtype=np.int64))

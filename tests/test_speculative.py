@@ -114,3 +114,47 @@ def test_bad_input():
         speculative_verify(q.astype(np.float32), p, x, 0)
     with pytest.raises(TypeError, match="integer"):
         speculative_verify(q, p, x.astype(bool), 0)
+
+
+def _models():
+    from scalelab.kernels.model import LlamaConfig, LlamaModel
+
+    cfg = LlamaConfig(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=53, max_position=256)
+    target = LlamaModel.random(cfg, seed=0)
+    state = target.hf_state()
+    rng = np.random.default_rng(1)
+    # the draft: the target's weights perturbed (the perturbation sets how often drafts are accepted)
+    noisy = {k: v + 0.3 * v.std() * rng.standard_normal(v.shape).astype(np.float32) for k, v in state.items()}
+    return target, LlamaModel(cfg, noisy)
+
+
+def test_speculative_generate_greedy_equals_target_greedy():
+    from scalelab.kernels.model import llama_forward_ref
+    from scalelab.kernels.speculative import speculative_generate
+
+    target, draft = _models()
+    prompt = np.arange(7) * 5 % 53
+    out = speculative_generate(target, draft, prompt, k=3, max_new_tokens=12, temperature=0.0)
+    toks = list(prompt)
+    for t in out.tokens:
+        assert t == int(np.argmax(llama_forward_ref(target, np.array(toks))[-1]))
+        toks.append(t)
+    assert out.accepted.size < 12  # some drafts were accepted: fewer target steps than tokens
+    same = speculative_generate(target, target, prompt, k=3, max_new_tokens=12, temperature=0.0)
+    assert np.array_equal(same.tokens, out.tokens) and (same.accepted == 3).all()
+
+
+def test_speculative_generate_is_seeded_and_validates():
+    from scalelab.kernels.speculative import speculative_generate
+
+    target, draft = _models()
+    prompt = np.arange(5)
+    a = speculative_generate(target, draft, prompt, k=2, max_new_tokens=10, seed=3)
+    b = speculative_generate(target, draft, prompt, k=2, max_new_tokens=10, seed=3)
+    assert np.array_equal(a.tokens, b.tokens) and a.tokens.shape == (10,)
+    with pytest.raises(ValueError, match="k must be"):
+        speculative_generate(target, draft, prompt, k=0, max_new_tokens=3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        speculative_generate(target, draft, prompt, k=2, max_new_tokens=0)
+    with pytest.raises(ValueError, match="max_position"):
+        speculative_generate(target, draft, np.zeros(250, np.int64), k=2, max_new_tokens=10)
