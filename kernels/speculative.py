@@ -4,6 +4,7 @@
 kernel (Numba)                 reference (NumPy)                 what it computes
 =============================  ================================  ==========================================
 ``speculative_verify``         ``speculative_verify_ref``        accepted prefix + one corrected/bonus token
+``speculative_generate``       (plain generation, greedy)        a draft model drafts, the target verifies
 =============================  ================================  ==========================================
 
 The rule (Leviathan et al. 2023, "Fast Inference from Transformers via Speculative Decoding",
