@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.scalelab-installed
 
-.PHONY: test test-slow report venv bench-torch clean
+.PHONY: test test-slow report venv bench-torch bench-hf clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ report: $(STAMP)
 # Optional: PyTorch as a benchmark peer (a local CPU wheel on this machine).
 bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+
+# Optional: Hugging Face transformers on PyTorch, the end-to-end peer of the live engine.
+bench-hf: $(STAMP)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" transformers
 
 clean:
 	rm -rf $(VENV) .asv reports/output

@@ -135,12 +135,20 @@ class ModelConfig:
     ssm_d_conv: int = 4  # Mamba: causal conv width
     ssm_dt_rank: int = 0  # Mamba: delta projection rank (0 = ceil(d_model / 16))
     rwkv_head_size: int = 64  # RWKV-6: head size (state per head: head_size^2)
+    rope_theta: float = 10000.0  # rotary embedding base (Hugging Face LlamaConfig default)
+    norm_eps: float = 1e-6  # RMSNorm epsilon (Hugging Face LlamaConfig default)
+    max_position: int = 2048  # longest sequence a forward accepts (Hugging Face LlamaConfig default)
     source: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("name", "source", "gated_mlp", "tie_embeddings", "layer_pattern"):
+                continue
+            if f.name in ("rope_theta", "norm_eps"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                        value > 0 and math.isfinite(value)):
+                    raise ValueError(f"{f.name} must be a positive finite number, got {value!r}")
                 continue
             if value is None:
                 continue
@@ -149,7 +157,7 @@ class ModelConfig:
             must_be_positive = f.name in (
                 "n_layers", "d_model", "n_heads", "n_kv_heads", "vocab_size",
                 "n_experts", "experts_per_token", "head_dim", "v_head_dim", "d_ff_expert",
-                "moe_every", "ssm_d_state", "ssm_expand", "ssm_d_conv", "rwkv_head_size",
+                "moe_every", "ssm_d_state", "ssm_expand", "ssm_d_conv", "rwkv_head_size", "max_position",
             )
             if must_be_positive and value <= 0:
                 raise ValueError(f"{f.name} must be positive, got {value}")

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "scalelab.cli.commands.energy",
     "scalelab.cli.commands.inference",
     "scalelab.cli.commands.serve",
+    "scalelab.cli.commands.engine",
     "scalelab.cli.commands.regress",
 )
 

@@ -1,0 +1,97 @@
+"""``scalelab engine``: serve a workload on the live CPU engine and measure its latencies.
+
+    scalelab engine run --model tiny --qps 2 --duration 30 [--scheduler chunked] [--compare]
+
+``run`` replays Poisson arrivals in real time through :class:`~scalelab.simulations.serving.live.Engine`
+(a seeded random-weight model, or ``--weights FILE.safetensors``) and prints the measured latency
+table in the format of ``scalelab serve simulate``; ``--compare`` also prints the simulator's
+prediction for the same workload on this CPU's ceilings, measured first (a few seconds).
+Bad input is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from scalelab.cli.table import print_table
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "engine",
+        help="the live CPU engine: serve a workload on our kernels, measured latencies",
+        description="Continuous batching of a Llama-architecture model on our CPU kernels.",
+    )
+    sub = parser.add_subparsers(dest="engine_command", metavar="WHAT")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    run = sub.add_parser("run", help="replay Poisson arrivals in real time; print the measured latency table",
+                         description="Serve a Poisson workload on the live engine; print latency percentiles.")
+    run.add_argument("--model", default="tiny", help="engine model preset: tiny, llama-3.2-1b (default tiny)")
+    run.add_argument("--weights", metavar="FILE", help="Hugging Face safetensors weights (default: seeded random)")
+    run.add_argument("--qps", type=float, default=2.0, help="Poisson arrival rate, requests/s (default 2)")
+    run.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals (default 30)")
+    run.add_argument("--prompt", type=int, default=128, help="median prompt tokens, log-normal sigma 0.5 (default 128)")
+    run.add_argument("--output", type=int, default=32, help="median output tokens, log-normal sigma 0.5 (default 32)")
+    run.add_argument("--scheduler", default="chunked", help="static, continuous or chunked (default chunked)")
+    run.add_argument("--token-budget", type=int, default=512, help="tokens per chunked iteration (default 512)")
+    run.add_argument("--kv-blocks", type=int, help="KV cache blocks of 16 tokens (default 1024)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the workload, weights and sampling (default 0)")
+    run.add_argument("--compare", action="store_true",
+                     help="also print the simulator's prediction on this CPU's measured ceilings")
+    run.set_defaults(func=run_engine)
+
+
+def _print_result(title: str, r) -> None:
+    s = r.summary()
+    print(title)
+    t = r.latency_table()
+    print_table(list(t.columns), t.itertuples(index=False))
+    print(f"finished {s['finished']:.0f}/{s['requests']:.0f}; throughput {s['throughput_rps']:.3g} req/s, "
+          f"{s['output_tokens_per_s']:.4g} output tokens/s; preemptions {s['preemptions']:.0f}")
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    from scalelab.kernels.model import LlamaModel
+    from scalelab.simulations.serving import LogNormal, poisson_workload
+    from scalelab.simulations.serving.live import Engine, get_engine_model
+
+    for name in ("qps", "duration"):
+        v = getattr(args, name)
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"--{name} must be a positive number, got {v}")
+    for name in ("prompt", "output", "token_budget"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    cfg = get_engine_model(args.model)
+    n = max(1, round(args.qps * args.duration))
+    cap = max(1, min(cfg.max_position // 2, 8 * args.prompt)), max(1, min(cfg.max_position // 2, 8 * args.output))
+    w = poisson_workload(args.qps, n, prompt_len=LogNormal(args.prompt, 0.5, cap[0]),
+                         output_len=LogNormal(args.output, 0.5, cap[1]), seed=args.seed)
+    model = (LlamaModel.from_safetensors(args.weights, cfg) if args.weights
+             else LlamaModel.random(cfg, seed=args.seed))
+    engine = Engine(model, scheduler=args.scheduler, kv_blocks=args.kv_blocks, token_budget=args.token_budget)
+    print(f"{cfg.name} ({engine.sched.__class__.__name__}, KV {engine.cache.n_blocks} blocks of 16); {w!r}")
+    r = engine.serve(w, seed=args.seed)
+    _print_result("measured (live engine, this CPU, float32):", r)
+    if args.compare:
+        from scalelab.simulations.calibration import cpu_hardware
+        from scalelab.simulations.inference import kv_cache_bytes_per_token, weight_bytes
+        from scalelab.simulations.serving import simulate
+        from scalelab.simulations.serving.live import compare_latencies
+        from scalelab.simulations.serving.memory import BLOCK_TOKENS, GPU_MEMORY_UTILIZATION
+
+        hw = cpu_hardware()
+        # the simulator sizes the KV cache from memory; reserve the rest so it holds the engine's blocks
+        kv_bytes = engine.cache.n_blocks * BLOCK_TOKENS * kv_cache_bytes_per_token(cfg, dtype_bytes=4)
+        reserve = hw.memory_bytes * GPU_MEMORY_UTILIZATION - weight_bytes(cfg, dtype_bytes=4) - kv_bytes
+        p = simulate(cfg, hw, w, scheduler=args.scheduler, token_budget=args.token_budget, dtype_bytes=4,
+                     reserve_bytes=max(0.0, reserve))
+        print()
+        _print_result(f"predicted (simulator on {hw.name}; KV capacity {p.config['kv_capacity_blocks']} blocks):", p)
+        print()
+        t = compare_latencies(r, p)
+        print_table(list(t.columns), t.itertuples(index=False))
+    return 0

@@ -1,0 +1,424 @@
+"""A live engine: continuous batching of a :class:`~scalelab.kernels.model.LlamaModel` on the CPU.
+
+The engine runs the same iteration-level loop the simulator models
+(:mod:`simulations.serving.engine`), but every iteration is a real forward pass:
+
+* the batch of each iteration is formed by the simulator's own scheduler objects
+  (:class:`~simulations.serving.schedulers.ContinuousBatching`,
+  :class:`~simulations.serving.schedulers.ChunkedPrefill`,
+  :class:`~simulations.serving.schedulers.StaticBatching`) through the interface they
+  already read (``waiting``, ``prefilling``, ``admit()``, ``free_blocks()``, ``req.target``,
+  ``req.done``), so the two cannot drift;
+* the KV cache is a :class:`~scalelab.kernels.model.PagedKVCache` shared by all sequences
+  (blocks of 16 tokens, a free list, one block list per sequence);
+* when the next decode step needs more blocks than are free, the most recently admitted
+  request is preempted by recompute, as in the simulator (vLLM's policy): its blocks are
+  freed and it re-enters the front of the queue; its next prefill covers its prompt and the
+  tokens it had generated except the last, which is fed by the next decode step as if
+  nothing had happened;
+* token ``j`` of a request is drawn by :func:`~scalelab.kernels.sampling.sample` with a seed
+  that is a pure function of the request's seed and ``j``, so a request's tokens do not
+  depend on which other requests share its batches or on preemptions (up to float32
+  rounding differences of the batched matmuls, which move a draw only when it falls within
+  an ulp of a token's cumulative-probability boundary).
+
+It lives beside the simulator, not in ``kernels/``, because it composes both: kernels never
+import simulations.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scalelab.kernels.model import LlamaConfig, LlamaModel, PagedKVCache, SeqChunk
+from scalelab.kernels.sampling import sample
+from scalelab.simulations.inference import ModelConfig
+from scalelab.simulations.serving.memory import BLOCK_TOKENS
+from scalelab.simulations.serving.metrics import ServingResult
+from scalelab.simulations.serving.schedulers import Disaggregated, make_scheduler
+from scalelab.simulations.serving.workload import Workload
+
+__all__ = ["Engine", "ENGINE_MODELS", "get_engine_model", "DEFAULT_KV_BLOCKS", "compare_latencies"]
+
+#: KV blocks of a default engine (1 GiB of float32 cache for the Llama-3.2-1B shape: 1 MiB per block).
+DEFAULT_KV_BLOCKS = 1024
+
+#: Models the engine runs (float32 on the CPU); rope and norm constants are the released configs'.
+ENGINE_MODELS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        name="tiny", n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512,
+        max_position=4096, source="a test model: GQA with 2 query heads per kv head",
+    ),
+    "llama-3.2-1b": ModelConfig(
+        name="Llama 3.2 1B shape", n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, d_ff=8192,
+        vocab_size=128256, head_dim=64, tie_embeddings=True, rope_theta=500000.0, norm_eps=1e-5,
+        max_position=131072,
+        source="meta-llama/Llama-3.2-1B config.json (hidden 2048, 16 layers, 32 heads, 8 KV heads, "
+               "intermediate 8192, vocab 128256, tied embeddings, rope_theta 500000, rms_norm_eps 1e-5, "
+               "131072 positions); Llama 3.1 rope scaling is not applied",
+    ),
+}
+
+
+def get_engine_model(name: str | ModelConfig) -> ModelConfig:
+    """The engine preset called ``name``; a ``ModelConfig`` passes through."""
+    if isinstance(name, ModelConfig):
+        return name
+    if not isinstance(name, str) or name.lower() not in ENGINE_MODELS:
+        raise ValueError(f"unknown engine model {name!r}; known: {', '.join(ENGINE_MODELS)}")
+    return ENGINE_MODELS[name.lower()]
+
+
+def _token_seed(request_seed: int, j: int) -> int:
+    """Seed of a request's ``j``-th generated token: a pure function of both."""
+    return int(np.random.SeedSequence([request_seed, j]).generate_state(1, dtype=np.uint64)[0])
+
+
+@dataclass
+class _Params:
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+
+
+class _Requests:
+    """Per-request state; ``target``, ``done`` and ``output`` are what the schedulers read."""
+
+    def __init__(self) -> None:
+        self.prompt: list[np.ndarray] = []
+        self.output: list[int] = []  # tokens to generate
+        self.target: list[int] = []  # tokens the next prefill must cover
+        self.done: list[int] = []  # tokens of ``target`` cached so far
+        self.seed: list[int] = []
+        self.params: list[_Params] = []
+        self.generated: list[list[int]] = []
+        self.blocks: list[np.ndarray] = []
+        self.arrival: list[float] = []
+        self.start: list[float] = []
+        self.first: list[float] = []
+        self.finish: list[float] = []
+        self.token_times: list[list[float]] = []
+        self.preemptions: list[int] = []
+        self.decode_steps: list[int] = []
+
+    def add(self, prompt, output, seed, params, arrival) -> int:
+        self.prompt.append(prompt)
+        self.output.append(int(output))
+        self.target.append(int(prompt.size))
+        self.done.append(0)
+        self.seed.append(int(seed))
+        self.params.append(params)
+        self.generated.append([])
+        self.blocks.append(np.zeros(0, dtype=np.int64))
+        for lst in (self.start, self.first, self.finish):
+            lst.append(math.nan)
+        self.arrival.append(float(arrival))
+        self.token_times.append([])
+        self.preemptions.append(0)
+        self.decode_steps.append(0)
+        return len(self.prompt) - 1
+
+    def tokens(self, rid: int) -> np.ndarray:
+        """Prompt followed by every generated token."""
+        return np.concatenate([self.prompt[rid], np.asarray(self.generated[rid], dtype=np.int64)])
+
+
+class Engine:
+    """Continuous batching of a :class:`LlamaModel` over a paged KV cache (float32, CPU).
+
+    Parameters
+    ----------
+    model : LlamaModel
+    scheduler : ``"chunked"`` (Sarathi-Serve), ``"continuous"`` (prefill priority), ``"static"``,
+        or one of the simulator's scheduler objects.
+    kv_blocks : blocks in the KV cache (default :data:`DEFAULT_KV_BLOCKS`).
+    block_size : tokens per block; the simulator's schedulers count blocks of
+        :data:`~simulations.serving.memory.BLOCK_TOKENS` (16), so that is the only size accepted.
+    token_budget : tokens per iteration of chunked prefill.
+    max_batch : sequences held at once (default 256, vLLM's).
+    """
+
+    role = "colocated"
+    tokens_per_decode = 1  # tokens each decoding sequence puts through the model per step
+    tokens_per_step = 1  # tokens a decode step emits per sequence
+
+    def __init__(self, model: LlamaModel, *, scheduler="chunked", kv_blocks: int | None = None,
+                 block_size: int = 16, token_budget: int = 512, max_batch: int | None = None) -> None:
+        if not isinstance(model, LlamaModel):
+            raise TypeError(f"model must be a LlamaModel, got {type(model).__name__}")
+        if block_size != BLOCK_TOKENS:
+            raise ValueError(f"block_size must be {BLOCK_TOKENS} (the block the simulator's schedulers count), "
+                             f"got {block_size!r}")
+        kv_blocks = DEFAULT_KV_BLOCKS if kv_blocks is None else kv_blocks
+        self.sched = make_scheduler(scheduler, max_batch=max_batch, token_budget=token_budget)
+        if isinstance(self.sched, Disaggregated):
+            raise ValueError("the engine runs one instance; scheduler 'disaggregated' needs several")
+        self.model = model
+        self.cache = PagedKVCache(model.config, kv_blocks, block_size)
+        self.token_budget = token_budget
+
+    # ------------------------------------------------------------------ what the schedulers read
+    @property
+    def n_running(self) -> int:
+        return len(self.order)
+
+    @property
+    def n_decoding(self) -> int:
+        return len(self.decoding)
+
+    def _decode_need(self) -> int:
+        """Blocks the decoding sequences must add for their next step."""
+        bs = self.cache.block_size
+        return sum(-(-(self.req.done[r] + 1) // bs) - self.req.blocks[r].size for r in self.decoding)
+
+    def free_blocks(self) -> int:
+        """Blocks left after the decoding sequences take their next step."""
+        return self.cache.n_free - self._decode_need()
+
+    def admit(self) -> int:
+        """Move the head of the queue into the running set, to be prefilled."""
+        rid = self.waiting.popleft()
+        self.order.append(rid)
+        self.prefilling.append(rid)
+        if math.isnan(self.req.start[rid]):
+            self.req.start[rid] = self._now()
+        return rid
+
+    # ------------------------------------------------------------------ the loop
+    def _reset(self) -> None:
+        self.req = _Requests()
+        self.waiting: deque[int] = deque()
+        self.order: list[int] = []
+        self.prefilling: list[int] = []
+        self.decoding: list[int] = []
+        self.rows: list[tuple] = []
+        self.itl: list[tuple[float, int]] = []
+        self._t0 = time.perf_counter()
+        self._n_in_system = 0
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def _release(self, rid: int) -> None:
+        self.cache.free(self.req.blocks[rid])
+        self.req.blocks[rid] = np.zeros(0, dtype=np.int64)
+
+    def _grow(self, rid: int, tokens: int) -> None:
+        need = self.cache.blocks_for(tokens) - self.req.blocks[rid].size
+        if need > 0:
+            self.req.blocks[rid] = np.concatenate([self.req.blocks[rid], self.cache.allocate(need)])
+
+    def _make_room(self) -> None:
+        """Preempt (recompute) the latest admitted requests until the next decode step fits."""
+        req = self.req
+        while self.decoding and self.free_blocks() < 0:
+            victim = self.order.pop()
+            req.preemptions[victim] += 1
+            if victim in self.prefilling:
+                self.prefilling.remove(victim)
+            else:
+                self.decoding.remove(victim)
+                # the last generated token is fed by a decode step after the recompute
+                req.target[victim] = req.prompt[victim].size + len(req.generated[victim]) - 1
+            req.done[victim] = 0
+            self._release(victim)
+            self.waiting.appendleft(victim)
+
+    def _step(self) -> None:
+        req = self.req
+        if self.decoding:
+            self._make_room()
+        chunks, decode = self.sched.form_batch(self)
+        dec = list(self.decoding) if decode else []
+        if not chunks and not dec:
+            raise RuntimeError(f"{len(self.waiting)} waiting request(s) can never be admitted "
+                               f"(KV cache of {self.cache.n_blocks} blocks)")
+        work, kinds = [], []
+        for rid, c in chunks:
+            lo = req.done[rid]
+            self._grow(rid, lo + c)
+            work.append(SeqChunk(req.tokens(rid)[lo:lo + c], lo, req.blocks[rid]))
+            kinds.append((rid, "prefill", c))
+        for rid in dec:
+            self._grow(rid, req.done[rid] + 1)
+            work.append(SeqChunk(np.array([req.generated[rid][-1]]), req.done[rid], req.blocks[rid]))
+            kinds.append((rid, "decode", 1))
+        start = self._now()
+        logits = self.model.forward_cached(self.cache, work)  # (len(work), V)
+        emit_rows, emit_rids = [], []
+        joined = []
+        for row, (rid, kind, c) in enumerate(kinds):
+            req.done[rid] += c
+            if kind == "decode":
+                req.decode_steps[rid] += 1
+                emit_rows.append(row)
+                emit_rids.append(rid)
+            elif req.done[rid] == req.target[rid]:
+                self.prefilling.remove(rid)
+                if req.generated[rid]:  # a recompute: its next token comes from a decode step
+                    joined.append(rid)
+                else:
+                    emit_rows.append(row)
+                    emit_rids.append(rid)
+        if emit_rows:
+            self._sample(logits[emit_rows], emit_rids)
+        now = self._now()
+        for rid in emit_rids:
+            req.token_times[rid].append(now)
+            if math.isnan(req.first[rid]):
+                req.first[rid] = now
+            if len(req.generated[rid]) >= req.output[rid]:
+                self._finish(rid, now)
+            elif rid not in self.decoding:
+                joined.append(rid)
+        self.decoding.extend(r for r in joined if r not in self.decoding)
+        if dec:
+            self.itl.append((now - start, len(dec)))
+        self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
+                          len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
+
+    def _sample(self, logits: np.ndarray, rids: list[int]) -> None:
+        req = self.req
+        ps = [req.params[r] for r in rids]
+        seeds = np.array([_token_seed(req.seed[r], len(req.generated[r])) for r in rids], dtype=np.uint64)
+        toks = sample(logits, temperature=np.array([p.temperature for p in ps]),
+                      top_k=np.array([p.top_k for p in ps]), top_p=np.array([p.top_p for p in ps]),
+                      min_p=np.array([p.min_p for p in ps]), seed=seeds)
+        for r, t in zip(rids, toks.tolist()):
+            req.generated[r].append(int(t))
+
+    def _finish(self, rid: int, now: float) -> None:
+        self.req.finish[rid] = now
+        self.order.remove(rid)
+        if rid in self.decoding:
+            self.decoding.remove(rid)
+        self._release(rid)
+        self._n_in_system -= 1
+
+    def _has_work(self) -> bool:
+        return bool(self.order) or bool(self.waiting)
+
+    # ------------------------------------------------------------------ entry points
+    def _add(self, prompt, output: int, seed: int, params: _Params, arrival: float) -> int:
+        t = self.model.check_tokens("prompt", prompt)
+        if t.size == 0:
+            raise ValueError("a prompt must hold at least one token")
+        longest = t.size + output - 1  # tokens cached at the last step
+        if longest > self.model.config.max_position:
+            raise ValueError(f"a request of {t.size} prompt + {output} new tokens needs {longest} positions, "
+                             f"beyond the model's context (max_position {self.model.config.max_position})")
+        if self.cache.blocks_for(longest) > self.cache.n_blocks:
+            raise ValueError(f"a request of {t.size} prompt + {output} new tokens needs more than the KV cache's "
+                             f"{self.cache.n_blocks} blocks of {self.cache.block_size} tokens")
+        return self.req.add(t, output, seed, params, arrival)
+
+    def generate(self, prompts, *, max_new_tokens, temperature=1.0, top_k=None, top_p=None, min_p=None,
+                 seed=0) -> list[np.ndarray]:
+        """Generate ``max_new_tokens`` tokens for every prompt (all arrive at once), in prompt order.
+
+        ``seed``: an int (request ``i`` then draws from the stream ``(seed, i)``) or one int per
+        prompt; a request's tokens depend on its prompt, parameters and seed only.
+        """
+        prompts = list(prompts)
+        n = len(prompts)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            if seed < 0:
+                raise ValueError(f"seed must be >= 0, got {seed}")
+            seeds = [int(np.random.SeedSequence([int(seed), i]).generate_state(1, dtype=np.uint64)[0])
+                     for i in range(n)]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != n or any(s < 0 for s in seeds):
+                raise ValueError(f"seed must be an int >= 0 or {n} ints >= 0 (one per prompt)")
+        params = _Params(float(temperature), 0 if top_k is None else int(top_k),
+                         1.0 if top_p is None else float(top_p), 0.0 if min_p is None else float(min_p))
+        # the sampling kernel validates these; check them once here so a bad value fails before any work
+        sample(np.zeros((1, 2), dtype=np.float32), temperature=params.temperature, top_k=params.top_k,
+               top_p=params.top_p, min_p=params.min_p, seed=0)
+        self._reset()
+        for i, p in enumerate(prompts):
+            self._add(p, int(max_new_tokens), seeds[i], params, 0.0)
+        for rid in range(n):
+            self.waiting.append(rid)
+            self._n_in_system += 1
+        while self._has_work():
+            self._step()
+        return [np.asarray(g, dtype=np.int64) for g in self.req.generated]
+
+    def warm_up(self) -> None:
+        """Run every code path once (prefill, paged decode, sampling) so JIT loading is not timed."""
+        self.generate([np.zeros(2, dtype=np.int64), np.ones(3, dtype=np.int64)], max_new_tokens=2)
+
+    def serve(self, workload: Workload, *, seed: int = 0, temperature: float = 1.0, top_k=None, top_p=None,
+              min_p=None) -> ServingResult:
+        """Replay ``workload``'s arrivals in real time; measured latencies as a :class:`ServingResult`.
+
+        Prompts are seeded random token ids of the workload's lengths; each request generates
+        exactly its ``output_tokens`` (no end-of-sequence token). The engine is warmed up first
+        (:meth:`warm_up`); the clock starts at the first arrival.
+        """
+        if not isinstance(workload, Workload):
+            raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
+        self.warm_up()
+        rng = np.random.default_rng(seed)
+        V = self.model.config.vocab_size
+        params = _Params(float(temperature), 0 if top_k is None else int(top_k),
+                         1.0 if top_p is None else float(top_p), 0.0 if min_p is None else float(min_p))
+        self._reset()
+        arrival = workload.arrival - workload.arrival.min()
+        for i, (p, o) in enumerate(zip(workload.prompt_tokens.tolist(), workload.output_tokens.tolist())):
+            self._add(rng.integers(0, V, int(p)), int(o), int(rng.integers(0, 2**63)), params, arrival[i])
+        order = np.argsort(arrival, kind="stable")
+        nxt = 0
+        self._t0 = time.perf_counter()
+        while nxt < len(order) or self._has_work():
+            now = self._now()
+            while nxt < len(order) and arrival[order[nxt]] <= now:
+                self.waiting.append(int(order[nxt]))
+                self._n_in_system += 1
+                nxt += 1
+            if self._has_work():
+                self._step()
+            elif nxt < len(order):
+                time.sleep(max(0.0, arrival[order[nxt]] - self._now()))
+        req = self.req
+        requests = pd.DataFrame({
+            "arrival": arrival, "start": req.start, "first_token": req.first, "finish": req.finish,
+            "prompt_tokens": [p.size for p in req.prompt], "output_tokens": req.output,
+            "preemptions": req.preemptions, "instance": 0, "decode_steps": req.decode_steps,
+        })
+        timeline = pd.DataFrame(self.rows, columns=["time", "duration", "instance", "steps", "prefill_tokens",
+                                                    "decode_seqs", "running", "queue_len", "kv_blocks",
+                                                    "in_system"])
+        itl = np.array(self.itl, dtype=np.float64).reshape(-1, 2)  # (decode iterations, 2)
+        c = LlamaConfig.from_config(self.model.config)
+        config = dict(model=f"LlamaModel({c.n_layers} layers, d {c.d_model})", hw="this CPU",
+                      scheduler=type(self.sched).__name__, tp=1, replicas=1, n_gpus=1,
+                      max_batch=getattr(self.sched, "max_batch", None), token_budget=self.token_budget,
+                      spec_k=0, spec_accept=None, kv_capacity_blocks=self.cache.n_blocks, workload=workload.name)
+        result = ServingResult(requests, timeline, config=config, n_gpus=1, slo_ttft=None, slo_tpot=None,
+                               itl=(itl[:, 0], itl[:, 1]))
+        result.token_times = [np.asarray(t) for t in req.token_times]
+        return result
+
+
+def compare_latencies(measured: ServingResult, predicted: ServingResult) -> pd.DataFrame:
+    """TTFT and TPOT p50 / p99 of a measured run beside a prediction (milliseconds) and predicted / measured."""
+    ms, ps = measured.summary(), predicted.summary()
+    rows = []
+    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot")):
+        for p in (50, 99):
+            m, q = ms[f"{key}_p{p}"] * 1e3, ps[f"{key}_p{p}"] * 1e3
+            rows.append({"metric": f"{name} p{p}", "measured_ms": m, "predicted_ms": q,
+                         "predicted/measured": q / m if m > 0 else math.nan})
+    return pd.DataFrame(rows)

@@ -1,0 +1,180 @@
+"""The Llama decoder: cached path against the float64 reference, chunking, safetensors, bad input."""
+
+import numpy as np
+import pytest
+
+from scalelab.kernels.model import (
+    LlamaConfig, LlamaModel, PagedKVCache, SeqChunk, WeightError, hf_tensor_shapes, llama_forward_ref,
+)
+from scalelab.simulations.inference import ModelConfig
+
+CONFIGS = {
+    "mha": LlamaConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=4, d_ff=96, vocab_size=101, max_position=128),
+    "gqa": LlamaConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab_size=101, max_position=128,
+                       rope_theta=500000.0, norm_eps=1e-5),
+    "mqa": LlamaConfig(n_layers=3, d_model=48, n_heads=3, n_kv_heads=1, d_ff=64, vocab_size=101, max_position=128,
+                       head_dim=32, tie_embeddings=True),
+    "moe": LlamaConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab_size=101, max_position=128,
+                       n_experts=4, experts_per_token=2, d_ff_expert=48, n_dense_layers=1),
+}
+RTOL = 2e-5  # max |error| / max |reference logit|: float32 level over a few layers
+
+
+def _rel(a, ref):
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_cached_decode_matches_reference(name):
+    """Prefill 9 tokens, then 32 decode steps, each step's logits against the whole-sequence reference."""
+    c = CONFIGS[name]
+    m = LlamaModel.random(c, seed=3)
+    rng = np.random.default_rng(0)
+    toks = list(rng.integers(0, c.vocab_size, 9))
+    cache = PagedKVCache(c, n_blocks=8, block_size=16)
+    blocks = cache.allocate(3)  # 48 tokens
+    got = [m.forward_cached(cache, [SeqChunk(np.array(toks), 0, blocks)])[0]]
+    for _ in range(32):
+        toks.append(int(np.argmax(got[-1])))
+        got.append(m.forward_cached(cache, [SeqChunk(np.array(toks[-1:]), len(toks) - 1, blocks)])[0])
+    ref = llama_forward_ref(m, np.array(toks))  # (41, V)
+    got = np.array(got)  # (33, V)
+    assert got.dtype == np.float32
+    assert np.abs(ref).max() > 0.3  # activations O(1): the comparison is not against near-zeros
+    assert _rel(got, ref[8:]) < RTOL
+    assert _rel(m.forward(np.array(toks)), ref) < RTOL
+
+
+def test_chunked_prefill_equals_whole_prefill_and_batches_mix():
+    c = CONFIGS["gqa"]
+    m = LlamaModel.random(c, seed=1)
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, c.vocab_size, 45)
+    cache = PagedKVCache(c, n_blocks=16, block_size=16)
+    whole, pieces, other = cache.allocate(3), cache.allocate(3), cache.allocate(1)
+    a = m.forward_cached(cache, [SeqChunk(t, 0, whole)])[0]
+    # chunks of 7, 16 and 22 tokens; the last shares its batch with another sequence's decode
+    m.forward_cached(cache, [SeqChunk(t[:7], 0, pieces)])
+    m.forward_cached(cache, [SeqChunk(t[7:23], 7, pieces), SeqChunk(t[:3], 0, other)])
+    b = m.forward_cached(cache, [SeqChunk(t[3:4], 3, other), SeqChunk(t[23:], 23, pieces)])
+    np.testing.assert_allclose(b[1], a, rtol=0, atol=2e-5 * np.abs(a).max())
+    np.testing.assert_allclose(b[0], llama_forward_ref(m, t[:4])[-1], rtol=0, atol=2e-5 * np.abs(a).max())
+
+
+def test_model_config_converts_and_presets_keep_defaults():
+    mc = ModelConfig(name="t", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=50,
+                     rope_theta=1e4, norm_eps=1e-5, max_position=64)
+    c = LlamaConfig.from_config(mc)
+    assert (c.n_kv_heads, c.qk_dim, c.norm_eps, c.max_position) == (1, 16, 1e-5, 64)
+    default = ModelConfig(name="d", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=50)
+    assert (default.rope_theta, default.norm_eps, default.tie_embeddings, default.max_position) == (
+        10000.0, 1e-6, False, 2048)
+    with pytest.raises(ValueError, match="rope_theta"):
+        ModelConfig(name="d", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=50,
+                    rope_theta=0.0)
+    with pytest.raises(ValueError, match="kv_latent_dim"):
+        LlamaConfig.from_config(ModelConfig(name="mla", n_layers=1, d_model=32, n_heads=2, n_kv_heads=2, d_ff=48,
+                                            vocab_size=50, kv_latent_dim=16))
+
+
+def test_rope_is_rotate_half():
+    """Position p rotates the pair (i, i + D/2) by p * theta^(-2i/D): checked on a unit vector."""
+    from scalelab.kernels.model import _rope, rope_tables
+
+    D, theta, p = 8, 100.0, 3
+    cos, sin = rope_tables(np.array([p]), D, theta)
+    x = np.zeros((1, 1, D))
+    x[0, 0, 1] = 1.0  # pair (1, 5)
+    y = _rope(x, cos, sin)[0, 0]
+    ang = p * theta ** (-2 * 1 / D)
+    np.testing.assert_allclose(y[[1, 5]], [np.cos(ang), np.sin(ang)], atol=1e-15)
+    assert np.count_nonzero(y) == 2
+
+
+@pytest.mark.parametrize("name", ["gqa", "moe", "mqa"])
+def test_safetensors_round_trip(tmp_path, name):
+    c = CONFIGS[name]
+    m = LlamaModel.random(c, seed=5)
+    path = tmp_path / "w.safetensors"
+    m.to_safetensors(path)
+    m2 = LlamaModel.from_safetensors(path, c)
+    s1, s2 = m.hf_state(), m2.hf_state()
+    assert set(s1) == set(s2) == set(hf_tensor_shapes(c))
+    for k in s1:
+        assert np.array_equal(s1[k], s2[k]), k
+    t = np.arange(10) % c.vocab_size
+    assert np.array_equal(m.forward(t), m2.forward(t))
+
+
+def test_safetensors_missing_or_misshaped_tensor_is_named(tmp_path):
+    from safetensors.numpy import save_file
+
+    c = CONFIGS["gqa"]
+    state = LlamaModel.random(c, seed=0).hf_state()
+    missing = dict(state)
+    del missing["model.layers.1.mlp.up_proj.weight"]
+    save_file(missing, str(tmp_path / "a.safetensors"))
+    with pytest.raises(WeightError, match=r"missing tensor 'model\.layers\.1\.mlp\.up_proj\.weight'"):
+        LlamaModel.from_safetensors(tmp_path / "a.safetensors", c)
+    bad = dict(state)
+    bad["model.layers.0.self_attn.k_proj.weight"] = np.zeros((64, 32), np.float32)
+    save_file(bad, str(tmp_path / "b.safetensors"))
+    with pytest.raises(WeightError, match=r"k_proj\.weight' has shape \(64, 32\), expected \(32, 64\)"):
+        LlamaModel.from_safetensors(tmp_path / "b.safetensors", c)
+    with pytest.raises(FileNotFoundError):
+        LlamaModel.from_safetensors(tmp_path / "none.safetensors", c)
+
+
+def test_bad_tokens_and_positions():
+    c = CONFIGS["gqa"]
+    m = LlamaModel.random(c, seed=0)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m.forward(np.array([1, c.vocab_size]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m.forward(np.array([-1]))
+    with pytest.raises(ValueError, match="max_position"):
+        m.forward(np.zeros(c.max_position + 1, dtype=np.int64))
+    with pytest.raises(TypeError, match="integer"):
+        m.forward(np.array([0.5]))
+    with pytest.raises(ValueError, match="at least one"):
+        m.forward(np.zeros(0, dtype=np.int64))
+    cache = PagedKVCache(c, n_blocks=4)
+    b = cache.allocate(1)
+    with pytest.raises(ValueError, match="covers 16 tokens, 17 needed"):
+        m.forward_cached(cache, [SeqChunk(np.zeros(17, np.int64), 0, b)])
+    with pytest.raises(ValueError, match="not allocated"):
+        m.forward_cached(cache, [SeqChunk(np.zeros(3, np.int64), 0, np.array([3]))])
+    with pytest.raises(MemoryError):
+        cache.allocate(4)
+
+
+def test_random_weights_are_seeded():
+    c = CONFIGS["mqa"]
+    a, b = LlamaModel.random(c, seed=7).hf_state(), LlamaModel.random(c, seed=7).hf_state()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="seed"):
+        LlamaModel.random(c, seed=-1)
+
+
+@pytest.mark.parametrize("name", ["gqa", "mqa"])
+def test_logits_match_hugging_face_transformers(tmp_path, name):
+    """The same safetensors file in ``transformers.LlamaForCausalLM`` (skipped when it is not installed)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    m = LlamaModel.random(CONFIGS[name], seed=3)
+    m.to_hf_directory(tmp_path)
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path, torch_dtype=torch.float32).eval()
+    t = np.arange(37) * 7 % CONFIGS[name].vocab_size
+    with torch.no_grad():
+        theirs = hf(torch.from_numpy(t)[None]).logits[0].numpy()
+    ours = m.forward(t)
+    assert _rel(ours, theirs) < RTOL
+
+
+def test_hf_config_names_the_shape(tmp_path):
+    m = LlamaModel.random(CONFIGS["mqa"], seed=0)
+    cfg = m.hf_config()
+    assert (cfg["num_key_value_heads"], cfg["head_dim"], cfg["tie_word_embeddings"]) == (1, 32, True)
+    assert (m.to_hf_directory(tmp_path) / "config.json").is_file()
+    with pytest.raises(ValueError, match="dense"):
+        LlamaModel.random(CONFIGS["moe"], seed=0).hf_config()
