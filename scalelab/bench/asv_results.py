@@ -94,6 +94,7 @@ def impl_of(text: str) -> str | None:
 def _words(name: str) -> list[str]:
     """Lower-case words of a CamelCase or snake_case name, minus type, implementation and unit words."""
     name = re.sub(r"^(timeraw|peakmem|time|track|mem)_", "", name)
+    name = re.sub(r"(?i)(^|_)(f|float)(16|32|64)(?=_|$)", "", name)  # a dtype names the peer, not the kernel
     name = re.sub(r"NumPy|Numpy|PyTorch|Torch|Numba|SDPA|MoE|GQA|KV", lambda m: f"_{m.group(0).lower()}_", name)
     parts = re.findall(r"[A-Z]+(?=[A-Z][a-z]|\b|_|\d)|[A-Z]?[a-z]+|\d+", name)
     return [p.lower() for p in parts if not _NOISE.fullmatch(p)]
