@@ -38,7 +38,24 @@ SEED = 20240601
 IMPLS = ["numba", "numpy_f32", "torch"]
 
 
-class PrefillAttention(Threaded):
+class _Impls(Threaded):
+    """Sets ``self.fn`` to the implementation ``impl`` names, at ``threads`` threads, warmed up."""
+
+    def _use(self, impl, threads, ours, numpy_f32, make_torch):
+        torch = require_torch() if impl == "torch" else None
+        self.fn = make_torch(torch) if torch is not None else (numpy_f32 if impl == "numpy_f32" else ours)
+        self.limit_threads(threads, torch)
+        self.fn()  # warm: compiles (or loads) the Numba kernel for exactly these dtypes/layouts
+        self.slow = impl == "numpy_f32"
+
+
+def _torch_prefill(torch, q, k, v):
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    return lambda: sdpa(tq, tk, tv, is_causal=True)
+
+
+class PrefillAttention(_Impls):
     """Causal prefill, float32, B=1, H=8, D=64."""
 
     params = [IMPLS, PREFILL_L, THREADS]
@@ -52,19 +69,9 @@ class PrefillAttention(Threaded):
         rng = np.random.default_rng(SEED)
         shape = (PREFILL_B, PREFILL_H, L, PREFILL_D)
         q, k, v = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))  # (B, H, L, D)
-        torch = require_torch() if impl == "torch" else None
-        if impl == "torch":
-            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-            sdpa = torch.nn.functional.scaled_dot_product_attention
-            self.fn = lambda: sdpa(tq, tk, tv, is_causal=True)
-        elif impl == "numpy_f32":
-            self.fn = lambda: peers.prefill_attention(q, k, v)
-        else:
-            self.fn = lambda: A.attention(q, k, v, causal=True)
-        self.limit_threads(threads, torch)
-        self.fn()  # warm: compiles (or loads) the Numba kernel for exactly these dtypes/layouts
+        self._use(impl, threads, lambda: A.attention(q, k, v, causal=True),
+                  lambda: peers.prefill_attention(q, k, v), lambda torch: _torch_prefill(torch, q, k, v))
         self.flops = PREFILL_B * PREFILL_H * A.attention_flops(L, L, PREFILL_D, PREFILL_D, causal=True)
-        self.slow = impl == "numpy_f32"
 
     def time_prefill(self, impl, L, threads):
         self.fn()
@@ -91,7 +98,7 @@ def _torch_decode(torch, q, kc, vc):
     return lambda: sdpa(tq, tk, tv, enable_gqa=True)
 
 
-class DecodeAttention(Threaded):
+class DecodeAttention(_Impls):
     """One query token per sequence, contiguous cache: B=8, Hq=32, D=128, kv 4096, float32."""
 
     params = [IMPLS, DECODE_HKV, THREADS]
@@ -103,17 +110,9 @@ class DecodeAttention(Threaded):
 
     def setup(self, impl, Hkv, threads):
         _, q, kc, vc, lengths = _decode_data(Hkv)
-        torch = require_torch() if impl == "torch" else None
-        if impl == "torch":
-            self.fn = _torch_decode(torch, q, kc, vc)
-        elif impl == "numpy_f32":
-            self.fn = lambda: peers.decode_attention(q, kc, vc, lengths)
-        else:
-            self.fn = lambda: A.decode_attention(q, kc, vc, lengths)
-        self.limit_threads(threads, torch)
-        self.fn()
+        self._use(impl, threads, lambda: A.decode_attention(q, kc, vc, lengths),
+                  lambda: peers.decode_attention(q, kc, vc, lengths), lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
-        self.slow = impl == "numpy_f32"
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
@@ -129,12 +128,8 @@ class PagedDecodeAttention(DecodeAttention):
 
     def setup(self, impl, Hkv, threads):
         rng, q, kc, vc, lengths = _decode_data(Hkv)
-        torch = require_torch() if impl == "torch" else None
-        if impl == "torch":  # no paged SDPA: the contiguous equivalent is the peer
-            self.fn = _torch_decode(torch, q, kc, vc)
-        elif impl == "numpy_f32":  # likewise
-            self.fn = lambda: peers.decode_attention(q, kc, vc, lengths)
-        else:
+        ours = None
+        if impl == "numba":
             B, L, D = DECODE_B, DECODE_LEN, DECODE_D
             nblk = L // PAGE_SIZE
             table = rng.permutation(B * nblk).reshape(B, nblk)  # (B, max_blocks)
@@ -143,12 +138,12 @@ class PagedDecodeAttention(DecodeAttention):
             # (B, Hkv, nblk, ps, D) -> (B, nblk, ps, Hkv, D), scattered to the table's pages
             kp[table.reshape(-1)] = kc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
             vp[table.reshape(-1)] = vc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
-            del kc, vc
-            self.fn = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)
-        self.limit_threads(threads, torch)
-        self.fn()
+            del kc, vc  # half a GiB each; the peers below are not built for this case
+            ours = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)  # noqa: E731
+        # Neither torch nor the NumPy peer has a paged kernel: the contiguous equivalent is their entry.
+        self._use(impl, threads, ours, lambda: peers.decode_attention(q, kc, vc, lengths),
+                  lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
-        self.slow = impl == "numpy_f32"
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
