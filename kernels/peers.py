@@ -44,6 +44,22 @@ __all__ = [
 ]
 
 
+def _softmax_inplace(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of a scores array this module owns, overwriting it.
+
+    In place, as one would write it for speed: the scores are the largest
+    temporary of attention. Rows that are all -inf give zeros.
+    """
+    m = s.max(axis=-1, keepdims=True)
+    m[~np.isfinite(m)] = 0
+    s -= m
+    np.exp(s, out=s)
+    tot = s.sum(axis=-1, keepdims=True)
+    tot[tot == 0] = 1  # an all -inf row is all zeros after exp
+    s /= tot
+    return s
+
+
 def _softmax_f32(s: np.ndarray) -> np.ndarray:
     """Softmax over the last axis in the input's dtype; rows that are all -inf give zeros."""
     m = s.max(axis=-1, keepdims=True)
@@ -69,10 +85,10 @@ def prefill_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: flo
     dt = q.dtype.type
     s = dt(1.0 / np.sqrt(D) if scale is None else scale)
     qg = q.reshape(B, Hkv, g * Lq, D)  # (B, Hkv, g*Lq, D): the group's queries share K/V
-    scores = np.matmul(qg, k.swapaxes(-1, -2)).reshape(B, Hkv, g, Lq, Lk) * s  # (B, Hkv, g, Lq, Lk)
+    scores = np.matmul(qg * s, k.swapaxes(-1, -2)).reshape(B, Hkv, g, Lq, Lk)  # (B, Hkv, g, Lq, Lk)
     hidden = np.arange(Lk)[None, :] > np.arange(Lq)[:, None] + (Lk - Lq)  # (Lq, Lk)
-    scores[..., hidden] = -np.inf
-    p = _softmax_f32(scores).reshape(B, Hkv, g * Lq, Lk)
+    scores += np.where(hidden, -np.inf, 0).astype(q.dtype)  # additive causal mask, broadcast
+    p = _softmax_inplace(scores).reshape(B, Hkv, g * Lq, Lk)
     return np.matmul(p, v).reshape(B, Hq, Lq, v.shape[3])  # (B, Hq, Lq, Dv)
 
 
@@ -89,10 +105,10 @@ def decode_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, le
     dt = q.dtype.type
     s = dt(1.0 / np.sqrt(D) if scale is None else scale)
     qg = q.reshape(B, Hkv, g, D)  # (B, Hkv, g, D)
-    scores = np.matmul(qg, k_cache.swapaxes(-1, -2)) * s  # (B, Hkv, g, Lmax)
+    scores = np.matmul(qg * s, k_cache.swapaxes(-1, -2))  # (B, Hkv, g, Lmax)
     past = np.arange(Lmax)[None, :] >= np.asarray(lengths).reshape(B, 1)  # (B, Lmax)
-    scores[np.broadcast_to(past[:, None, None, :], scores.shape)] = -np.inf
-    p = _softmax_f32(scores)  # (B, Hkv, g, Lmax)
+    scores += np.where(past, -np.inf, 0).astype(q.dtype)[:, None, None, :]  # additive length mask
+    p = _softmax_inplace(scores)  # (B, Hkv, g, Lmax)
     return np.matmul(p, v_cache).reshape(B, Hq, v_cache.shape[3])  # (B, Hq, Dv)
 
 
