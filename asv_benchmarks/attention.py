@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_info, require_torch
+from asv_benchmarks._util import Threaded, best_time, blas_info, kernel_peers, require_torch
 from scalelab.kernels import attention as A
-from scalelab.kernels import peers
 
 THREADS = [1, 2]
 PREFILL_L = [512, 1024, 2048]
@@ -43,6 +42,8 @@ class _Impls(Threaded):
 
     def _use(self, impl, threads, ours, numpy_f32, make_torch):
         torch = require_torch() if impl == "torch" else None
+        if impl == "numpy_f32":
+            kernel_peers()  # skipped, not failed, in a revision without the peers
         self.fn = make_torch(torch) if torch is not None else (numpy_f32 if impl == "numpy_f32" else ours)
         self.limit_threads(threads, torch)
         self.fn()  # warm: compiles (or loads) the Numba kernel for exactly these dtypes/layouts
@@ -70,7 +71,7 @@ class PrefillAttention(_Impls):
         shape = (PREFILL_B, PREFILL_H, L, PREFILL_D)
         q, k, v = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))  # (B, H, L, D)
         self._use(impl, threads, lambda: A.attention(q, k, v, causal=True),
-                  lambda: peers.prefill_attention(q, k, v), lambda torch: _torch_prefill(torch, q, k, v))
+                  lambda: kernel_peers().prefill_attention(q, k, v), lambda torch: _torch_prefill(torch, q, k, v))
         self.flops = PREFILL_B * PREFILL_H * A.attention_flops(L, L, PREFILL_D, PREFILL_D, causal=True)
 
     def time_prefill(self, impl, L, threads):
@@ -111,7 +112,7 @@ class DecodeAttention(_Impls):
     def setup(self, impl, Hkv, threads):
         _, q, kc, vc, lengths = _decode_data(Hkv)
         self._use(impl, threads, lambda: A.decode_attention(q, kc, vc, lengths),
-                  lambda: peers.decode_attention(q, kc, vc, lengths), lambda torch: _torch_decode(torch, q, kc, vc))
+                  lambda: kernel_peers().decode_attention(q, kc, vc, lengths), lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
 
     def time_decode(self, impl, Hkv, threads):
@@ -141,7 +142,7 @@ class PagedDecodeAttention(DecodeAttention):
             del kc, vc  # half a GiB each; the peers below are not built for this case
             ours = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)  # noqa: E731
         # Neither torch nor the NumPy peer has a paged kernel: the contiguous equivalent is their entry.
-        self._use(impl, threads, ours, lambda: peers.decode_attention(q, kc, vc, lengths),
+        self._use(impl, threads, ours, lambda: kernel_peers().decode_attention(q, kc, vc, lengths),
                   lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
 

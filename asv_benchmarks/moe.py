@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_description, require_torch
-from scalelab.kernels import moe, peers
+from asv_benchmarks._util import Threaded, best_time, blas_description, kernel_peers, require_torch
+from scalelab.kernels import moe
 from scalelab.kernels._common import aligned_empty
 
 SEED = 1234
@@ -186,6 +186,7 @@ class RouteDispatch(_ThreadsMixin):
             self.dispatch()  # warm (compiled on exactly these dtypes)
             self.both = lambda: moe.dispatch(moe.route(self.logits, self.k, **self.opts)[1], self.E)
         elif impl == "numpy_f32":
+            peers = kernel_peers()
             self.route = lambda: peers.route(self.logits, self.k)
             self.w, self.experts = self.route()
             self.dispatch = lambda: peers.dispatch(self.experts, self.E)
@@ -231,6 +232,7 @@ class PermuteUnpermute(_ThreadsMixin):
             self.permute = lambda: moe.permute(x, D, out=xs)
             self.unpermute = lambda: moe.unpermute(xs, D, w, out=y)
         elif impl == "numpy_f32":
+            peers = kernel_peers()
             order = D.order.astype(np.int64)
             xs = peers.permute(x, order, k)
             self.permute = lambda: peers.permute(x, order, k)
