@@ -1,16 +1,19 @@
 """asv benchmarks for kernels/attention.py: prefill, decode and paged decode.
 
 Peers side by side in one run (the ``impl`` parameter): our Numba kernel,
-the NumPy reference and, when importable, PyTorch
-``scaled_dot_product_attention`` (skipped cleanly otherwise). Every case runs
-with 1 and 2 threads; the thread count is applied to Numba, BLAS and torch.
+the float32 NumPy peer (:mod:`scalelab.kernels.peers`: batched BLAS matmuls
+with a causal or length mask) and, when importable, PyTorch
+``scaled_dot_product_attention`` (skipped cleanly otherwise). The float64
+reference is an oracle for the tests, not a peer, and is not timed. Every case
+runs with 1 and 2 threads; the thread count is applied to Numba, BLAS and torch.
 
 * Prefill: causal, float32, B=1, H=8, D=64, L in {512, 1024, 2048}.
   ``track_gflops`` counts 2 * (D + Dv) FLOPs per *unmasked* (query, key) pair.
 * Decode: B=8, Hq=32, Hkv in {32, 8}, D=128, kv length 4096, float32.
   ``track_kv_gbps`` reports GB/s of K and V read (each byte once).
-* Paged decode: same shape, page size 16, pages shuffled. torch has no paged
-  kernel, so its entry runs SDPA on the equivalent contiguous cache.
+* Paged decode: same shape, page size 16, pages shuffled. Neither torch nor
+  the NumPy peer has a paged kernel, so their entries run on the equivalent
+  contiguous cache.
 * Compile time: ``timeraw_compile_cold`` imports and compiles every kernel in
   a fresh interpreter with an empty Numba cache.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import ThreadLimit, best_time, blas_info, require_torch
+from asv_benchmarks._util import Threaded, best_time, blas_info, kernel_peers, require_torch
 from scalelab.kernels import attention as A
 
 THREADS = [1, 2]
@@ -31,12 +34,34 @@ PAGE_SIZE = 16
 SEED = 20240601
 
 
-class PrefillAttention:
+IMPLS = ["numba", "numpy_f32", "torch"]
+
+
+class _Impls(Threaded):
+    """Sets ``self.fn`` to the implementation ``impl`` names, at ``threads`` threads, warmed up."""
+
+    def _use(self, impl, threads, ours, numpy_f32, make_torch):
+        torch = require_torch() if impl == "torch" else None
+        if impl == "numpy_f32":
+            kernel_peers()  # skipped, not failed, in a revision without the peers
+        self.fn = make_torch(torch) if torch is not None else (numpy_f32 if impl == "numpy_f32" else ours)
+        self.limit_threads(threads, torch)
+        self.fn()  # warm: compiles (or loads) the Numba kernel for exactly these dtypes/layouts
+        self.slow = impl == "numpy_f32"
+
+
+def _torch_prefill(torch, q, k, v):
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    return lambda: sdpa(tq, tk, tv, is_causal=True)
+
+
+class PrefillAttention(_Impls):
     """Causal prefill, float32, B=1, H=8, D=64."""
 
-    params = [["numba", "numpy", "torch"], PREFILL_L, THREADS]
+    params = [IMPLS, PREFILL_L, THREADS]
     param_names = ["impl", "L", "threads"]
-    number = 1  # the NumPy reference at L=2048 takes seconds per call
+    number = 1  # the NumPy peer at L=2048 takes a large part of a second per call
     repeat = (2, 10, 20.0)
     warmup_time = 0.0
     timeout = 600
@@ -45,29 +70,15 @@ class PrefillAttention:
         rng = np.random.default_rng(SEED)
         shape = (PREFILL_B, PREFILL_H, L, PREFILL_D)
         q, k, v = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))  # (B, H, L, D)
-        if impl == "torch":
-            torch = require_torch()
-            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-            sdpa = torch.nn.functional.scaled_dot_product_attention
-            self.fn = lambda: sdpa(tq, tk, tv, is_causal=True)
-        elif impl == "numpy":
-            self.fn = lambda: A.attention_ref(q, k, v, causal=True)
-        else:
-            self.fn = lambda: A.attention(q, k, v, causal=True)
-        self.threads = ThreadLimit(threads)
-        self.fn()  # warm: compiles (or loads) the Numba kernel for exactly these dtypes/layouts
+        self._use(impl, threads, lambda: A.attention(q, k, v, causal=True),
+                  lambda: kernel_peers().prefill_attention(q, k, v), lambda torch: _torch_prefill(torch, q, k, v))
         self.flops = PREFILL_B * PREFILL_H * A.attention_flops(L, L, PREFILL_D, PREFILL_D, causal=True)
-        self.slow = impl == "numpy"
-
-    def teardown(self, impl, L, threads):
-        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
-            self.threads.restore()
 
     def time_prefill(self, impl, L, threads):
         self.fn()
 
     def track_gflops(self, impl, L, threads):
-        return self.flops / best_time(self.fn, repeats=1 if self.slow else 5) / 1e9
+        return self.flops / best_time(self.fn, repeats=1 if self.slow else 5, min_time=0.2) / 1e9
 
     track_gflops.unit = "GFLOP/s"
 
@@ -81,18 +92,17 @@ def _decode_data(Hkv):
     return rng, q, kc, vc, lengths
 
 
-def _torch_decode(q, kc, vc):
-    torch = require_torch()
+def _torch_decode(torch, q, kc, vc):
     tq = torch.from_numpy(q)[:, :, None, :]  # (B, Hq, 1, D)
     tk, tv = torch.from_numpy(kc), torch.from_numpy(vc)  # (B, Hkv, L, D)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     return lambda: sdpa(tq, tk, tv, enable_gqa=True)
 
 
-class DecodeAttention:
+class DecodeAttention(_Impls):
     """One query token per sequence, contiguous cache: B=8, Hq=32, D=128, kv 4096, float32."""
 
-    params = [["numba", "numpy", "torch"], DECODE_HKV, THREADS]
+    params = [IMPLS, DECODE_HKV, THREADS]
     param_names = ["impl", "Hkv", "threads"]
     number = 1
     repeat = (3, 20, 20.0)
@@ -101,26 +111,15 @@ class DecodeAttention:
 
     def setup(self, impl, Hkv, threads):
         _, q, kc, vc, lengths = _decode_data(Hkv)
-        if impl == "torch":
-            self.fn = _torch_decode(q, kc, vc)
-        elif impl == "numpy":
-            self.fn = lambda: A.decode_attention_ref(q, kc, vc, lengths)
-        else:
-            self.fn = lambda: A.decode_attention(q, kc, vc, lengths)
-        self.threads = ThreadLimit(threads)
-        self.fn()
+        self._use(impl, threads, lambda: A.decode_attention(q, kc, vc, lengths),
+                  lambda: kernel_peers().decode_attention(q, kc, vc, lengths), lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
-        self.slow = impl == "numpy"
-
-    def teardown(self, *args):
-        if hasattr(self, "threads"):  # setup skipped (torch absent) before limiting threads
-            self.threads.restore()
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
 
     def track_kv_gbps(self, impl, Hkv, threads):
-        return self.bytes / best_time(self.fn, repeats=2 if self.slow else 10) / 1e9
+        return self.bytes / best_time(self.fn, repeats=2 if self.slow else 10, min_time=0.2) / 1e9
 
     track_kv_gbps.unit = "GB/s"
 
@@ -130,9 +129,8 @@ class PagedDecodeAttention(DecodeAttention):
 
     def setup(self, impl, Hkv, threads):
         rng, q, kc, vc, lengths = _decode_data(Hkv)
-        if impl == "torch":  # no paged SDPA: the contiguous equivalent is the peer
-            self.fn = _torch_decode(q, kc, vc)
-        else:
+        ours = None
+        if impl == "numba":
             B, L, D = DECODE_B, DECODE_LEN, DECODE_D
             nblk = L // PAGE_SIZE
             table = rng.permutation(B * nblk).reshape(B, nblk)  # (B, max_blocks)
@@ -141,15 +139,12 @@ class PagedDecodeAttention(DecodeAttention):
             # (B, Hkv, nblk, ps, D) -> (B, nblk, ps, Hkv, D), scattered to the table's pages
             kp[table.reshape(-1)] = kc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
             vp[table.reshape(-1)] = vc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
-            del kc, vc
-            if impl == "numpy":
-                self.fn = lambda: A.paged_decode_attention_ref(q, kp, vp, table, lengths)
-            else:
-                self.fn = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)
-        self.threads = ThreadLimit(threads)
-        self.fn()
+            del kc, vc  # half a GiB each; the peers below are not built for this case
+            ours = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)  # noqa: E731
+        # Neither torch nor the NumPy peer has a paged kernel: the contiguous equivalent is their entry.
+        self._use(impl, threads, ours, lambda: kernel_peers().decode_attention(q, kc, vc, lengths),
+                  lambda torch: _torch_decode(torch, q, kc, vc))
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
-        self.slow = impl == "numpy"
 
     def time_decode(self, impl, Hkv, threads):
         self.fn()
@@ -184,7 +179,7 @@ def _blas_libraries():
 
 
 class AttentionBlasEnvironment:
-    """Records which BLAS/OpenMP libraries the NumPy reference ran on (as the parameter) and their threads."""
+    """Records which BLAS/OpenMP libraries the NumPy peer ran on (as the parameter) and their threads."""
 
     params = [_blas_libraries()]
     param_names = ["library"]

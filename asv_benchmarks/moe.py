@@ -1,7 +1,9 @@
 """asv benchmarks for kernels/moe.py: routing, dispatch, permute/unpermute and the MoE layer.
 
 Peers, as an ``impl`` parameter so one ``asv compare`` / ``asv show`` lists them
-side by side: ``numba`` (scalelab.kernels.moe), ``numpy`` (the ``*_ref`` references) and
+side by side: ``numba`` (scalelab.kernels.moe), ``numpy_f32`` (the float32 NumPy
+peers of :mod:`scalelab.kernels.peers`: ``np.argpartition`` routing, stable
+``np.argsort`` dispatch, fancy-index permute) and
 ``torch`` (``softmax``/``sigmoid`` + ``topk`` + stable ``argsort`` + ``bincount``,
 ``index_select`` / ``index_add_`` for the data movement), skipped cleanly when
 torch is not importable. Every case runs with 1 and 2 threads (Numba, BLAS and
@@ -19,11 +21,9 @@ interleaved in one process and prints the ratios.
 
 from __future__ import annotations
 
-import time
-
-import numba
 import numpy as np
 
+from asv_benchmarks._util import Threaded, best_time, blas_description, kernel_peers, require_torch
 from scalelab.kernels import moe
 from scalelab.kernels._common import aligned_empty
 
@@ -39,57 +39,15 @@ CONFIGS = {
 }
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
+BLAS = blas_description()
 
 
-def _blas_description() -> str:
-    """Which BLAS kernel numpy's matmul runs here (threadpoolctl), recorded as a parameter."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown"
-    for lib in threadpool_info():
-        if lib.get("user_api") == "blas":
-            return (f"{lib.get('internal_api')}-{lib.get('version')}-{lib.get('architecture')}"
-                    f"-{lib.get('threading_layer')}")
-    return "none"
-
-
-BLAS = _blas_description()
-
-
-class _ThreadsMixin:
-    """Sets Numba, BLAS and torch thread counts in setup and restores them in teardown."""
+class _ThreadsMixin(Threaded):
+    """Sets Numba, BLAS and (for torch cases) torch thread counts; teardown restores them."""
 
     def _set_threads(self, threads: int, need_torch: bool = False):
-        from threadpoolctl import threadpool_limits
-
-        if threads > numba.config.NUMBA_NUM_THREADS:
-            raise NotImplementedError(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
-        # torch is imported only by its own cases: its import (and its OpenMP
-        # pool) stays out of the processes that time the other peers.
-        self.torch = _torch() if need_torch else None
-        if need_torch and self.torch is None:
-            raise NotImplementedError("torch is not installed")
-        self._old_numba = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        self._blas_limit = threadpool_limits(limits=threads, user_api="blas")
-        if self.torch is not None:
-            self._old_torch = self.torch.get_num_threads()
-            self.torch.set_num_threads(threads)
-
-    def teardown(self, *params):
-        if hasattr(self, "_old_numba"):
-            numba.set_num_threads(self._old_numba)
-        if getattr(self, "_blas_limit", None) is not None:
-            self._blas_limit.restore_original_limits()
-        if getattr(self, "torch", None) is not None and hasattr(self, "_old_torch"):
-            self.torch.set_num_threads(self._old_torch)
+        self.torch = require_torch() if need_torch else None
+        self.limit_threads(threads, self.torch)
 
 
 # ----------------------------------------------------------------------------
@@ -212,24 +170,27 @@ def permute_bytes(T, d, n_kept, k, itemsize=4) -> int:
 class RouteDispatch(_ThreadsMixin):
     """route, dispatch and both (the bar: against torch's softmax+topk+argsort)."""
 
-    params = ([512, 8192], list(CONFIGS), ["numba", "numpy", "torch"], [1, 2])
+    params = ([512, 8192], list(CONFIGS), ["numba", "numpy_f32", "torch"], [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
 
     def setup(self, T, config, impl, threads):
         self._set_threads(threads, need_torch=(impl == "torch"))
         self.logits, self.E, self.k, self.opts = _route_data(T, config)
+        if impl == "numpy_f32" and self.opts:
+            raise NotImplementedError("the NumPy peer routes by softmax top-k only")
         if impl == "numba":
             self.route = lambda: moe.route(self.logits, self.k, **self.opts)
             self.w, self.experts = self.route()
             self.dispatch = lambda: moe.dispatch(self.experts, self.E)
             self.dispatch()  # warm (compiled on exactly these dtypes)
             self.both = lambda: moe.dispatch(moe.route(self.logits, self.k, **self.opts)[1], self.E)
-        elif impl == "numpy":
-            self.route = lambda: moe.route_ref(self.logits, self.k, **self.opts)
+        elif impl == "numpy_f32":
+            peers = kernel_peers()
+            self.route = lambda: peers.route(self.logits, self.k)
             self.w, self.experts = self.route()
-            self.dispatch = lambda: moe.dispatch_ref(self.experts, self.E)
-            self.both = lambda: moe.dispatch_ref(moe.route_ref(self.logits, self.k, **self.opts)[1], self.E)
+            self.dispatch = lambda: peers.dispatch(self.experts, self.E)
+            self.both = lambda: peers.dispatch(peers.route(self.logits, self.k)[1], self.E)
         else:
             torch = self.torch
             lt = torch.from_numpy(self.logits)
@@ -253,7 +214,7 @@ class RouteDispatch(_ThreadsMixin):
 class PermuteUnpermute(_ThreadsMixin):
     """permute + unpermute at d=4096 (float32) with the routing of each config."""
 
-    params = ([512, 8192], list(CONFIGS), ["numba", "numpy", "torch"], [1, 2])
+    params = ([512, 8192], list(CONFIGS), ["numba", "numpy_f32", "torch"], [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
 
@@ -270,10 +231,12 @@ class PermuteUnpermute(_ThreadsMixin):
             y = aligned_empty((T, D_MODEL_PERMUTE), np.float32)  # (T, d) workspace
             self.permute = lambda: moe.permute(x, D, out=xs)
             self.unpermute = lambda: moe.unpermute(xs, D, w, out=y)
-        elif impl == "numpy":
-            xs = moe.permute_ref(x, D)
-            self.permute = lambda: moe.permute_ref(x, D)
-            self.unpermute = lambda: moe.unpermute_ref(xs, D, w)
+        elif impl == "numpy_f32":
+            peers = kernel_peers()
+            order = D.order.astype(np.int64)
+            xs = peers.permute(x, order, k)
+            self.permute = lambda: peers.permute(x, order, k)
+            self.unpermute = lambda: peers.unpermute(xs, order, w)
         else:
             torch = self.torch
             xt, wt = torch.from_numpy(x), torch.from_numpy(w)
@@ -295,13 +258,7 @@ class PermuteUnpermute(_ThreadsMixin):
 
     def track_permute_unpermute_gbps(self, *params):
         """Achieved GB/s of permute + unpermute (bytes of :func:`permute_bytes`, best of 5)."""
-        best = np.inf
-        for _ in range(5):
-            t0 = time.perf_counter()
-            self.permute()
-            self.unpermute()
-            best = min(best, time.perf_counter() - t0)
-        return self.nbytes / best / 1e9
+        return self.nbytes / best_time(lambda: (self.permute(), self.unpermute()), repeats=5) / 1e9
 
     track_permute_unpermute_gbps.unit = "GB/s"
 
@@ -344,12 +301,7 @@ class MoELayer(_ThreadsMixin):
 
     def track_gflops(self, *params):
         """Useful GFLOP/s: 6 d ffn k FLOPs per token (the active parameters' matmuls), best of 3."""
-        best = np.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            self.fn()
-            best = min(best, time.perf_counter() - t0)
-        return 6 * LAYER_T * LAYER_D * LAYER_FFN * LAYER_K / best / 1e9
+        return 6 * LAYER_T * LAYER_D * LAYER_FFN * LAYER_K / best_time(self.fn, repeats=3) / 1e9
 
     track_gflops.unit = "GFLOP/s"
 

@@ -31,6 +31,7 @@ import time
 import numba
 import numpy as np
 
+from asv_benchmarks._util import Threaded
 from scalelab.kernels._common import as_aligned
 
 #: Ratio samples per ``track_`` call.
@@ -135,15 +136,11 @@ def normalized_samples(kernel, reference, pairs: int = PAIRS, block: int = BLOCK
     return {"samples": ratios, "number": 1}
 
 
-class _SingleThread:
-    """Mixin: pin Numba to one thread for the benchmark, restore it afterwards."""
+class _SingleThread(Threaded):
+    """Pins Numba and BLAS to one thread for the benchmark; teardown restores them."""
 
     def _pin_threads(self):
-        self._old_threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-
-    def teardown(self, *params):
-        numba.set_num_threads(getattr(self, "_old_threads", numba.get_num_threads()))
+        self.limit_threads(1)
 
 
 # ------------------------------------------------------------ self-contained probe

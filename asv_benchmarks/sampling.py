@@ -1,16 +1,15 @@
 """asv benchmarks for kernels/sampling.py: top-k, top-p filtering and full sampling.
 
-Peers, side by side in one run: the NumPy references (full sort) and, when
-PyTorch is importable, ``torch.topk`` and a transformers-style sort-based top-p
+Peers, side by side in one run: the float32 NumPy peers of
+:mod:`scalelab.kernels.peers` (``np.argpartition`` top-k, sorted-cumsum top-p)
+and, when PyTorch is importable, ``torch.topk`` and a transformers-style sort-based top-p
 path (sort, softmax, cumsum, mask, ``torch.multinomial``).  Shapes: B in
 {1, 32}, V in {32000, 128256, 256000}, float32; Numba/torch threads in {1, 2}.
 """
 
-import time
-
-import numba
 import numpy as np
 
+from asv_benchmarks._util import Threaded, best_time, kernel_peers, require_torch
 from scalelab.kernels import sampling as S
 
 BATCHES = [1, 32]
@@ -26,14 +25,6 @@ def _logits(B, V):
     return (np.random.default_rng(1234).standard_normal((B, V)) * 3.0).astype(np.float32)
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:  # asv treats NotImplementedError in setup as "skipped"
-        raise NotImplementedError("torch is not installed")
-    return torch
-
-
 def _torch_top_p_sample(torch, x, temperature, top_p, generator):
     """transformers' TopPLogitsWarper followed by softmax + multinomial."""
     x = x / temperature
@@ -46,66 +37,42 @@ def _torch_top_p_sample(torch, x, temperature, top_p, generator):
     return torch.multinomial(torch.softmax(x, dim=-1), 1, generator=generator)
 
 
-class _Threads:
-    """Sets the Numba thread count in setup and restores it in teardown."""
-
+class _Threads(Threaded):
     params = [BATCHES, VOCABS, THREADS]
     param_names = ["B", "V", "threads"]
     timeout = 300
 
-    def _set_threads(self, threads):
-        self._old_threads = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-    def teardown(self, *args):
-        old = getattr(self, "_old_threads", None)
-        if old is not None:
-            numba.set_num_threads(old)
-
-
-class _TorchThreads(_Threads):
-    """Also sets torch's intra-op thread count (skips the benchmark when torch is missing)."""
-
-    def _set_torch_threads(self, threads):
-        torch = _torch()
-        self._set_threads(threads)
-        self._old_torch_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        self.torch = torch
-        return torch
-
-    def teardown(self, *args):
-        if hasattr(self, "torch"):
-            self.torch.set_num_threads(self._old_torch_threads)
-        super().teardown()
+    def _setup_peers(self):
+        # None in a revision without the peers: only the *_numpy_f32 methods fail there
+        try:
+            self.peers = kernel_peers()
+        except NotImplementedError:
+            self.peers = None
 
 
 class TopK(_Threads):
     def setup(self, B, V, threads):
-        self._set_threads(threads)
+        self.limit_threads(threads)
+        self._setup_peers()
         self.x = _logits(B, V)
         S.top_k(self.x, K)  # compile/warm on this dtype and layout
 
     def time_top_k(self, B, V, threads):
         S.top_k(self.x, K)
 
-    def time_top_k_numpy_ref(self, B, V, threads):
-        S.top_k_ref(self.x, K)
+    def time_top_k_numpy_f32(self, B, V, threads):
+        self.peers.top_k(self.x, K)
 
     def track_top_k_bandwidth(self, B, V, threads):
-        reps = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            S.top_k(self.x, K)
-            reps.append(time.perf_counter() - t0)
-        return self.x.nbytes / min(reps) / 1e9
+        return self.x.nbytes / best_time(lambda: S.top_k(self.x, K), repeats=5) / 1e9
 
     track_top_k_bandwidth.unit = "GB/s"
 
 
-class TopKTorch(_TorchThreads):
+class TopKTorch(_Threads):
     def setup(self, B, V, threads):
-        torch = self._set_torch_threads(threads)
+        self.torch = torch = require_torch()
+        self.limit_threads(threads, torch)
         self.xt = torch.from_numpy(_logits(B, V))
         torch.topk(self.xt, K)
 
@@ -115,20 +82,22 @@ class TopKTorch(_TorchThreads):
 
 class FilterTopP(_Threads):
     def setup(self, B, V, threads):
-        self._set_threads(threads)
+        self.limit_threads(threads)
+        self._setup_peers()
         self.x = _logits(B, V)
         S.filter_logits(self.x, temperature=TEMPERATURE, top_p=TOP_P)
 
     def time_filter_top_p(self, B, V, threads):
         S.filter_logits(self.x, temperature=TEMPERATURE, top_p=TOP_P)
 
-    def time_filter_top_p_numpy_ref(self, B, V, threads):
-        S.filter_logits_ref(self.x, temperature=TEMPERATURE, top_p=TOP_P)
+    def time_filter_top_p_numpy_f32(self, B, V, threads):
+        self.peers.filter_logits(self.x, temperature=TEMPERATURE, top_p=TOP_P)
 
 
 class Sample(_Threads):
     def setup(self, B, V, threads):
-        self._set_threads(threads)
+        self.limit_threads(threads)
+        self._setup_peers()
         self.x = _logits(B, V)
         self.seeds = np.arange(B)
         S.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
@@ -136,13 +105,14 @@ class Sample(_Threads):
     def time_sample_top_p(self, B, V, threads):
         S.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
 
-    def time_sample_top_p_numpy_ref(self, B, V, threads):
-        S.sample_ref(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seeds)
+    def time_sample_top_p_numpy_f32(self, B, V, threads):
+        self.peers.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=0)
 
 
-class SampleTorch(_TorchThreads):
+class SampleTorch(_Threads):
     def setup(self, B, V, threads):
-        torch = self._set_torch_threads(threads)
+        self.torch = torch = require_torch()
+        self.limit_threads(threads, torch)
         self.xt = torch.from_numpy(_logits(B, V))
         self.gen = torch.Generator().manual_seed(0)
         _torch_top_p_sample(torch, self.xt, TEMPERATURE, TOP_P, self.gen)

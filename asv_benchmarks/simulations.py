@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from asv_benchmarks._util import best_time
 from scalelab.simulations import data_supply as ds
 from scalelab.simulations import energy as en
 
@@ -94,14 +95,7 @@ class MonteCarloThroughput:
         self.fn(n_samples=1000)
 
     def track_samples_per_second(self, simulation):
-        import time
-
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            self.fn(n_samples=1_000_000, seed=0)
-            best = min(best, time.perf_counter() - t0)
-        return 1_000_000 / best
+        return 1_000_000 / best_time(lambda: self.fn(n_samples=1_000_000, seed=0), repeats=3)
 
     track_samples_per_second.unit = "samples/s"
 

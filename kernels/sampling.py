@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import namedtuple
 
 import numba
 import numpy as np
@@ -571,16 +572,68 @@ _P_MAX, _P_TOPK, _P_HIST, _P_COLLECT, _P_MINP, _P_WRITE = 0, 1, 2, 3, 4, 5
 _F0 = np.float64(0.0)
 _I0 = np.int64(0)
 
+#: Scratch of the pass drivers for one row of V tokens in nblk blocks (one per
+#: thread group in the rows driver). Slots a pass does not use may be (1,) or
+#: (1, 1) placeholders of the same dtype, so every caller shares one signature.
+RowWorkspace = namedtuple("RowWorkspace", [
+    "bmax",    # (nblk,) float64: each block's largest scaled logit
+    "bbad",    # (nblk,) int64: each block's count of NaN / +inf logits
+    "bn",      # (nblk,) int64: entries in each block's top-k heap
+    "bhv",     # (nblk, k) logits dtype: each block's top-k heap values
+    "bhi",     # (nblk, k) int64: each block's top-k heap token ids
+    "bhist",   # (nblk, NB) float64: each block's bucket masses (1 row when serial)
+    "cid",     # (V,) int64: ids of the collected tokens of one bucket
+    "cx",      # (V,) float64: their scaled logits
+    "ce",      # (V,) float64: their unnormalised probabilities
+    "bcount",  # (nblk,) int64: tokens each block collected
+    "bmin",    # (nblk,) float64: each block's min-p threshold result
+])
 
-@njit(cache=True, parallel=True)
-def _par_pass(kind, l, out, bmax, bbad, bn, bhv, bhi, bhist, cid, cx, ce, bcount, bmin,
-              tt, m, xk, k, tb, llo, lhi, xc, idc, min_p):
+#: The scalar operands of one :func:`_par_pass`; a pass reads only its own
+#: (the others are typed zeros, so every pass has one signature).
+PassArgs = namedtuple("PassArgs", [
+    "tt",     # temperature in the logits dtype
+    "m",      # float64 row maximum of the scaled logits
+    "xk",     # float64 lower bound on scaled logits (the top-k threshold) / collect limit
+    "k",      # int64 top-k size
+    "tb",     # int64 bucket to collect
+    "llo",    # float64 lowest raw logit of that bucket
+    "lhi",    # float64 highest raw logit of that bucket
+    "xc",     # float64 scaled logit of the crossing token (write / collect cut)
+    "idc",    # int64 id of the crossing token
+    "min_p",  # float64 min-p factor
+])
+
+
+@njit(cache=True)
+def _pass_args(tt, m, xk, k, tb, llo, lhi, xc, idc, min_p):
+    """:class:`PassArgs` with every slot in its one type."""
+    return PassArgs(tt=tt, m=np.float64(m), xk=np.float64(xk), k=np.int64(k), tb=np.int64(tb),
+                    llo=np.float64(llo), lhi=np.float64(lhi), xc=np.float64(xc), idc=np.int64(idc),
+                    min_p=np.float64(min_p))
+
+
+@njit(cache=True)
+def _par_pass(kind, l, out, ws, a):
     """One pass of kind ``kind`` over the blocks of one row, blocks spread over threads.
 
-    A single parallel function (rather than one per pass) keeps compile time down.
-    The arrays are the fields of the workspace tuple (passed one by one:
-    arrays unpacked from a tuple inside a parfor were not written back).  Each
-    block writes only its own slot, so results never depend on the schedule.
+    ``ws`` is the row's :class:`RowWorkspace`, ``a`` the pass's :class:`PassArgs`.
+    The parallel loop itself (:func:`_par_blocks`) takes every field as its own
+    argument: arrays taken out of a tuple for a parfor were not written back.
+    """
+    _par_blocks(kind, l, out, ws.bmax, ws.bbad, ws.bn, ws.bhv, ws.bhi, ws.bhist, ws.cid, ws.cx, ws.ce,
+                ws.bcount, ws.bmin, a.tt, a.m, a.xk, a.k, a.tb, a.llo, a.lhi, a.xc, a.idc, a.min_p)
+
+
+@njit(cache=True, parallel=True)
+def _par_blocks(kind, l, out, bmax, bbad, bn, bhv, bhi, bhist, cid, cx, ce, bcount, bmin,
+                tt, m, xk, k, tb, llo, lhi, xc, idc, min_p):
+    """The parallel loop of :func:`_par_pass`: the fields of its :class:`RowWorkspace`
+    and :class:`PassArgs`, in order.
+
+    A single parallel function (rather than one per pass) keeps compile time
+    down. Each block writes only its own slot, so results never depend on the
+    schedule.
     """
     V = l.shape[0]
     nblk = (V + BLOCK - 1) // BLOCK
@@ -605,11 +658,11 @@ def _par_pass(kind, l, out, bmax, bbad, bn, bhv, bhi, bhist, cid, cx, ce, bcount
 
 @njit(cache=True)
 def _row_max(l, par, ws):
-    bmax, bbad = ws[0], ws[1]
+    bmax, bbad = ws.bmax, ws.bbad
     V = l.shape[0]
     if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
         return _blk_max(l, 0, V)
-    _par_pass(_P_MAX, l, l, *ws, l[0], _F0, _F0, _I0, _I0, _F0, _F0, _F0, _I0, _F0)
+    _par_pass(_P_MAX, l, l, ws, _pass_args(l[0], _F0, _F0, _I0, _I0, _F0, _F0, _F0, _I0, _F0))
     nblk = (V + BLOCK - 1) // BLOCK
     m = -np.inf
     bad = 0
@@ -625,8 +678,8 @@ def _row_topk(l, par, ws, k, hv, hi_):
     V = l.shape[0]
     if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
         return _blk_topk(l, 0, V, k, hv, hi_)
-    bmax, bbad, bn, bhv, bhi = ws[0], ws[1], ws[2], ws[3], ws[4]
-    _par_pass(_P_TOPK, l, l, *ws, l[0], _F0, _F0, np.int64(k), _I0, _F0, _F0, _F0, _I0, _F0)
+    bmax, bbad, bn, bhv, bhi = ws.bmax, ws.bbad, ws.bn, ws.bhv, ws.bhi
+    _par_pass(_P_TOPK, l, l, ws, _pass_args(l[0], _F0, _F0, k, _I0, _F0, _F0, _F0, _I0, _F0))
     nblk = (V + BLOCK - 1) // BLOCK
     n = 0
     m = -np.inf
@@ -642,12 +695,12 @@ def _row_topk(l, par, ws, k, hv, hi_):
 @njit(cache=True)
 def _row_hist(l, par, ws, tt, m, xk, hist):
     """Bucket masses (float64, NB) of tokens with x >= xk: block sums merged in block order."""
-    bhist = ws[5]
+    bhist = ws.bhist
     V = l.shape[0]
     nblk = (V + BLOCK - 1) // BLOCK
     hist[:] = 0.0
     if par and V > BLOCK:
-        _par_pass(_P_HIST, l, l, *ws, tt, np.float64(m), np.float64(xk), _I0, _I0, _F0, _F0, _F0, _I0, _F0)
+        _par_pass(_P_HIST, l, l, ws, _pass_args(tt, m, xk, _I0, _I0, _F0, _F0, _F0, _I0, _F0))
         for j in range(nblk):
             for b in range(NB):
                 hist[b] += bhist[j, b]
@@ -665,7 +718,7 @@ def _row_hist(l, par, ws, tt, m, xk, hist):
 @njit(cache=True)
 def _row_collect(l, par, ws, tt, m, lmax, tb, xlim, xc, idc):
     """Tokens of bucket tb passing the filters, in id order, at the front of cid/cx/ce."""
-    cid, cx, ce, bcount = ws[6], ws[7], ws[8], ws[9]
+    cid, cx, ce, bcount = ws.cid, ws.cx, ws.ce, ws.bcount
     V = l.shape[0]
     llo, lhi = _bucket_l_bounds(tb, tt, m, lmax)
     # The scan is two compares per logit (~0.2 ns): below _COLLECT_PAR_V a
@@ -673,8 +726,7 @@ def _row_collect(l, par, ws, tt, m, lmax, tb, xlim, xc, idc):
     # on a loaded machine far more.  Serial and parallel give identical output.
     if not par or V <= _COLLECT_PAR_V:
         return _blk_collect(l, 0, V, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, 0)
-    _par_pass(_P_COLLECT, l, l, *ws, tt, np.float64(m), np.float64(xlim), _I0, np.int64(tb),
-              np.float64(llo), np.float64(lhi), np.float64(xc), np.int64(idc), _F0)
+    _par_pass(_P_COLLECT, l, l, ws, _pass_args(tt, m, xlim, _I0, tb, llo, lhi, xc, idc, _F0))
     nblk = (V + BLOCK - 1) // BLOCK
     n = 0
     for j in range(nblk):
@@ -689,12 +741,11 @@ def _row_collect(l, par, ws, tt, m, lmax, tb, xlim, xc, idc):
 
 @njit(cache=True)
 def _row_minp(l, par, ws, tt, m, min_p):
-    bmin = ws[10]
+    bmin = ws.bmin
     V = l.shape[0]
     if not par or V <= BLOCK:  # one block: a parallel launch would only add overhead
         return _blk_minp(l, 0, V, tt, m, min_p)
-    _par_pass(_P_MINP, l, l, *ws, tt, np.float64(m), _F0, _I0, _I0, _F0, _F0, _F0, _I0,
-              np.float64(min_p))
+    _par_pass(_P_MINP, l, l, ws, _pass_args(tt, m, _F0, _I0, _I0, _F0, _F0, _F0, _I0, min_p))
     nblk = (V + BLOCK - 1) // BLOCK
     best = np.inf
     for j in range(nblk):
@@ -705,7 +756,7 @@ def _row_minp(l, par, ws, tt, m, min_p):
 @njit(cache=True)
 def _row_write(l, par, ws, tt, xc, idc, out):
     if par and l.shape[0] > BLOCK:
-        _par_pass(_P_WRITE, l, out, *ws, tt, _F0, _F0, _I0, _I0, _F0, _F0, np.float64(xc), np.int64(idc), _F0)
+        _par_pass(_P_WRITE, l, out, ws, _pass_args(tt, _F0, _F0, _I0, _I0, _F0, _F0, xc, idc, _F0))
     else:
         _blk_write(l, 0, l.shape[0], tt, xc, idc, out)
 
@@ -793,7 +844,7 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
 
     ``par`` spreads the row's blocks over the threads; otherwise one thread
     does them in order.  Both give bit-identical results.  ``ws`` is the
-    workspace tuple of _par_pass; (hv, hi_) a top-k heap; ``hist`` (NB,).
+    row's :class:`RowWorkspace`; (hv, hi_) a top-k heap; ``hist`` (NB,).
     Returns (status, token, logprob).
     """
     V = l.shape[0]
@@ -859,7 +910,7 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
             for b in range(bs):
                 cum += hist[b]
         nc = _row_collect(l, par, ws, tt, m, lmax, bs, xk, -np.inf, big)
-        pxc, pid, acc_p = _resolve(ws[6], ws[7], ws[8], nc, need)
+        pxc, pid, acc_p = _resolve(ws.cid, ws.cx, ws.ce, nc, need)
         if _before(pxc, pid, xc, idc):
             xc, idc, kind = pxc, pid, 2
     if min_p > 0.0:
@@ -879,7 +930,7 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
     else:
         nc = _row_collect(l, par, ws, tt, m, lmax, bc, xk, xc, idc)
         for i in range(nc):
-            partial += ws[8][i]
+            partial += ws.ce[i]
     zk = 0.0
     for b in range(min(bc, N_REGULAR)):
         zk += hist[b]
@@ -910,7 +961,7 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
         # Unreachable while the kept set holds the row maximum (it always
         # does); a status instead of reading cid[-1] if that ever breaks.
         return _NO_CANDIDATE, -1, 0.0
-    cid, cx, ce = ws[6], ws[7], ws[8]
+    cid, cx, ce = ws.cid, ws.cx, ws.ce
     r = target - cum
     acc = 0.0
     tok = cid[nc - 1]
@@ -936,10 +987,11 @@ def _rows_driver(l2, tts, ks, tps, mps, us, mode, out, ngroups, maxk,
     per = (B + ngroups - 1) // ngroups
     kk = max(maxk, 1)
     for g in prange(ngroups):
-        ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
-              np.empty(nblk, dtype=np.int64), np.empty((1, 1), dtype=l2.dtype),
-              np.empty((1, 1), dtype=np.int64), bhist[g], cid[g], cx[g], ce[g],
-              np.empty(nblk, dtype=np.int64), np.empty(nblk, dtype=np.float64))
+        ws = RowWorkspace(
+            bmax=np.empty(nblk, dtype=np.float64), bbad=np.empty(nblk, dtype=np.int64),
+            bn=np.empty(nblk, dtype=np.int64), bhv=np.empty((1, 1), dtype=l2.dtype),
+            bhi=np.empty((1, 1), dtype=np.int64), bhist=bhist[g], cid=cid[g], cx=cx[g], ce=ce[g],
+            bcount=np.empty(nblk, dtype=np.int64), bmin=np.empty(nblk, dtype=np.float64))
         hv = np.empty(kk, dtype=l2.dtype)
         hi_ = np.empty(kk, dtype=np.int64)
         hist = np.empty(NB, dtype=np.float64)
@@ -961,10 +1013,11 @@ def _row_par_driver(l2, tts, ks, tps, mps, us, mode, out, maxk, bhist, cid, cx, 
     B, V = l2.shape
     nblk = (V + BLOCK - 1) // BLOCK
     kk = max(maxk, 1)
-    ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
-          np.empty(nblk, dtype=np.int64), np.empty((nblk, kk), dtype=l2.dtype),
-          np.empty((nblk, kk), dtype=np.int64), bhist, cid, cx, ce,
-          np.empty(nblk, dtype=np.int64), np.empty(nblk, dtype=np.float64))
+    ws = RowWorkspace(
+        bmax=np.empty(nblk, dtype=np.float64), bbad=np.empty(nblk, dtype=np.int64),
+        bn=np.empty(nblk, dtype=np.int64), bhv=np.empty((nblk, kk), dtype=l2.dtype),
+        bhi=np.empty((nblk, kk), dtype=np.int64), bhist=bhist, cid=cid, cx=cx, ce=ce,
+        bcount=np.empty(nblk, dtype=np.int64), bmin=np.empty(nblk, dtype=np.float64))
     hv = np.empty(kk, dtype=l2.dtype)
     hi_ = np.empty(kk, dtype=np.int64)
     hist = np.empty(NB, dtype=np.float64)
@@ -992,12 +1045,13 @@ def _topk_row_par(l2, k, vals, idx, status):
     B, V = l2.shape
     nblk = (V + BLOCK - 1) // BLOCK
     # same workspace types as the sampling path, so _par_pass is compiled once per dtype
-    ws = (np.empty(nblk, dtype=np.float64), np.empty(nblk, dtype=np.int64),
-          np.empty(nblk, dtype=np.int64), np.empty((nblk, k), dtype=l2.dtype),
-          np.empty((nblk, k), dtype=np.int64), np.empty((1, NB), dtype=np.float64),
-          np.empty(1, dtype=np.int64), np.empty(1, dtype=np.float64),
-          np.empty(1, dtype=np.float64), np.empty(nblk, dtype=np.int64),
-          np.empty(nblk, dtype=np.float64))
+    ws = RowWorkspace(
+        bmax=np.empty(nblk, dtype=np.float64), bbad=np.empty(nblk, dtype=np.int64),
+        bn=np.empty(nblk, dtype=np.int64), bhv=np.empty((nblk, k), dtype=l2.dtype),
+        bhi=np.empty((nblk, k), dtype=np.int64), bhist=np.empty((1, NB), dtype=np.float64),
+        cid=np.empty(1, dtype=np.int64), cx=np.empty(1, dtype=np.float64),
+        ce=np.empty(1, dtype=np.float64), bcount=np.empty(nblk, dtype=np.int64),
+        bmin=np.empty(nblk, dtype=np.float64))
     for r in range(B):
         n, m, bad = _row_topk(l2[r], True, ws, k, vals[r], idx[r])
         _heap_sort_desc(vals[r], idx[r], n)
@@ -1031,7 +1085,19 @@ def _use_row_par(B):
     return B < numba.get_num_threads()
 
 
-def _prepare(logits, temperature, top_k_, top_p, min_p):
+#: What :func:`_prepare` hands the public functions.
+Prepared = namedtuple("Prepared", [
+    "logits",         # (B, V) C-contiguous logits
+    "squeeze",        # True when the input was one row (V,)
+    "temperature",    # (B,) float64 temperatures as given (for error messages)
+    "temperature_dt", # (B,) temperatures in the logits dtype (what the kernels scale by)
+    "top_k",          # (B,) int64, 0 where top-k is off (k <= 0 or k >= V)
+    "top_p",          # (B,) float64
+    "min_p",          # (B,) float64
+])
+
+
+def _prepare(logits, temperature, top_k_, top_p, min_p) -> Prepared:
     a = check_float_array("logits", logits, (1, 2))
     l2, squeeze = _as_2d(a)
     if not l2.flags.c_contiguous:
@@ -1043,7 +1109,7 @@ def _prepare(logits, temperature, top_k_, top_p, min_p):
     tdt = _temperature_in_dtype(t, l2.dtype)  # scaling happens in the logits dtype
     # (overflow of the scaled maximum is detected inside the kernel, row by row)
     k = np.where((k <= 0) | (k >= V), 0, k)
-    return l2, squeeze, t, tdt, k, p, mp
+    return Prepared(logits=l2, squeeze=squeeze, temperature=t, temperature_dt=tdt, top_k=k, top_p=p, min_p=mp)
 
 
 _WORKSPACE = threading.local()
@@ -1064,7 +1130,8 @@ def _workspace(key, make):
     return held[1]
 
 
-def _run(l2, tdt, k, p, mp, u, mode, out):
+def _run(pr: Prepared, u, mode, out):
+    l2, tdt, k, p, mp = pr.logits, pr.temperature_dt, pr.top_k, pr.top_p, pr.min_p
     B, V = l2.shape
     tokens = np.empty(B, dtype=np.int64)
     logps = np.empty(B, dtype=np.float64)
@@ -1114,12 +1181,12 @@ def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
     -------
     ndarray, same shape and dtype as ``logits``.
     """
-    l2, squeeze, t, tdt, k, p, mp = _prepare(logits, temperature, top_k, top_p, min_p)
-    out = aligned_empty(l2.shape, l2.dtype)  # (B, V)
-    u = np.zeros(l2.shape[0])
-    _, _, status = _run(l2, tdt, k, p, mp, u, 0, out)
-    _raise_status(status, t)
-    return out[0] if squeeze else out
+    pr = _prepare(logits, temperature, top_k, top_p, min_p)
+    out = aligned_empty(pr.logits.shape, pr.logits.dtype)  # (B, V)
+    u = np.zeros(pr.logits.shape[0])
+    _, _, status = _run(pr, u, 0, out)
+    _raise_status(status, pr.temperature)
+    return out[0] if pr.squeeze else out
 
 
 def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
@@ -1145,13 +1212,13 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
     tokens : (B,) int64, or an int64 scalar for 1-D logits
     logprobs : (B,) float64 (only with ``return_logprobs``)
     """
-    l2, squeeze, t, tdt, k, p, mp = _prepare(logits, temperature, top_k, top_p, min_p)
-    B = l2.shape[0]
+    pr = _prepare(logits, temperature, top_k, top_p, min_p)
+    B = pr.logits.shape[0]
     u = row_uniform(_row_seeds(B, seed))
-    out = np.empty((B, 1), dtype=l2.dtype)  # not written in sampling mode
-    tokens, logps, status = _run(l2, tdt, k, p, mp, u, 1, out)
-    _raise_status(status, t)
-    if squeeze:
+    out = np.empty((B, 1), dtype=pr.logits.dtype)  # not written in sampling mode
+    tokens, logps, status = _run(pr, u, 1, out)
+    _raise_status(status, pr.temperature)
+    if pr.squeeze:
         tokens, logps = tokens[0], logps[0]
     return (tokens, logps) if return_logprobs else tokens
 

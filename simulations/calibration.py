@@ -139,12 +139,25 @@ def _physical_memory_bytes() -> int:
         return 0
 
 
-def _best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int = 5, min_time: float = 0.0, max_calls: int = 100) -> float:
+    """Minimum wall time in seconds of ``fn()`` over ``repeats`` calls.
+
+    With ``min_time`` > 0, calls continue until that many seconds have passed
+    (at most ``max_calls`` calls), so a fast function gets enough samples for
+    its minimum to be the undisturbed time on a shared machine. The minimum,
+    not the mean: interference only ever adds time. Warm ``fn`` up first
+    (compile, page faults): every call counts.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     best = float("inf")
-    for _ in range(repeats):
+    start = time.perf_counter()
+    n = 0
+    while n < repeats or (time.perf_counter() - start < min_time and n < max_calls):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
+        n += 1
     return best
 
 
@@ -157,7 +170,7 @@ def measure_matmul_flops(n: int = 1024, repeats: int = 7, seed: int = 0) -> floa
     b = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
     out = np.empty((n, n), dtype=np.float32)  # (n, n)
     np.matmul(a, b, out=out)  # warm: thread pool start-up, page faults
-    return 2.0 * n**3 / _best_time(lambda: np.matmul(a, b, out=out), repeats)
+    return 2.0 * n**3 / best_time(lambda: np.matmul(a, b, out=out), repeats)
 
 
 def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, threads: int | None = None) -> float:
@@ -176,7 +189,7 @@ def measure_numba_loop_flops(tile: int = 64, reps: int = 400, repeats: int = 5, 
         c = np.zeros((nt, tile, tile), dtype=np.float32)  # (T, M, N)
         ones = np.ones(tile, dtype=np.float32)  # (M,)
         _tile_mm_loop(a, b, c, ones, 1)  # compile / load from cache
-        t = _best_time(lambda: _tile_mm_loop(a, b, c, ones, reps), repeats)
+        t = best_time(lambda: _tile_mm_loop(a, b, c, ones, reps), repeats)
     return 2.0 * nt * reps * tile**3 / t
 
 
@@ -200,8 +213,8 @@ def measure_stream_bandwidth(
         n_blocks = 8 * nt
         _stream_read(a, b, n_blocks)  # compile (or load from cache) and fault pages in
         _stream_triad(a, b, c, np.float32(3.0), n_blocks)
-        t_read = _best_time(lambda: _stream_read(a, b, n_blocks), repeats)
-        t_triad = _best_time(lambda: _stream_triad(a, b, c, np.float32(3.0), n_blocks), repeats)
+        t_read = best_time(lambda: _stream_read(a, b, n_blocks), repeats)
+        t_triad = best_time(lambda: _stream_triad(a, b, c, np.float32(3.0), n_blocks), repeats)
     return 2 * n * 4 / t_read, 3 * n * 4 / t_triad
 
 
@@ -242,10 +255,10 @@ class CeilingProbe:
     def measure(self, runs: int = 1) -> tuple[float, float, float]:
         """(BLAS matmul FLOP/s, Numba-loop FLOP/s, read-stream bytes/s): best of ``runs`` short runs each."""
         with numba_threads(self.threads):
-            blas = self.matmul_flops / _best_time(lambda: np.matmul(self.a, self.b, out=self.c), runs)
+            blas = self.matmul_flops / best_time(lambda: np.matmul(self.a, self.b, out=self.c), runs)
             time.sleep(BLAS_SETTLE_S)
-            loop = self.loop_flops / _best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.ones, self.reps), runs)
-            read = self.read_bytes / _best_time(lambda: _stream_read(self.x, self.y, 8 * self.nt), runs)
+            loop = self.loop_flops / best_time(lambda: _tile_mm_loop(self.ta, self.tb, self.tc, self.ones, self.reps), runs)
+            read = self.read_bytes / best_time(lambda: _stream_read(self.x, self.y, 8 * self.nt), runs)
         return blas, loop, read
 
 

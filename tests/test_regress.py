@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalelab.bench import regress
+from scalelab.bench import asv_results, regress
 from scalelab.cli.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def test_nothing_selected_names_the_pattern_and_the_nearest_benchmarks(bench, wo
 
 
 def test_discovery_lists_this_suite_with_parameters():
-    suite = regress.discover_benchmarks(REPO, regress._load_conf(REPO))
+    suite = regress.discover_benchmarks(REPO, asv_results.read_conf(REPO))
     assert suite is not None
     names = regress.selected_names(suite, "gate_probe")
     assert names == ["gate_probe.DecodeProbe.time_decode_attention",

@@ -206,9 +206,13 @@ def test_kernel_section_without_asv_says_it_measured_itself(quick_report):
     table = pd.read_csv(out / "data" / "kernels_attention.csv")
     assert {"prefill", "decode"} <= set(table["kernel"])
     # Honest numbers: positive times, finite ratios, and the kernel agrees with its reference.
-    assert (table["numba_ms"] > 0).all() and (table["numpy_ms"] > 0).all()
-    assert np.isfinite(table["speedup_vs_numpy"]).all()
+    assert (table["numba_ms"] > 0).all() and (table["numpy_f32_ms"] > 0).all()
+    assert np.isfinite(table["speedup_vs_numpy_f32"]).all()
     assert (table["max_abs_err_vs_ref"] < 1e-3).all()
+    # The float64 reference is an oracle: accuracy columns only, never a speed-up.
+    assert "numpy_ms" not in table and "speedup_vs_numpy" not in table
+    assert (table["numpy_f32_max_abs_err_vs_ref"] < 1e-3).all()
+    assert "vs NumPy float32" in page and ("make bench-torch" in page or "vs PyTorch" in page)
     roof = pd.read_csv(out / "data" / "kernels_ceilings.csv")
     assert roof.loc[0, "peak_gflops"] > 0 and roof.loc[0, "read_bandwidth_gbps"] > 0
 
@@ -428,6 +432,8 @@ def test_asv_reader_long_format_and_classification(tmp_path):
     ("moe.Route.time_route", {"impl": "numpy"}, ("moe.route", "numpy")),
     ("moe.RouteNumPy.time_run", {}, ("moe.route.run", "numpy")),
     ("attention.Decode.track_gbps", {"backend": "torch"}, ("attention.decode", "torch")),
+    ("attention.PrefillAttention.time_prefill", {"impl": "numpy_f32"}, ("attention.prefill", "numpy_f32")),
+    ("sampling.TopK.time_top_k_numpy_f32", {}, ("sampling.top_k", "numpy_f32")),
 ])
 def test_asv_name_classification(name, params, expected):
     kernel, impl, _, _ = asv_results.classify(name, params)
@@ -505,3 +511,22 @@ def test_asv_suite_layouts_pair_ours_with_peers(tmp_path):
     assert sp.loc["moe.layer", "numba_s"] == pytest.approx(1.0)
     assert sp.loc["moe.layer", "speedup_vs_numpy"] == pytest.approx(10.0)
     assert asv_results.throughputs(asv_results.load_results(results)).empty  # "threads" is not a rate
+
+
+def test_kernel_section_compares_with_the_float32_peer_not_the_reference(tmp_path):
+    repo = tmp_path / "repo"
+    _write_minimal_results(repo, {
+        "attention.PrefillAttention.time_prefill": (
+            ["impl", "L"], [["numba", "numpy", "numpy_f32", "torch"], [512]], [1.0, 20.0, 3.0, None], "seconds"),
+    })
+    sp = asv_results.speedups(asv_results.load_results(repo / ".asv" / "results")).set_index("kernel")
+    assert sp.loc["attention.prefill", "speedup_vs_numpy_f32"] == pytest.approx(3.0)
+    out = tmp_path / "out"
+    result = build_report(out, only=["kernels"], quick=True, stream=io.StringIO(), repo_root=repo)
+    assert result.exit_code == 0, result.sections[0].traceback
+    long = pd.read_csv(out / "data" / "kernels_asv_speedup.csv")
+    assert set(long["peer"]) == {"numpy_f32"} and long["speedup"].tolist() == pytest.approx([3.0])
+    times = pd.read_csv(out / "data" / "kernels_asv_times.csv")
+    assert "speedup_vs_numpy" not in times and "numpy_ms" not in times
+    page = (out / "index.html").read_text()
+    assert "vs NumPy float32" in page and "make bench-torch" in page and "predate" not in page

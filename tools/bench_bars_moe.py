@@ -18,9 +18,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the asv suite's data builders and peers
 
 from asv_benchmarks.moe import (  # noqa: E402
-    BLAS, D_MODEL_PERMUTE, LAYER_D, LAYER_E, LAYER_FFN, LAYER_K, LAYER_T, SEED, _layer_data, _route_data, _torch,
+    BLAS, D_MODEL_PERMUTE, LAYER_D, LAYER_E, LAYER_FFN, LAYER_K, LAYER_T, SEED, _layer_data, _route_data,
     permute_bytes, torch_dispatch, torch_moe_layer, torch_permute, torch_route, torch_swiglu, torch_unpermute,
 )
+from asv_benchmarks._util import optional_torch  # noqa: E402
 from scalelab.kernels import moe  # noqa: E402
 from scalelab.kernels._common import aligned_empty  # noqa: E402
 
@@ -43,7 +44,7 @@ def measure_bars(threads: int = 2, repeats: int = 30) -> None:
     """Print the MoE performance bars: ratios of peers timed interleaved, float32."""
     from threadpoolctl import threadpool_limits
 
-    torch = _torch()
+    torch = optional_torch()
     numba.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""The sampling performance bars: our kernels against NumPy and PyTorch, timed interleaved.
+"""The sampling performance bars: our kernels against the float32 NumPy peers and PyTorch, interleaved.
 
 Usage: ``python tools/bench_bars_sampling.py`` from the repository root. Not a benchmark: it
 reuses the asv suite's inputs and torch peers (``asv_benchmarks/sampling.py``) and prints
@@ -16,7 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the asv suite's data builders and peers
 
-from asv_benchmarks.sampling import K, TEMPERATURE, TOP_P, _logits, _torch, _torch_top_p_sample  # noqa: E402
+from asv_benchmarks._util import require_torch  # noqa: E402
+from asv_benchmarks.sampling import K, TEMPERATURE, TOP_P, _logits, _torch_top_p_sample  # noqa: E402
+from scalelab.kernels import peers  # noqa: E402
 from scalelab.kernels import sampling as S  # noqa: E402
 
 
@@ -41,7 +43,7 @@ def _interleaved(fns, reps, block=3):
 
 def measure_bars(reps=9, threads=2):
     """Print the sampling performance bars as ratios against peers timed in the same process."""
-    torch = _torch()
+    torch = require_torch()
     numba.set_num_threads(threads)
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
@@ -55,13 +57,13 @@ def measure_bars(reps=9, threads=2):
         "torch.topk": lambda: torch.topk(xt, K),
         "sample": lambda: S.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
         "torch sort top-p": lambda: _torch_top_p_sample(torch, xt, TEMPERATURE, TOP_P, gen),
-        "numpy top_k_ref": lambda: S.top_k_ref(x, K),
-        "numpy sample_ref": lambda: S.sample_ref(x, temperature=TEMPERATURE, top_p=TOP_P, seed=seeds),
+        "numpy f32 top_k": lambda: peers.top_k(x, K),
+        "numpy f32 sample": lambda: peers.sample(x, temperature=TEMPERATURE, top_p=TOP_P, seed=0),
     }, reps)
     for k, (med, mn) in r.items():
         print(f"B=32 V=128256 {k:18s} median {med * 1e3:9.3f} ms   min {mn * 1e3:9.3f} ms")
-    for a, b in [("torch.topk", "top_k"), ("numpy top_k_ref", "top_k"),
-                 ("torch sort top-p", "sample"), ("numpy sample_ref", "sample")]:
+    for a, b in [("torch.topk", "top_k"), ("numpy f32 top_k", "top_k"),
+                 ("torch sort top-p", "sample"), ("numpy f32 sample", "sample")]:
         print(f"  {a} / {b}: median {r[a][0] / r[b][0]:.2f}x   min {r[a][1] / r[b][1]:.2f}x")
     x1 = _logits(1, 256000)
     xt1 = torch.from_numpy(x1)

@@ -3,7 +3,7 @@
 Every function takes a tidy DataFrame (the same one the report writes as CSV)
 and returns a matplotlib ``Figure`` built with :func:`scalelab.report.figures.style.new_figure`.
 Implementations keep one colour and marker everywhere: ours (Numba), the
-NumPy reference, PyTorch.
+float32 NumPy peer, PyTorch, the float64 NumPy reference.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ IMPL_STYLE = {
     "numba": dict(color=PALETTE[0], marker="o", label="scalelab (Numba)"),
     "numpy": dict(color=PALETTE[1], marker="s", label="NumPy reference"),
     "torch": dict(color=PALETTE[2], marker="^", label="PyTorch"),
+    "numpy_f32": dict(color=PALETTE[3], marker="D", label="NumPy float32 peer"),
 }
-PEER_LABEL = {"numpy": "vs NumPy reference", "torch": "vs PyTorch"}
+PEER_LABEL = {"numpy": "vs NumPy float64 reference (an oracle, not a peer)", "torch": "vs PyTorch CPU",
+              "numpy_f32": "vs NumPy float32"}
+#: Order of implementations in legends and bar groups.
+IMPL_ORDER = ("numba", "numpy_f32", "torch", "numpy")
 
 
 def _plain_log_ticks(ax, axis: str = "y") -> None:
@@ -57,13 +61,16 @@ def prefill_throughput_figure(data: pd.DataFrame, peak_flops: float | None = Non
     return fig
 
 
-def speedup_figure(data: pd.DataFrame, title: str = "Speed-up of the Numba kernels"):
+def speedup_figure(data: pd.DataFrame, title: str = "Speed-up of the Numba kernels",
+                   peer_labels: dict[str, str] | None = None):
     """Grouped bars: our speed-up over each peer, per kernel and shape (log scale, 1 = parity).
 
-    ``data`` columns: ``label`` (kernel and shape), ``peer`` (``numpy``/``torch``), ``speedup``.
+    ``data`` columns: ``label`` (kernel and shape), ``peer`` (``numpy_f32``/``torch``/``numpy``),
+    ``speedup``. ``peer_labels`` overrides the legend text of a peer (e.g. with torch's version).
     """
     labels = list(dict.fromkeys(data["label"]))
-    peers = [p for p in ("numpy", "torch") if p in set(data["peer"])]
+    legend = {**PEER_LABEL, **(peer_labels or {})}
+    peers = [p for p in IMPL_ORDER if p in set(data["peer"])]
     peers += [p for p in dict.fromkeys(data["peer"]) if p not in peers]
     height = max(3.2, 0.3 * len(labels) * max(len(peers), 1) + 1.5)
     fig, ax = new_figure(width=8.0, height=min(height, 11.0))
@@ -74,7 +81,7 @@ def speedup_figure(data: pd.DataFrame, title: str = "Speed-up of the Numba kerne
         values = np.array([sub.get(label, np.nan) for label in labels], dtype=float)
         color = IMPL_STYLE.get(peer, {}).get("color", PALETTE[(i + 3) % len(PALETTE)])
         pos = y - 0.4 + bar_h * (i + 0.5)
-        ax.barh(pos, values, height=bar_h * 0.9, color=color, label=PEER_LABEL.get(peer, f"vs {peer}"))
+        ax.barh(pos, values, height=bar_h * 0.9, color=color, label=legend.get(peer, f"vs {peer}"))
         for p, v in zip(pos, values):
             if np.isfinite(v):
                 ax.annotate(f"{v:.2g}x", (v, p), xytext=(3, 0), textcoords="offset points",
@@ -192,7 +199,7 @@ def time_bars_figure(data: pd.DataFrame, title: str):
     ``data`` columns: ``label``, ``impl``, ``seconds``.
     """
     labels = list(dict.fromkeys(data["label"]))
-    impls = [i for i in ("numba", "numpy", "torch") if i in set(data["impl"])]
+    impls = [i for i in IMPL_ORDER if i in set(data["impl"])]
     fig, ax = new_figure(width=8.0, height=min(max(3.0, 0.3 * len(labels) * len(impls) + 1.5), 11.0))
     y = np.arange(len(labels))
     bar_h = 0.8 / max(len(impls), 1)

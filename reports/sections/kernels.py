@@ -1,4 +1,11 @@
-"""Kernel performance: our Numba kernels against NumPy and PyTorch on this machine.
+"""Kernel performance: our Numba kernels against fair peers on this machine.
+
+The peers are PyTorch (when installed) and, always, the float32 NumPy
+implementations of :mod:`scalelab.kernels.peers`, written the way a competent
+NumPy user would. The float64 ``*_ref`` references are oracles written for
+clarity, not programs anyone would run for speed: they appear only in accuracy
+columns (and, for asv results recorded before the float32 peer existed, as a
+labelled fallback).
 
 Two sources, in this order of preference:
 
@@ -9,7 +16,7 @@ Two sources, in this order of preference:
   across commits when several were benchmarked.
 * otherwise a **built-in measurement** of a few seconds: causal prefill and
   decode attention (plus the sampling and MoE kernels when their modules
-  exist) against their NumPy references and, when installed, PyTorch; every
+  exist) against the float32 NumPy peers and, when installed, PyTorch; every
   implementation timed interleaved in the same process, best of repeats,
   because this machine is shared and noisy. The page says which source it used.
 
@@ -35,7 +42,11 @@ from scalelab.report.section import FigureItem, Section, SectionContext, TableIt
 
 TITLE = "Kernel performance"
 
-IMPL_NAME = {"numba": "scalelab (Numba)", "numpy": "NumPy reference", "torch": "PyTorch"}
+IMPL_NAME = {"numba": "scalelab (Numba)", "numpy_f32": "NumPy float32 peer", "torch": "PyTorch",
+             "numpy": "NumPy float64 reference"}
+
+#: One line for pages that compare without PyTorch.
+ADD_TORCH = "PyTorch is not installed here; `make bench-torch` adds it as a peer (CPU wheel)."
 
 
 # --------------------------------------------------------------------------- roofline
@@ -47,45 +58,20 @@ def measure_roofline(quick: bool) -> dict:
     Returns ``peak_flops`` (FLOP/s), ``bandwidth`` (bytes/s), ``source`` (one
     sentence saying how) and ``seconds``.
     """
+    from scalelab.simulations.calibration import measure_cpu
+
     t0 = time.perf_counter()
-    try:
-        from scalelab.simulations.calibration import measure_cpu
-    except ImportError:
-        measure_cpu = None
-    if measure_cpu is not None:
-        m = measure_cpu(matmul_n=768 if quick else 1024, stream_bytes=(64 if quick else 128) * 2**20,
-                        repeats=3 if quick else 7)
-        return dict(
-            peak_flops=m.matmul_flops_per_s, bandwidth=m.read_bytes_per_s,
-            source=(f"fp32 {m.matmul_n}x{m.matmul_n} matmul through {m.blas}: "
-                    f"{m.matmul_flops_per_s / 1e9:.0f} GFLOP/s; Numba read stream over "
-                    f"{m.stream_bytes / 2**20:.0f} MiB arrays: {m.read_bytes_per_s / 1e9:.1f} GB/s "
-                    f"(STREAM triad {m.triad_bytes_per_s / 1e9:.1f} GB/s); best of repeats "
-                    "(scalelab.simulations.calibration)"),
-            seconds=time.perf_counter() - t0,
-        )
-    # Without scalelab.simulations.calibration: the same two ceilings with NumPy alone.
-    n = 768 if quick else 1024
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
-    b = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
-    flops = 2.0 * n**3 / _best_of(lambda: a @ b, 3 if quick else 7)
-    big = np.ones((64 if quick else 128) * 2**20 // 4, dtype=np.float32)  # (N,)
-    bandwidth = big.nbytes / _best_of(lambda: big.sum(), 3 if quick else 7)
-    return dict(peak_flops=flops, bandwidth=bandwidth,
-                source=(f"fp32 {n}x{n} NumPy matmul: {flops / 1e9:.0f} GFLOP/s; NumPy sum over "
-                        f"{big.nbytes / 2**20:.0f} MiB: {bandwidth / 1e9:.1f} GB/s; best of repeats"),
-                seconds=time.perf_counter() - t0)
-
-
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    m = measure_cpu(matmul_n=768 if quick else 1024, stream_bytes=(64 if quick else 128) * 2**20,
+                    repeats=3 if quick else 7)
+    return dict(
+        peak_flops=m.matmul_flops_per_s, bandwidth=m.read_bytes_per_s,
+        source=(f"fp32 {m.matmul_n}x{m.matmul_n} matmul through {m.blas}: "
+                f"{m.matmul_flops_per_s / 1e9:.0f} GFLOP/s; Numba read stream over "
+                f"{m.stream_bytes / 2**20:.0f} MiB arrays: {m.read_bytes_per_s / 1e9:.1f} GB/s "
+                f"(STREAM triad {m.triad_bytes_per_s / 1e9:.1f} GB/s); best of repeats "
+                "(scalelab.simulations.calibration)"),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int,
@@ -169,13 +155,16 @@ def _max_err(a, ref) -> float:
 
 
 def measure_attention(quick: bool, seed: int, progress: Callable[[str], None]) -> pd.DataFrame:
-    """Time causal prefill and decode attention: ours, the NumPy reference, PyTorch SDPA.
+    """Time causal prefill and decode attention: ours, the float32 NumPy peer, PyTorch SDPA.
 
     Shapes follow the asv suite at a size that fits in seconds: prefill
     B=1, H=8, D=64, float32, causal; decode B=8 (4 quick), Hq=32, Hkv=8 (GQA),
-    D=128. Returns one row per (kernel, shape, implementation).
+    D=128. Returns one row per (kernel, shape, implementation), with each
+    implementation's largest absolute difference from the float64 reference
+    (computed once, not timed).
     """
     from scalelab.kernels import attention as attn
+    from scalelab.kernels import peers
 
     torch = _torch()
     rng = np.random.default_rng(seed)
@@ -189,16 +178,17 @@ def measure_attention(quick: bool, seed: int, progress: Callable[[str], None]) -
         k = rng.standard_normal((B, H, L, D), dtype=np.float32)  # (B, H, L, D)
         v = rng.standard_normal((B, H, L, D), dtype=np.float32)  # (B, H, L, D)
         fns = {"numba": lambda: attn.attention(q, k, v, causal=True),
-               "numpy": lambda: attn.attention_ref(q, k, v, causal=True)}
+               "numpy_f32": lambda: peers.prefill_attention(q, k, v)}
         if torch is not None:
             tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
             fns["torch"] = lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
         outs: dict = {}
         seconds = _timed_with_torch_threads(torch, fns, repeats, outs)
+        ref = attn.attention_ref(q, k, v, causal=True)
         flops, nbytes = _prefill_counts(attn, L, B, H, D)
         for impl, s in seconds.items():
             rows.append(dict(kernel="prefill", shape=f"L={L}", L=L, impl=impl, seconds=s, flops=flops,
-                             bytes=nbytes, max_abs_err_vs_ref=_max_err(outs[impl], outs["numpy"])))
+                             bytes=nbytes, max_abs_err_vs_ref=_max_err(outs[impl], ref)))
 
     Bd, Hq, Hkv, Dd = (4, 32, 8, 128) if quick else (8, 32, 8, 128)
     Ld = 1024 if quick else 2048
@@ -208,7 +198,7 @@ def measure_attention(quick: bool, seed: int, progress: Callable[[str], None]) -
     vc = rng.standard_normal((Bd, Hkv, Ld, Dd), dtype=np.float32)  # (B, Hkv, L, D)
     lengths_b = np.full(Bd, Ld, dtype=np.int64)  # (B,)
     fns = {"numba": lambda: attn.decode_attention(q, kc, vc, lengths_b),
-           "numpy": lambda: attn.decode_attention_ref(q, kc, vc, lengths_b)}
+           "numpy_f32": lambda: peers.decode_attention(q, kc, vc, lengths_b)}
     if torch is not None:
         tq = torch.from_numpy(q).unsqueeze(2)  # (B, Hq, 1, D)
         tk, tv = torch.from_numpy(kc), torch.from_numpy(vc)
@@ -217,10 +207,11 @@ def measure_attention(quick: bool, seed: int, progress: Callable[[str], None]) -
     seconds = _timed_with_torch_threads(torch, fns, repeats, outs)
     if "torch" in outs:
         outs["torch"] = outs["torch"].squeeze(2)  # (B, Hq, D)
+    ref = attn.decode_attention_ref(q, kc, vc, lengths_b)
     flops, nbytes = _decode_counts(attn, Bd, Hq, Hkv, Ld, Dd)
     for impl, s in seconds.items():
         rows.append(dict(kernel="decode", shape=f"B={Bd}, Hq={Hq}, Hkv={Hkv}, kv={Ld}", L=Ld, impl=impl, seconds=s,
-                         flops=flops, bytes=nbytes, max_abs_err_vs_ref=_max_err(outs[impl], outs["numpy"])))
+                         flops=flops, bytes=nbytes, max_abs_err_vs_ref=_max_err(outs[impl], ref)))
     frame = pd.DataFrame(rows)
     frame["gflops"] = frame["flops"] / frame["seconds"] / 1e9
     frame["gbps"] = frame["bytes"] / frame["seconds"] / 1e9
@@ -247,7 +238,7 @@ def _timed_with_torch_threads(torch, fns, repeats, outputs=None):
 
 
 def measure_optional_kernels(quick: bool, seed: int, progress: Callable[[str], None]) -> pd.DataFrame:
-    """Time the sampling and MoE kernels against their references when those modules exist."""
+    """Time the sampling and MoE kernels against the float32 NumPy peers when those modules exist."""
     rows = []
     for module_name, cases in (("scalelab.kernels.sampling", _sampling_cases), ("scalelab.kernels.moe", _moe_cases)):
         if importlib.util.find_spec(module_name) is None:
@@ -262,64 +253,70 @@ def measure_optional_kernels(quick: bool, seed: int, progress: Callable[[str], N
 
 
 def _sampling_cases(module, quick: bool, seed: int):
-    """(label, {impl: fn}) for scalelab.kernels.sampling's public functions that have a ``_ref``."""
+    """(label, {impl: fn}) for scalelab.kernels.sampling's public functions and their float32 NumPy peers."""
+    from scalelab.kernels import peers
+
     rng = np.random.default_rng(seed)
     B, V = (8, 32_000) if quick else (32, 128_000)
     logits = rng.standard_normal((B, V), dtype=np.float32) * 3  # (B, V)
     cases = []
-    if hasattr(module, "top_k") and hasattr(module, "top_k_ref"):
+    if hasattr(module, "top_k"):
         cases.append((f"top_k k=50, B={B}, V={V}",
-                      {"numba": lambda: module.top_k(logits, 50), "numpy": lambda: module.top_k_ref(logits, 50)}))
-    if hasattr(module, "sample") and hasattr(module, "sample_ref"):
+                      {"numba": lambda: module.top_k(logits, 50), "numpy_f32": lambda: peers.top_k(logits, 50)}))
+    if hasattr(module, "sample"):
         cases.append((f"sample top_p=0.9, B={B}, V={V}",
                       {"numba": lambda: module.sample(logits, top_p=0.9, seed=seed),
-                       "numpy": lambda: module.sample_ref(logits, top_p=0.9, seed=seed)}))
-    if hasattr(module, "filter_logits") and hasattr(module, "filter_logits_ref"):
+                       "numpy_f32": lambda: peers.sample(logits, top_p=0.9, seed=seed)}))
+    if hasattr(module, "filter_logits"):
         cases.append((f"filter_logits top_k=50 top_p=0.9, B={B}, V={V}",
                       {"numba": lambda: module.filter_logits(logits, top_k=50, top_p=0.9),
-                       "numpy": lambda: module.filter_logits_ref(logits, top_k=50, top_p=0.9)}))
+                       "numpy_f32": lambda: peers.filter_logits(logits, top_k=50, top_p=0.9)}))
     return cases
 
 
 def _moe_cases(module, quick: bool, seed: int):
-    """(label, {impl: fn}) for scalelab.kernels.moe's routing path (route, dispatch, permute, unpermute)."""
+    """(label, {impl: fn}) for scalelab.kernels.moe's routing path (route, dispatch, permute, unpermute)
+    and the float32 NumPy peers."""
+    from scalelab.kernels import peers
+
     rng = np.random.default_rng(seed)
     T, E, K, d = (2048, 64, 8, 256) if quick else (8192, 64, 8, 1024)
     logits = rng.standard_normal((T, E), dtype=np.float32)  # (T, E)
     x = rng.standard_normal((T, d), dtype=np.float32)  # (T, d)
     cases = []
-    if hasattr(module, "route") and hasattr(module, "route_ref"):
+    if hasattr(module, "route"):
         cases.append((f"route softmax top-{K}, T={T}, E={E}",
-                      {"numba": lambda: module.route(logits, K), "numpy": lambda: module.route_ref(logits, K)}))
+                      {"numba": lambda: module.route(logits, K), "numpy_f32": lambda: peers.route(logits, K)}))
         routed = module.route(logits, K)
         experts = routed[1] if isinstance(routed, tuple) else getattr(routed, "experts", None)
         weights = routed[0] if isinstance(routed, tuple) else getattr(routed, "weights", None)
-        if experts is not None and hasattr(module, "dispatch") and hasattr(module, "dispatch_ref"):
+        if experts is not None and hasattr(module, "dispatch"):
             cases.append((f"dispatch top-{K}, T={T}, E={E}",
                           {"numba": lambda: module.dispatch(experts, E),
-                           "numpy": lambda: module.dispatch_ref(experts, E)}))
+                           "numpy_f32": lambda: peers.dispatch(experts, E)}))
             disp = module.dispatch(experts, E)
-            if hasattr(module, "permute") and hasattr(module, "permute_ref"):
+            order = peers.dispatch(experts, E)[0]
+            if hasattr(module, "permute"):
                 cases.append((f"permute T={T}, k={K}, d={d}",
                               {"numba": lambda: module.permute(x, disp),
-                               "numpy": lambda: module.permute_ref(x, disp)}))
-            if weights is not None and hasattr(module, "unpermute") and hasattr(module, "unpermute_ref"):
+                               "numpy_f32": lambda: peers.permute(x, order, K)}))
+            if weights is not None and hasattr(module, "unpermute"):
                 y = module.permute(x, disp)
                 cases.append((f"unpermute T={T}, k={K}, d={d}",
                               {"numba": lambda: module.unpermute(y, disp, weights),
-                               "numpy": lambda: module.unpermute_ref(y, disp, weights)}))
+                               "numpy_f32": lambda: peers.unpermute(y, order, weights)}))
     return cases
 
 
 # --------------------------------------------------------------------------- items
 
 
-def _speedup_long(frame: pd.DataFrame, label_cols: list[str]) -> pd.DataFrame:
+def _speedup_long(frame: pd.DataFrame, label_cols: list[str], peers=("numpy_f32", "torch")) -> pd.DataFrame:
     """Long (label, peer, speedup) rows from a wide table with ``speedup_vs_<peer>`` columns."""
     rows = []
     for rec in frame.to_dict("records"):
         label = " ".join(str(rec[c]) for c in label_cols if pd.notna(rec[c]) and str(rec[c]))
-        for peer in ("numpy", "torch"):
+        for peer in peers:
             value = rec.get(f"speedup_vs_{peer}")
             if value is not None and pd.notna(value):
                 rows.append(dict(label=label, peer=peer, speedup=float(value)))
@@ -341,25 +338,26 @@ def _builtin_items(ctx: SectionContext, roof: dict) -> list:
     att = measure_attention(ctx.quick, ctx.seed, ctx.progress)
     other = measure_optional_kernels(ctx.quick, ctx.seed, ctx.progress)
     took = time.perf_counter() - t0
-    peers = "the NumPy reference" + (" and PyTorch (`scaled_dot_product_attention`, same thread count)"
-                                     if torch is not None else
-                                     " (PyTorch is not installed, so it is not compared)")
+    peer_labels = _peer_labels(torch)
     items.append(TextItem(
         "**No asv results were found** under `.asv/results/`, so the numbers below come from a short "
         f"built-in measurement ({took:.0f} s{', quick mode' if ctx.quick else ''}), not from asv: "
-        f"each kernel against {peers}, all timed interleaved in this process, best of up to "
+        "each kernel against " + " and ".join(f"**{v.removeprefix('vs ')}**" for v in peer_labels.values())
+        + " (`scalelab.kernels.peers`: float32, vectorised, BLAS matmuls, `np.argpartition`, written the way "
+        "a NumPy user would), all timed interleaved in this process, best of up to "
         f"{3 if ctx.quick else 5} repeats (at least 2), float32, {_numba_threads()} Numba threads. "
-        "Run `asv run --python=same` (see the README) for the full benchmark suite; this section then reports it."
+        "The float64 NumPy references are oracles, used only for the accuracy columns. "
+        + ("" if torch is not None else ADD_TORCH + " ")
+        + "Run `asv run --python=same` (see the README) for the full benchmark suite; this section then reports it."
     ))
     wide = att.pivot_table(index=["kernel", "shape", "L"], columns="impl", values="seconds").reset_index()
     wide = wide.sort_values(["kernel", "L"], ascending=[False, True])
     table = pd.DataFrame({"kernel": wide["kernel"], "shape": wide["shape"]})
-    for impl in ("numba", "numpy", "torch"):
-        if impl in wide:
-            table[f"{impl}_ms"] = wide[impl] * 1e3
-    table["speedup_vs_numpy"] = wide["numpy"] / wide["numba"]
-    if "torch" in wide:
-        table["speedup_vs_torch"] = wide["torch"] / wide["numba"]
+    peer_impls = [p for p in peer_labels if p in wide]
+    for impl in ("numba", *peer_impls):
+        table[f"{impl}_ms"] = wide[impl] * 1e3
+    for peer in peer_impls:
+        table[f"speedup_vs_{peer}"] = wide[peer] / wide["numba"]
     ours = att[att["impl"] == "numba"].set_index(["kernel", "shape"])
     key = list(zip(table["kernel"], table["shape"]))
     table["numba_gflops"] = [ours.loc[k, "gflops"] for k in key]
@@ -367,6 +365,8 @@ def _builtin_items(ctx: SectionContext, roof: dict) -> list:
     roof_at = [min(roof["peak_flops"], roof["bandwidth"] * ours.loc[k, "intensity"]) for k in key]
     table["fraction_of_roofline"] = table["numba_gflops"] * 1e9 / np.array(roof_at)
     table["max_abs_err_vs_ref"] = [ours.loc[k, "max_abs_err_vs_ref"] for k in key]
+    peer_err = att[att["impl"] == "numpy_f32"].set_index(["kernel", "shape"])["max_abs_err_vs_ref"]
+    table["numpy_f32_max_abs_err_vs_ref"] = [peer_err.get(k, math.nan) for k in key]
     table = table.reset_index(drop=True)
 
     prefill = att[att["kernel"] == "prefill"][["L", "impl", "gflops", "seconds"]]
@@ -379,8 +379,8 @@ def _builtin_items(ctx: SectionContext, roof: dict) -> list:
     ))
     long = _speedup_long(table, ["kernel", "shape"])
     items.append(FigureItem(
-        "speedup", kfig.speedup_figure(long),
-        "Speed-up of the Numba attention kernels over the NumPy reference and PyTorch for each shape "
+        "speedup", kfig.speedup_figure(long, peer_labels=peer_labels),
+        "Speed-up of the Numba attention kernels " + " and ".join(peer_labels.values()) + " for each shape "
         "(peer time / our time, same process, interleaved; bars right of the dashed line mean ours is faster).",
         data=long,
     ))
@@ -404,19 +404,20 @@ def _builtin_items(ctx: SectionContext, roof: dict) -> list:
         "attention", table,
         "Attention kernels, built-in measurement: best time per call of each implementation, speed-ups "
         "(peer / ours), our achieved GFLOP/s and GB/s, the fraction of the roofline at that intensity, and "
-        "the largest absolute difference from the NumPy reference.",
+        "the largest absolute difference of ours and of the float32 NumPy peer from the float64 reference.",
     ))
     if not other.empty:
         items.append(FigureItem(
             "sampling_moe", kfig.time_bars_figure(other, "Sampling and MoE routing kernels"),
-            "Time per call of the sampling and MoE routing kernels against their NumPy references "
+            "Time per call of the sampling and MoE routing kernels against the float32 NumPy peers "
             "(best of interleaved repeats, log scale): shorter is faster.",
             data=other,
         ))
         wide_o = other.pivot_table(index=["module", "label"], columns="impl", values="seconds").reset_index()
-        wide_o["speedup_vs_numpy"] = wide_o["numpy"] / wide_o["numba"]
-        items.append(TableItem("sampling_moe_times", wide_o.rename(columns={"numba": "numba_s", "numpy": "numpy_s"}),
-                               "Sampling and MoE kernels: seconds per call and speed-up over the NumPy reference."))
+        wide_o["speedup_vs_numpy_f32"] = wide_o["numpy_f32"] / wide_o["numba"]
+        items.append(TableItem("sampling_moe_times",
+                               wide_o.rename(columns={"numba": "numba_s", "numpy_f32": "numpy_f32_s"}),
+                               "Sampling and MoE kernels: seconds per call and speed-up vs NumPy float32."))
     return items
 
 
@@ -437,20 +438,33 @@ def _asv_items(frame: pd.DataFrame, results_dir, roof: dict, ctx: SectionContext
     ))
     sp = asv_results.speedups(now)
     if not sp.empty:
+        # Results recorded before the float32 NumPy peer existed only hold the float64
+        # reference; it is then shown, labelled as the oracle it is.
+        has_peer = sp["speedup_vs_numpy_f32"].notna().any()
+        peers = ("numpy_f32", "torch") if has_peer else ("numpy", "torch")
         sp_show = sp.copy()
         sp_show["threads"] = sp_show["threads"].map(lambda t: f"{t} thr" if pd.notna(t) else "")
-        long = _speedup_long(sp_show, ["kernel", "shape", "threads"])
+        long = _speedup_long(sp_show, ["kernel", "shape", "threads"], peers)
         if not long.empty:
+            labels = " and ".join(kfig.PEER_LABEL[p] for p in peers if p in set(long["peer"]))
             items.append(FigureItem(
                 "asv_speedup", kfig.speedup_figure(long, "Speed-up over peers at the newest commit (asv)"),
-                "Speed-up of each Numba kernel over the NumPy reference and PyTorch, per kernel, shape and "
+                f"Speed-up of each Numba kernel {labels}, per kernel, shape and "
                 "thread count, from the newest asv run (bars right of the dashed line: ours is faster; a "
                 "missing bar is a peer that was skipped).",
                 data=long,
             ))
-        table = sp.copy()
-        for col in ("numba_s", "numpy_s", "torch_s"):
-            table[col.replace("_s", "_ms")] = table.pop(col) * 1e3
+        if not has_peer:
+            items.append(TextItem(
+                "These asv results predate the float32 NumPy peer, so the NumPy bars compare against the "
+                "float64 reference (an oracle written for clarity, not a peer); rerun `asv run` for the fair "
+                "comparison."))
+        if sp["torch_s"].isna().all():
+            items.append(TextItem(ADD_TORCH))
+        table = sp.drop(columns=["numpy_s", "speedup_vs_numpy"] if has_peer else ["numpy_f32_s", "speedup_vs_numpy_f32"])
+        for col in ("numba_s", "numpy_s", "torch_s", "numpy_f32_s"):
+            if col in table:
+                table[col.replace("_s", "_ms")] = table.pop(col) * 1e3
         items.append(TableItem("asv_times", table,
                                "asv time per call (ms) of each implementation at the newest commit, and the speed-ups."))
     tp = asv_results.throughputs(now)
@@ -498,6 +512,14 @@ def _asv_items(frame: pd.DataFrame, results_dir, roof: dict, ctx: SectionContext
     if not items[1:]:
         items.append(TextItem("The asv results hold no `time_` or `track_` benchmarks this section can read."))
     return items
+
+
+def _peer_labels(torch) -> dict[str, str]:
+    """Legend text of each peer measured here, PyTorch with its version."""
+    labels = {"numpy_f32": kfig.PEER_LABEL["numpy_f32"]}
+    if torch is not None:
+        labels["torch"] = f"vs PyTorch {torch.__version__.split('+')[0]} CPU"
+    return labels
 
 
 def _short_path(path, ctx: SectionContext) -> str:

@@ -1,4 +1,4 @@
-"""Read asv benchmark results into pandas, and derive what the report plots.
+"""Read asv benchmark results: the one reader for the regression gate and the report.
 
 asv (0.6, results API version 2) writes one JSON file per machine, commit and
 environment: ``<results_dir>/<machine>/<commit[:8]>-<env>.json``. Each file
@@ -10,7 +10,12 @@ strings); a failed or skipped combination is ``null`` / ``NaN``. The benchmark
 descriptions (``param_names``, ``unit``, ``type``) live in
 ``<results_dir>/benchmarks.json``; without it parameters are named ``p0, p1 ...``.
 
-:func:`load_results` turns all of this into one long DataFrame, a row per
+:func:`read_result_file` reads one file the way asv's own ``Results.load``
+does, without importing asv (a development dependency the report must not
+need): an entry per benchmark and parameter combination with its value,
+statistics, samples and start time. The regression gate
+(:mod:`scalelab.bench.regress`) selects from these entries what its asv run
+produced; :func:`load_results` turns all files into one long DataFrame, a row per
 (file, benchmark, parameter combination). :func:`classify` names the kernel and
 the implementation (``numba`` = ours, ``numpy`` = the reference, ``torch``)
 from the benchmark's name and parameters, by pattern, so new benchmarks are
@@ -20,6 +25,7 @@ picked up without a table to maintain.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import math
@@ -68,10 +74,16 @@ def _number(value) -> float:
 
 
 def impl_of(text: str) -> str | None:
-    """``torch`` / ``numpy`` / ``numba`` if ``text`` names one, else None."""
+    """``torch`` / ``numpy_f32`` / ``numpy`` / ``numba`` if ``text`` names one, else None.
+
+    ``numpy_f32`` is the fair float32 NumPy peer (:mod:`scalelab.kernels.peers`),
+    ``numpy`` the float64 reference (an oracle, not a peer).
+    """
     low = str(text).lower()
     if "torch" in low or "sdpa" in low:
         return "torch"
+    if "numpy" in low and re.search(r"f(loat)?32|peer", low):
+        return "numpy_f32"
     if "numpy" in low or re.search(r"(^|[_\W])ref(erence)?($|[_\W])", low) or low in ("np", "ref"):
         return "numpy"
     if "numba" in low or "ours" in low or low in ("jit", "scalelab"):
@@ -82,6 +94,7 @@ def impl_of(text: str) -> str | None:
 def _words(name: str) -> list[str]:
     """Lower-case words of a CamelCase or snake_case name, minus type, implementation and unit words."""
     name = re.sub(r"^(timeraw|peakmem|time|track|mem)_", "", name)
+    name = re.sub(r"(?i)(^|_)(f|float)(16|32|64)(?=_|$)", "", name)  # a dtype names the peer, not the kernel
     name = re.sub(r"NumPy|Numpy|PyTorch|Torch|Numba|SDPA|MoE|GQA|KV", lambda m: f"_{m.group(0).lower()}_", name)
     parts = re.findall(r"[A-Z]+(?=[A-Z][a-z]|\b|_|\d)|[A-Z]?[a-z]+|\d+", name)
     return [p.lower() for p in parts if not _NOISE.fullmatch(p)]
@@ -143,16 +156,31 @@ def classify(benchmark: str, params: dict) -> tuple[str, str, int | None, str]:
     return kernel or benchmark, impl, threads, ", ".join(shape_parts)
 
 
+def read_conf(repo_root: Path) -> dict:
+    """``asv.conf.json`` of ``repo_root`` as a dict (asv allows ``//`` comment lines).
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    ValueError
+        It is not valid JSON.
+    """
+    text = (Path(repo_root) / "asv.conf.json").read_text(encoding="utf-8")
+    text = re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"asv.conf.json: not valid JSON ({exc})") from None
+
+
 def find_results_dir(repo_root: Path | None) -> Path | None:
     """``<repo>/.asv/results`` (or asv.conf.json's ``results_dir``) if it holds any result file."""
     if repo_root is None:
         return None
     results = Path(repo_root) / ".asv" / "results"
-    conf = Path(repo_root) / "asv.conf.json"
     try:
-        text = conf.read_text(encoding="utf-8")
-        text = re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE)  # asv allows // comments
-        results = Path(repo_root) / json.loads(text).get("results_dir", ".asv/results")
+        results = Path(repo_root) / read_conf(repo_root).get("results_dir", ".asv/results")
     except (OSError, ValueError):
         pass
     if not results.is_dir():
@@ -162,17 +190,111 @@ def find_results_dir(repo_root: Path | None) -> Path | None:
     return None
 
 
-def result_files(results_dir: Path):
-    """Every per-commit result file under ``results_dir`` (not machine.json / benchmarks.json)."""
-    for path in sorted(Path(results_dir).glob("*/*.json")):
+def result_files(results_dir: Path, machine: str = "*", commit: str | None = None):
+    """Every per-commit result file under ``results_dir`` (not machine.json / benchmarks.json),
+    optionally only ``machine``'s and only ``commit``'s (asv names files ``<commit[:8]>-<env>.json``)."""
+    pattern = f"{commit[:8]}-*.json" if commit else "*.json"
+    for path in sorted(Path(results_dir).glob(f"{machine}/{pattern}")):
         if path.name not in ("machine.json", "benchmarks.json"):
             yield path
 
 
+@dataclasses.dataclass(frozen=True)
+class ResultEntry:
+    """One parameter combination of one benchmark in one result file.
+
+    ``value`` is asv's stored figure (``None`` or NaN for a failed or skipped
+    combination), ``stats`` the ``stats_*`` columns of this combination without
+    their prefix (``{"ci_99_a": ..., "q_25": ...}``; None when the file has no
+    statistics for the benchmark), ``samples`` the raw samples when asv recorded
+    them, ``started_at`` the benchmark's start time (a JavaScript timestamp, ms).
+    """
+
+    benchmark: str
+    params: tuple[str, ...]  # repr strings, one per parameter, in asv's order
+    value: float | None
+    stats: dict | None
+    samples: list | None
+    started_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultFile:
+    """One asv result file: which commit, machine and environment, and its entries."""
+
+    path: Path
+    commit: str
+    machine: str | None  # from the file's own ``params`` (None if it names none)
+    date_ms: float | None
+    env_name: str
+    entries: tuple[ResultEntry, ...]
+
+
+def read_result_file(path: Path) -> ResultFile:
+    """Read one asv result file (results API version 2), as asv's ``Results.load`` reads it.
+
+    Every stored combination of every benchmark becomes a :class:`ResultEntry`,
+    including combinations whose value asv kept from an earlier run (asv rewrites
+    a whole benchmark's row when it reruns some of its combinations, under the new
+    start time): selecting what a run produced is the caller's job.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    ValueError
+        It is not an asv result file of API version 2.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("version", 2) != 2:
+            raise ValueError(f"results API version {data.get('version')!r}, expected 2")
+        columns = list(data["result_columns"])
+        results = data["results"]
+        commit = str(data["commit_hash"])
+        if not isinstance(results, dict):
+            raise TypeError("'results' is not an object")
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path}: not an asv result file ({exc})") from None
+    entries = []
+    for name, row_values in results.items():
+        if not isinstance(row_values, list):
+            continue
+        row = dict(zip(columns, row_values))  # asv drops trailing empty columns
+        params = row.get("params") or []
+        combos = list(itertools.product(*params)) if params else [()]
+        result = row.get("result")
+        if not isinstance(result, list):
+            result = [result] * len(combos)
+        samples = row.get("samples")
+        stat_cols = {k[len("stats_"):]: v for k, v in row.items()
+                     if k.startswith("stats_") and isinstance(v, list)}
+
+        def at(seq, j):
+            return seq[j] if isinstance(seq, list) and j < len(seq) else None
+
+        for j, combo in enumerate(combos):
+            # Like asv: no statistics columns, or none reaching this combination, is None.
+            stats = ({k: v[j] for k, v in stat_cols.items() if j < len(v) and v[j] is not None}
+                     if any(j < len(v) for v in stat_cols.values()) else None)
+            entries.append(ResultEntry(
+                benchmark=name, params=tuple(str(c) for c in combo), value=at(result, j),
+                stats=stats, samples=at(samples, j), started_at=row.get("started_at"),
+            ))
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    date = data.get("date")
+    return ResultFile(path=Path(path), commit=commit, machine=params.get("machine"),
+                      date_ms=float(date) if isinstance(date, (int, float)) else None,
+                      env_name=str(data.get("env_name", "")), entries=tuple(entries))
+
+
 def load_benchmark_descriptions(results_dir: Path) -> dict:
+    """asv's ``benchmarks.json`` (written at every discovery) as {name: description}; {} if absent."""
     try:
         data = json.loads((Path(results_dir) / "benchmarks.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict)}
 
@@ -199,54 +321,38 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     rows = []
     for path in result_files(results_dir):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            columns = list(data["result_columns"])
-            results = data["results"]
-            commit = str(data["commit_hash"])
-        except (OSError, ValueError, KeyError, TypeError):
+            rf = read_result_file(path)
+        except (OSError, ValueError):
             continue
-        machine = (data.get("params") or {}).get("machine") or path.parent.name
-        date = pd.to_datetime(data.get("date"), unit="ms", utc=True, errors="coerce")
-        env = data.get("env_name", "")
-        for name, values in results.items():
-            if not isinstance(values, list):
-                continue
-            row = dict(zip(columns, values))
+        machine = rf.machine or path.parent.name
+        date = pd.to_datetime(rf.date_ms, unit="ms", utc=True, errors="coerce")
+        for entry in rf.entries:
+            name = entry.benchmark
             desc = described.get(name, {})
-            params = row.get("params") or []
-            param_names = list(desc.get("param_names") or [f"p{i}" for i in range(len(params))])
-            if len(param_names) != len(params):
-                param_names = [f"p{i}" for i in range(len(params))]
-            result = row.get("result")
-            combos = list(itertools.product(*params)) if params else [()]
-            if not isinstance(result, list):
-                result = [result] * len(combos)
+            param_names = list(desc.get("param_names") or [])
+            if len(param_names) != len(entry.params):
+                param_names = [f"p{i}" for i in range(len(entry.params))]
             method = name.split(".")[-1]
             # By name first: asv files timeraw_ benchmarks under type "time", but a
             # fresh-process compile time is not a kernel time to compare with peers.
             kind = next((t for t in _TYPES if method.startswith(t + "_")), None) or desc.get("type") or "unknown"
             unit = desc.get("unit") or ("seconds" if kind in ("time", "timeraw") else "")
-
-            def stat(key, j):
-                col = row.get(key)
-                return _number(col[j]) if isinstance(col, list) and j < len(col) else math.nan
-
-            for j, combo in enumerate(combos):
-                value = _number(result[j]) if j < len(result) else math.nan
-                pdict = {k: _literal(v) for k, v in zip(param_names, combo)}
-                kernel, impl, threads, shape = classify(name, pdict)
-                pieces = name.split(".")
-                rows.append({
-                    "machine": machine, "commit": commit, "date": date, "env_name": env,
-                    "benchmark": name, "module": ".".join(pieces[:-2]) or pieces[0],
-                    "cls": pieces[-2] if len(pieces) >= 3 else "", "method": method, "type": kind,
-                    "unit": unit, "params": json.dumps(pdict, default=str, sort_keys=False),
-                    "value": value, "q25": stat("stats_q_25", j), "q75": stat("stats_q_75", j),
-                    "ci99_low": stat("stats_ci_99_a", j), "ci99_high": stat("stats_ci_99_b", j),
-                    "number": stat("stats_number", j), "repeat": stat("stats_repeat", j),
-                    "kernel": kernel, "impl": impl,
-                    "threads": threads if threads is not None else pd.NA, "shape": shape,
-                })
+            stats = entry.stats or {}
+            pdict = {k: _literal(v) for k, v in zip(param_names, entry.params)}
+            kernel, impl, threads, shape = classify(name, pdict)
+            pieces = name.split(".")
+            rows.append({
+                "machine": machine, "commit": rf.commit, "date": date, "env_name": rf.env_name,
+                "benchmark": name, "module": ".".join(pieces[:-2]) or pieces[0],
+                "cls": pieces[-2] if len(pieces) >= 3 else "", "method": method, "type": kind,
+                "unit": unit, "params": json.dumps(pdict, default=str, sort_keys=False),
+                "value": _number(entry.value), "q25": _number(stats.get("q_25")),
+                "q75": _number(stats.get("q_75")),
+                "ci99_low": _number(stats.get("ci_99_a")), "ci99_high": _number(stats.get("ci_99_b")),
+                "number": _number(stats.get("number")), "repeat": _number(stats.get("repeat")),
+                "kernel": kernel, "impl": impl,
+                "threads": threads if threads is not None else pd.NA, "shape": shape,
+            })
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["threads"] = frame["threads"].astype("Int64")
     if not frame.empty:
@@ -308,26 +414,29 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 _KEYS = ["kernel", "shape", "threads"]
+#: Implementations a kernel is timed against, as :func:`impl_of` names them.
+PEERS = ("numpy", "torch", "numpy_f32")
 
 
 def speedups(frame: pd.DataFrame) -> pd.DataFrame:
     """Per kernel, shape and thread count: our time and the peers', and the ratios.
 
-    Uses ``time_`` rows only. ``speedup_vs_numpy`` = NumPy time / our time (> 1
-    means ours is faster); likewise ``speedup_vs_torch``. A peer that was
+    Uses ``time_`` rows only. ``speedup_vs_numpy`` = NumPy reference time / our
+    time (> 1 means ours is faster); likewise ``speedup_vs_torch`` and
+    ``speedup_vs_numpy_f32`` (the float32 NumPy peer). A peer that was
     skipped (torch not installed) leaves NaN.
     """
     t = align_peers(frame[(frame["type"] == "time") & frame["value"].notna()])
     if t.empty:
-        return pd.DataFrame(columns=[*_KEYS, "numba_s", "numpy_s", "torch_s",
-                                     "speedup_vs_numpy", "speedup_vs_torch"])
+        return pd.DataFrame(columns=[*_KEYS, "numba_s", *(f"{p}_s" for p in PEERS),
+                                     *(f"speedup_vs_{p}" for p in PEERS)])
     t["threads"] = t["threads"].fillna(-1)
     wide = t.pivot_table(index=_KEYS, columns="impl", values="value", aggfunc="min")
     out = pd.DataFrame(index=wide.index)
-    for impl in ("numba", "numpy", "torch"):
+    for impl in ("numba", *PEERS):
         out[f"{impl}_s"] = wide[impl] if impl in wide else math.nan
-    out["speedup_vs_numpy"] = out["numpy_s"] / out["numba_s"]
-    out["speedup_vs_torch"] = out["torch_s"] / out["numba_s"]
+    for peer in PEERS:
+        out[f"speedup_vs_{peer}"] = out[f"{peer}_s"] / out["numba_s"]
     out = out[out["numba_s"].notna()].reset_index()
     out["threads"] = out["threads"].astype("Int64").replace(-1, pd.NA)
     return out.sort_values(_KEYS, key=_natural_key).reset_index(drop=True)
@@ -389,7 +498,8 @@ def _natural_key(column: pd.Series) -> pd.Series:
 
 
 __all__ = [
-    "COLUMNS", "classify", "class_key", "align_peers", "impl_of", "find_results_dir", "result_files", "load_results",
+    "COLUMNS", "classify", "class_key", "align_peers", "impl_of", "read_conf", "find_results_dir", "result_files",
+    "ResultEntry", "ResultFile", "read_result_file", "load_results",
     "load_benchmark_descriptions", "load_machine_info", "pick_machine", "commits_in_order",
     "latest", "speedups", "throughputs", "history",
 ]

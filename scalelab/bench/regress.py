@@ -68,6 +68,8 @@ import types
 from pathlib import Path
 from typing import Iterable
 
+from scalelab.bench import asv_results
+
 #: Default slowdown factor, from the A/A experiment in docs/regression-gate.md
 #: (identical revisions, 12 gate runs on this 2-core machine under load ~10):
 #: the smallest tested factor with no significant A/A shift in either
@@ -369,22 +371,6 @@ def nothing_selected_message(bench: str, benchmarks: Iterable[dict]) -> str:
 # ----------------------------------------------------------------------- results
 
 
-def _load_conf(repo: Path) -> dict:
-    try:
-        return json.loads((repo / "asv.conf.json").read_text())
-    except ValueError as exc:
-        raise ValueError(f"asv.conf.json: not valid JSON ({exc})") from None
-
-
-def _benchmark_descriptions(results_dir: Path) -> dict[str, dict]:
-    """asv's ``benchmarks.json`` (written at every discovery) as {name: description}."""
-    path = results_dir / "benchmarks.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {k: v for k, v in data.items() if isinstance(v, dict)}
-
-
 def load_commit_results(results_dir: Path, machine: str, commit: str, since_ms: float | None,
                         bench: str | None) -> dict[tuple[str, str], tuple]:
     """Results of ``commit`` on ``machine`` as {(benchmark, params): (value, stats, samples)}.
@@ -396,27 +382,20 @@ def load_commit_results(results_dir: Path, machine: str, commit: str, since_ms: 
     parameterized benchmark it keeps the others' earlier results in the same
     file under the new start time, so only the selected ones may be read.
     """
-    from asv.results import Results  # asv is a dev dependency; import only when used
-
     out: dict[tuple[str, str], tuple] = {}
     pattern = re.compile(bench) if bench else None
-    for path in sorted((results_dir / machine).glob(f"{commit[:8]}-*.json")):
-        res = Results.load(str(path), machine)
-        if res.commit_hash != commit:
+    for path in asv_results.result_files(results_dir, machine, commit):
+        res = asv_results.read_result_file(path)
+        if res.machine != machine:
+            raise ValueError(f"{path}: results of machine {res.machine!r}, expected {machine!r}")
+        if res.commit != commit:
             continue
-        started = res.started_at
-        for key in res.get_all_result_keys():
-            if since_ms is not None and started.get(key, 0) < since_ms:
+        for entry in res.entries:
+            if since_ms is not None and (entry.started_at or 0) < since_ms:
                 continue
-            params = res.get_result_params(key)
-            values = res.get_result_value(key, params)
-            stats = res.get_result_stats(key, params)
-            samples = res.get_result_samples(key, params)
-            combos = list(itertools.product(*params)) if params else [()]
-            for i, combo in enumerate(combos):
-                label = ", ".join(combo)
-                if pattern is None or pattern.search(asv_name(key, label)):
-                    out[(key, label)] = (values[i], stats[i], samples[i])
+            label = ", ".join(entry.params)
+            if pattern is None or pattern.search(asv_name(entry.benchmark, label)):
+                out[(entry.benchmark, label)] = (entry.value, entry.stats, entry.samples)
     return out
 
 
@@ -625,7 +604,7 @@ def run_gate(
     if base_sha == head_sha:
         raise ValueError(f"BASE and HEAD are the same commit ({head_sha[:10]}); nothing to compare")
 
-    conf = _load_conf(root)
+    conf = asv_results.read_conf(root)
     results_dir = root / conf.get("results_dir", "results")
     if bench:
         # asv would build and install both revisions before telling that the
@@ -662,7 +641,7 @@ def run_gate(
                 rounds=int(rounds), repeat=int(repeat),
             )
             rc, text = _run_streaming(cmd, root, env, Path(log_path) if log_path else None, echo)
-            described.update(_benchmark_descriptions(results_dir))
+            described.update(asv_results.load_benchmark_descriptions(results_dir))
             base_res = load_commit_results(results_dir, machine, base_sha, since_ms, bench_regex)
             head_res = load_commit_results(results_dir, machine, head_sha, since_ms, bench_regex)
             return rc, text, base_res, head_res
