@@ -284,6 +284,29 @@ class ExhaustionResult:
         )
 
 
+#: Largest Monte Carlo sample count the projections accept: each sample costs a few float64s, so
+#: 1e7 stays within a few hundred MB; more would fail on memory instead of with a named error.
+MAX_SAMPLES = 10_000_000
+
+
+def check_n_samples(n_samples) -> int:
+    """Validate a Monte Carlo sample count: an integer in ``[1, MAX_SAMPLES]``."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
+        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
+    if not 1 <= n_samples <= MAX_SAMPLES:
+        raise ValueError(f"n_samples must be in [1, {MAX_SAMPLES}], got {int(n_samples)}")
+    return int(n_samples)
+
+
+def check_seed(seed) -> int:
+    """Validate a seed for ``np.random.default_rng``: a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {int(seed)}")
+    return int(seed)
+
+
 def _check_scalar(name: str, value, *, low: float = 0.0, inclusive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -372,10 +395,8 @@ def exhaustion_year(
     epochs = _check_scalar("epochs", epochs)
     if epochs < 1.0:
         raise ValueError(f"epochs must be >= 1 (a fraction of an epoch does not stretch the stock), got {epochs!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    n_samples = check_n_samples(n_samples)
+    seed = check_seed(seed)
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     sigma_stock = 0.0 if stock_interval is None else lognormal_sigma_from_interval(*stock_interval)

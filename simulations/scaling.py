@@ -515,6 +515,8 @@ class ScalingFit:
         raise ValueError(f"name must be one of {_PARAMS + ('a', 'b')}, got {name!r}")
 
     def _pct(self, samples: np.ndarray, axis=0):
+        if np.shape(samples)[axis] == 0:
+            raise ValueError("this fit has no bootstrap refits; intervals need n_bootstrap >= 1")
         q = 50.0 * (1.0 - self.level)
         return np.percentile(samples, [q, 100.0 - q], axis=axis)
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from scalelab.cli import args as types
+
+
+#: Largest context the command models: 16M tokens, past any published context window (Gemini 1.5: 10M).
+MAX_TOKENS = 2**24
+#: Largest batch: far past what any single accelerator's memory holds for a real model.
+MAX_BATCH = 2**20
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,10 +22,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
-    p.add_argument("--batch", type=int, default=16, help="sequences served together (default 16)")
-    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per sequence (default 2048)")
-    p.add_argument("--gen", type=int, default=256, help="generated tokens per sequence (default 256)")
-    p.add_argument("--dtype-bytes", type=float, default=2.0, help="bytes per weight/activation/KV value (default 2)")
+    p.add_argument("--batch", type=types.integer(1, MAX_BATCH), default=16, help="sequences served together (default 16)")
+    p.add_argument("--prompt", type=types.integer(1, MAX_TOKENS), default=2048, help="prompt tokens per sequence (default 2048)")
+    p.add_argument("--gen", type=types.integer(1, MAX_TOKENS), default=256, help="generated tokens per sequence (default 256)")
+    p.add_argument("--dtype-bytes", type=types.real(0.125, 8.0), default=2.0, help="bytes per weight/activation/KV value (default 2)")
     p.add_argument("--ops", action="store_true", help="also print the per-operation roofline of both phases")
     p.set_defaults(func=run)
 

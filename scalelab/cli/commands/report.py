@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from scalelab.cli import args as types
+
 DEFAULT_OUT = Path("reports") / "output"
 
 
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
         help="reduced sample counts: the whole report in under a minute",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N",
+        "--seed", type=types.seed, default=0, metavar="N",
         help="base seed for every Monte Carlo draw (default 0)",
     )
     parser.set_defaults(func=run)
