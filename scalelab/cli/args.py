@@ -99,3 +99,12 @@ def figure_path(text: str) -> str:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
     path = Path(text)
     return str(path if path.suffix else path.with_name(path.name + ".png"))
+
+
+def folder(text: str):
+    """argparse type for an output folder: a non-empty path (``""`` would silently mean the current folder)."""
+    from pathlib import Path
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty string (use . for the current folder)")
+    return Path(text)
