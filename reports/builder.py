@@ -203,6 +203,11 @@ def build_report(
         raise ValueError(f"--out must be a directory, but {out} is a file")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+            break
     out.parent.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     root = find_repo_root() if repo_root is None else Path(repo_root)
