@@ -633,6 +633,13 @@ class RequestLatency:
     fits_memory: bool | None  # weights + KV cache at the end fit in device memory (None: memory size unknown)
 
 
+#: Longest sequence (prompt + generated tokens) the latency model accepts: 16M tokens, past
+#: any published context window (Gemini 1.5 reports 10M in research tests), so the decode sum stays seconds.
+MAX_TOKENS = 2**24
+#: Decode contexts evaluated at once by ``request_latency`` (a few MB of float64 per operation).
+DECODE_CHUNK = 1 << 16
+
+
 def request_latency(
     model: ModelConfig | str, hw: Hardware | str, *, batch: int, prompt_len: int, gen_len: int, dtype_bytes: float = 2
 ) -> RequestLatency:
@@ -643,15 +650,20 @@ def request_latency(
     """
     m, h = _phase_args(model, hw, "prefill", batch, prompt_len, dtype_bytes, "prompt_len")
     _check_count(gen_len=gen_len)
+    if prompt_len + gen_len > MAX_TOKENS:
+        raise ValueError(f"prompt_len + gen_len must be at most {MAX_TOKENS} tokens, got {prompt_len + gen_len}")
     pre = _phase_cost(m, h, "prefill", batch, prompt_len, dtype_bytes)
-    contexts = prompt_len + np.arange(1, gen_len, dtype=np.float64)  # (gen_len - 1,)
-    steps = _decode_times(m, h, batch, contexts, dtype_bytes) if gen_len > 1 else np.zeros(0)
-    total = pre.time_s + float(steps.sum())
+    # Decode steps are summed in fixed-size chunks, so memory stays bounded however long the generation.
+    decode_s = 0.0
+    for start in range(1, gen_len, DECODE_CHUNK):
+        contexts = prompt_len + np.arange(start, min(start + DECODE_CHUNK, gen_len), dtype=np.float64)  # (<= chunk,)
+        decode_s += float(_decode_times(m, h, batch, contexts, dtype_bytes).sum())
+    total = pre.time_s + decode_s
     end_len = prompt_len + gen_len
     need = weight_bytes(m, dtype_bytes=dtype_bytes) + kv_cache_bytes(m, batch=batch, seq_len=end_len, dtype_bytes=dtype_bytes)
     return RequestLatency(
         batch=batch, prompt_len=prompt_len, gen_len=gen_len, ttft_s=pre.time_s,
-        tpot_s=float(steps.mean()) if steps.size else 0.0, total_s=total,
+        tpot_s=decode_s / (gen_len - 1) if gen_len > 1 else 0.0, total_s=total,
         throughput_tokens_per_s=batch * gen_len / total, fits_memory=_fits_memory(h, need),
     )
 
@@ -723,13 +735,23 @@ def best_of_n_cost(
     )
 
 
+def last_decode_context(prompt: int, gen: int) -> int:
+    """Context of the last decode step, as ``request_latency`` counts it: step ``gen - 1`` sees ``prompt + gen - 1``.
+
+    With ``gen == 1`` the prefill makes the only token and there is no decode step;
+    the first step's context (``prompt + 1``) is shown instead.
+    """
+    return prompt + max(gen - 1, 1)
+
+
 def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
     """Prefill, the first and the last decode step as one table (what ``scalelab inference`` prints)."""
     rows = []
     for label, c in (
         ("prefill", prefill_cost(model, hw, batch=batch, prompt_len=prompt, dtype_bytes=dtype_bytes)),
         ("decode (first step)", decode_cost(model, hw, batch=batch, context_len=prompt + 1, dtype_bytes=dtype_bytes)),
-        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=prompt + gen, dtype_bytes=dtype_bytes)),
+        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=last_decode_context(prompt, gen),
+                                           dtype_bytes=dtype_bytes)),
     ):
         rows.append({
             "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,

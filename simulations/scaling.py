@@ -576,6 +576,62 @@ class ScalingFit:
         return np.asarray(self.law.optimal_loss(C)), lo, hi
 
 
+class NotIdentifiableError(ValueError):
+    """The runs cannot determine the five parameters of ``E + A/N**alpha + B/D**beta``."""
+
+
+#: Distinct values of N (and of D) a fit needs: E, A and alpha are three numbers, and a power law
+#: plus a constant through two points has a free parameter left.
+MIN_DISTINCT_SIZES = 3
+
+
+def check_identifiable(log_n: np.ndarray, log_d: np.ndarray) -> None:
+    """Raise :class:`NotIdentifiableError` when the runs cannot determine the law.
+
+    Two conditions, both necessary: at least ``MIN_DISTINCT_SIZES`` distinct N and
+    distinct D, and a design ``[1, log N, log D]`` of rank 3 (N and D not tied by
+    one power law across all runs, which would let the N and D terms trade off).
+    Without them the optimiser returns wherever it started, which looks like a fit.
+    """
+    distinct_n = np.unique(log_n).size
+    distinct_d = np.unique(log_d).size
+    if min(distinct_n, distinct_d) < MIN_DISTINCT_SIZES:
+        raise NotIdentifiableError(
+            f"runs hold {distinct_n} distinct N and {distinct_d} distinct D; the law needs at least "
+            f"{MIN_DISTINCT_SIZES} of each (vary both model size and tokens across runs)"
+        )
+    design = np.column_stack([np.ones_like(log_n), log_n - log_n.mean(), log_d - log_d.mean()])  # (R, 3)
+    rank = np.linalg.matrix_rank(design, tol=1e-9 * max(1.0, float(np.abs(design).max())) * len(log_n))
+    if rank < 3:
+        raise NotIdentifiableError(
+            f"log N and log D are collinear across the runs (design rank {rank} < 3): every run has D "
+            "proportional to a power of N, so the N and D terms cannot be told apart"
+        )
+
+
+class NotConvergedError(ValueError):
+    """The optimiser stopped at a point that is not a minimum of the fit objective."""
+
+
+#: Largest gradient component, per run, accepted at the optimum. Converged fits of the
+#: Chinchilla Figure-4 runs and of simulated isoFLOP designs reach ~1e-9 in total;
+#: the threshold leaves four orders of magnitude for harder data.
+GRADIENT_TOL_PER_RUN = 1e-5
+
+
+def check_converged(theta: np.ndarray, objective: float, log_n, log_d, log_loss) -> None:
+    """Raise :class:`NotConvergedError` unless ``theta`` is a finite stationary point of the objective."""
+    if not (np.all(np.isfinite(theta)) and np.isfinite(objective)):
+        raise NotConvergedError(f"the fit diverged: parameters {np.round(theta, 4).tolist()}, objective {objective:g}")
+    grad = _fit.huber_lse_gradient(theta, log_n, log_d, log_loss)  # (5,)
+    norm = float(np.max(np.abs(grad)))
+    if not norm <= GRADIENT_TOL_PER_RUN * len(log_n):
+        raise NotConvergedError(
+            f"the fit did not converge: largest gradient component {norm:.3g} at the best point "
+            f"(tolerance {GRADIENT_TOL_PER_RUN * len(log_n):.3g}); the runs constrain the law too weakly"
+        )
+
+
 def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=None, level: float = 0.95,
                     threads: int | None = None) -> ScalingFit:
     """Fit ``L = E + A/N**alpha + B/D**beta`` by Approach 3 of Hoffmann et al. 2022.
@@ -602,7 +658,9 @@ def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=N
     level = _check_level(level)
     grid = _resolve_grid(init_grid)
     log_n, log_d, log_loss = (np.log(data[c].to_numpy()) for c in ("N", "D", "loss"))
+    check_identifiable(log_n, log_d)
     theta, objective = minimize_over_grid(log_n, log_d, log_loss, grid, threads=threads)
+    check_converged(theta, objective, log_n, log_d, log_loss)
     params = _theta_to_params(theta)
     if not (params[3] > 0 and params[4] > 0):
         raise ValueError(

@@ -107,3 +107,8 @@ def test_closed_pipe_exits_quietly():
     proc.wait(timeout=120)
     assert err == "", err
     assert proc.returncode == EXIT_BROKEN_PIPE
+
+
+def test_prompt_plus_gen_over_the_bound_is_one_line(capsys):
+    assert main(["inference", "--prompt", str(2**24), "--gen", "5"]) == 2
+    assert "--prompt + --gen" in _one_line_error(capsys)

@@ -7,13 +7,13 @@ import argparse
 from scalelab.cli import args as types
 
 
-#: Largest context the command models: 16M tokens, past any published context window (Gemini 1.5: 10M).
-MAX_TOKENS = 2**24
 #: Largest batch: far past what any single accelerator's memory holds for a real model.
 MAX_BATCH = 2**20
 
 
 def register(subparsers) -> None:
+    from scalelab.simulations.inference import MAX_TOKENS
+
     p = subparsers.add_parser(
         "inference",
         help="roofline cost of prefill and decode for a model on an accelerator",
@@ -36,14 +36,14 @@ def _fmt_bytes(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from scalelab.simulations.inference import (
-        get_hardware, get_model, kv_cache_bytes, max_batch, phase_table, request_latency, ridge_point,
+        MAX_TOKENS, get_hardware, get_model, kv_cache_bytes, last_decode_context, max_batch, phase_table, request_latency,
+        ridge_point,
         roofline_table, weight_bytes,
     )
 
     m, h = get_model(args.model), get_hardware(args.hw)
-    for name in ("batch", "prompt", "gen"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.prompt + args.gen > MAX_TOKENS:
+        raise ValueError(f"--prompt + --gen must be at most {MAX_TOKENS} tokens, got {args.prompt + args.gen}")
     dt = args.dtype_bytes
     table = phase_table(m, h, batch=args.batch, prompt=args.prompt, gen=args.gen, dtype_bytes=dt)
     lat = request_latency(m, h, batch=args.batch, prompt_len=args.prompt, gen_len=args.gen, dtype_bytes=dt)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     fits = max_batch(m, h, end, dtype_bytes=dt)
     print(f"largest batch that fits at {end} tokens: {fits}" + ("" if lat.fits_memory else "  (this batch does NOT fit)"))
     if args.ops:
-        for phase, seq in (("prefill", args.prompt), ("decode", end)):
+        for phase, seq in (("prefill", args.prompt), ("decode", last_decode_context(args.prompt, args.gen))):
             print(f"\n{phase} operations (seq_len {seq}):")
             df = roofline_table(m, h, phase, args.batch, seq, dtype_bytes=dt)
             print(df[["op", "layers", "flops", "bytes", "intensity", "bound", "time_s", "time_share"]]

@@ -1,0 +1,42 @@
+"""The latency model at its bounds: long generations in bounded memory, one definition of the last step."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from scalelab.simulations import inference as inf
+
+
+def test_request_latency_memory_does_not_grow_with_gen_len():
+    tracemalloc.start()
+    inf.request_latency("llama-3-8b", "h100-sxm", batch=1, prompt_len=16, gen_len=2_000_000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 64 * 2**20  # one float64 array of the whole generation would be 16 MB, several are made per op
+
+
+def test_request_latency_chunks_agree_with_the_direct_sum():
+    m, h = inf.get_model("llama-3-8b"), inf.get_hardware("h100-sxm")
+    gen = inf.DECODE_CHUNK * 2 + 7
+    lat = inf.request_latency(m, h, batch=4, prompt_len=100, gen_len=gen)
+    direct = inf._decode_times(m, h, 4, 100 + np.arange(1, gen, dtype=np.float64), 2).sum()
+    assert lat.tpot_s * (gen - 1) == pytest.approx(direct, rel=1e-12)
+
+
+def test_request_latency_rejects_sequences_past_the_bound():
+    with pytest.raises(ValueError, match="gen_len"):
+        inf.request_latency("llama-3-8b", "h100-sxm", batch=1, prompt_len=16, gen_len=inf.MAX_TOKENS)
+
+
+@pytest.mark.parametrize("gen", [1, 2, 256])
+def test_phase_table_last_step_is_request_latency_last_step(gen):
+    m, h = inf.get_model("llama-3-8b"), inf.get_hardware("h100-sxm")
+    table = inf.phase_table(m, h, batch=2, prompt=512, gen=gen)
+    last = table.set_index("phase").loc["decode (last step)", "time_ms"]
+    context = 512 + gen - 1 if gen > 1 else 513
+    expected = inf._decode_times(m, h, 2, np.array([float(context)]), 2)[0] * 1e3
+    assert last == pytest.approx(expected, rel=1e-12)
+    if gen > 1:  # request_latency's steps are exactly these contexts
+        steps = inf._decode_times(m, h, 2, 512 + np.arange(1, gen, dtype=np.float64), 2)
+        assert steps[-1] * 1e3 == pytest.approx(last, rel=1e-12)
