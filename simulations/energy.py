@@ -35,6 +35,7 @@ import pandas as pd
 from scalelab.simulations.data_supply import (
     _quantile_curves, check_n_samples, check_seed, lognormal_sigma_from_interval, order_quantiles,
 )
+from scalelab.simulations.checks import as_float_array, show
 from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -201,8 +202,12 @@ def training_energy(
             mfu = _number("mfu", mfu)
             if not 0 < mfu <= 1:
                 raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
-    mwh = hours * power * pue / 1e6
-    tco2e = mwh * carbon  # MWh x kg/kWh = t
+    with np.errstate(over="ignore"):
+        mwh = hours * power * pue / 1e6
+        tco2e = mwh * carbon  # MWh x kg/kWh = t
+    if not all(math.isfinite(v) for v in (hours, mwh, tco2e)):
+        raise ValueError(f"the run overflows float64 (gpu_hours {show(hours)}, MWh {show(mwh)}): "
+                         f"flops {show(flops)} at mfu {show(mfu)} is outside any physical run")
     return EnergyEstimate(gpu_hours=hours, mwh=mwh, tco2e=tco2e)
 
 
@@ -250,7 +255,7 @@ def iea_data_centre_growth_rate() -> float:
 def data_centre_twh(years) -> np.ndarray:
     """IEA base-case data-centre electricity by year: exponential through 2024 and 2030, extended at the same rate
     (beyond 2030 an extrapolation of ours, not IEA's)."""
-    years = np.asarray(years, dtype=np.float64)
+    years = as_float_array("years", years)
     (y0, e0), _ = sorted(IEA_DATA_CENTRE_TWH.items())
     return e0 * (1.0 + iea_data_centre_growth_rate()) ** (years - y0)
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.simulations import scaling_fit as _fit
+from scalelab.simulations.checks import as_positive_array
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -78,18 +79,7 @@ _PARAMS = ("E", "A", "B", "alpha", "beta")
 
 def _positive(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
     """``value`` as a float64 array, every entry finite and > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
-    ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
-    if not np.all(ok):
-        bad = arr[~ok].ravel()[0] if arr.ndim else arr
-        what = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be {what} and finite, got {bad!r}")
-    return arr
+    return as_positive_array(name, value, allow_zero=allow_zero)
 
 
 def _out(x):
