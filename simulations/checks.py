@@ -18,8 +18,7 @@ def show(value) -> str:
     return repr(value) if isinstance(value, (float, int)) else str(value)
 
 
-def as_float_array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array of finite numbers, or a named error."""
+def _numeric_array(name: str, value) -> np.ndarray:
     if isinstance(value, (str, bytes, bool, np.bool_)):
         raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
     try:
@@ -28,7 +27,12 @@ def as_float_array(name: str, value) -> np.ndarray:
         raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
     if arr.dtype.kind not in "iuf":  # strings, booleans, objects, complex
         raise TypeError(f"{name} must be a number or an array of numbers, got an array of {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
+    return arr.astype(np.float64, copy=False)
+
+
+def as_float_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array of finite numbers, or a named error."""
+    arr = _numeric_array(name, value)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {show(arr[~np.isfinite(arr)].ravel()[0])}")
     return arr
@@ -36,8 +40,8 @@ def as_float_array(name: str, value) -> np.ndarray:
 
 def as_positive_array(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
     """``value`` as a float64 array, every entry finite and > 0 (>= 0 with ``allow_zero``)."""
-    arr = as_float_array(name, value)
-    ok = (arr >= 0) if allow_zero else (arr > 0)
+    arr = _numeric_array(name, value)
+    ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
     if not np.all(ok):
         what = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be {what} and finite, got {show(arr[~ok].ravel()[0])}")

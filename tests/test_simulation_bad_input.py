@@ -12,7 +12,7 @@ from scalelab.simulations import scaling as sc
 
 @pytest.mark.parametrize("call, error, words", [
     (lambda: sc.LAWS["besiroglu2024"].compute_optimal(True), TypeError, "bool"),
-    (lambda: sc.LAWS["besiroglu2024"].compute_optimal(float("nan")), ValueError, "got nan"),
+    (lambda: sc.LAWS["besiroglu2024"].compute_optimal(float("nan")), ValueError, "finite, got nan"),
     (lambda: ds.effective_tokens("4e11", 1e11), TypeError, "total_tokens"),
     (lambda: ds.effective_tokens(4e11, [1e11, -5.0]), ValueError, "got -5.0"),
     (lambda: en.data_centre_twh([float("nan")]), ValueError, "years must be finite"),
