@@ -510,6 +510,9 @@ class PhaseCost:
     tokens_per_s: float  # prompt tokens/s (prefill) or generated tokens/s (decode)
     kv_cache_bytes: float  # cache held at the end of the step
     weight_bytes: float
+    # weights + KV cache within the device memory less ACTIVATION_RESERVE_FRACTION (None: memory unknown);
+    # a configuration that does not fit still gets a latency, which no real run would reach
+    fits: bool | None = None
 
     @property
     def intensity(self) -> float:
@@ -535,7 +538,21 @@ def _phase_cost(m, h, phase, batch, seq_len, dtype_bytes) -> PhaseCost:
         tokens_per_s=new_tokens / time_s,
         kv_cache_bytes=kv_cache_bytes(m, batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes),
         weight_bytes=weight_bytes(m, dtype_bytes=dtype_bytes),
+        fits=fits_with_reserve(h, weight_bytes(m, dtype_bytes=dtype_bytes)
+                               + kv_cache_bytes(m, batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes)),
     )
+
+
+#: Share of device memory held back for activations, workspaces and fragmentation when judging
+#: whether a phase fits: vLLM's default ``gpu_memory_utilization=0.9`` leaves the same 10%.
+ACTIVATION_RESERVE_FRACTION = 0.10
+
+
+def fits_with_reserve(h: Hardware, need_bytes: float) -> bool | None:
+    """Whether ``need_bytes`` of weights and cache fit beside the activation reserve (None: memory unknown)."""
+    if h.memory_bytes is None:
+        return None
+    return bool(need_bytes <= (1.0 - ACTIVATION_RESERVE_FRACTION) * h.memory_bytes)
 
 
 def prefill_cost(
@@ -756,6 +773,7 @@ def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: fl
         rows.append({
             "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,
             "FLOP/byte": c.intensity, "bound": c.bound, "MFU": c.mfu, "MBU": c.mbu, "tokens/s": c.tokens_per_s,
+            "fits": {True: "yes", False: "NO", None: "?"}[c.fits],
         })
     return pd.DataFrame(rows)
 

@@ -40,3 +40,34 @@ def test_phase_table_last_step_is_request_latency_last_step(gen):
     if gen > 1:  # request_latency's steps are exactly these contexts
         steps = inf._decode_times(m, h, 2, 512 + np.arange(1, gen, dtype=np.float64), 2)
         assert steps[-1] * 1e3 == pytest.approx(last, rel=1e-12)
+
+
+def test_hardware_memory_is_the_datasheet_number_in_gib():
+    from scalelab.simulations.hardware import HARDWARE
+
+    datasheet_gb = {"v100": 32, "a100-40gb": 40, "a100-80gb": 80, "h100-sxm": 80, "h200": 141}
+    for name, gb in datasheet_gb.items():
+        assert HARDWARE[name].memory_bytes == gb * 2**30, name  # GiB: the datasheets' "GB" read as binary
+
+
+@pytest.mark.parametrize("model, hw, batch, context, fits", [
+    ("llama-3-70b", "h100-sxm", 1, 128, False),  # 141 GB of bf16 weights on an 80 GB part
+    ("llama-2-7b", "h100-sxm", 64, 4096, False),  # 13.5 GB weights + 137 GB of KV cache
+    ("llama-3-8b", "h100-sxm", 16, 2048, True),
+])
+def test_phase_cost_says_whether_it_fits(model, hw, batch, context, fits):
+    pre = inf.prefill_cost(model, hw, batch=batch, prompt_len=context)
+    dec = inf.decode_cost(model, hw, batch=batch, context_len=context)
+    assert pre.fits is fits and dec.fits is fits
+    h = inf.get_hardware(hw)
+    need = dec.weight_bytes + dec.kv_cache_bytes
+    assert (need <= (1 - inf.ACTIVATION_RESERVE_FRACTION) * h.memory_bytes) is fits
+
+
+def test_cli_flags_configurations_that_do_not_fit(capsys):
+    from scalelab.cli.cli import main
+
+    assert main(["inference", "--model", "llama-3-70b", "--hw", "h100", "--batch", "1", "--prompt", "128",
+                 "--gen", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "NO" in out and "cannot happen on one device" in out

@@ -36,7 +36,7 @@ def _fmt_bytes(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from scalelab.simulations.inference import (
-        MAX_TOKENS, get_hardware, get_model, kv_cache_bytes, last_decode_context, max_batch, phase_table, request_latency,
+        ACTIVATION_RESERVE_FRACTION, MAX_TOKENS, get_hardware, get_model, kv_cache_bytes, last_decode_context, max_batch, phase_table, request_latency,
         ridge_point,
         roofline_table, weight_bytes,
     )
@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
           f"memory {_fmt_bytes(h.memory_bytes)}; ridge point {ridge_point(h):.0f} FLOP/byte")
     print()
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if (table["fits"] == "NO").any():
+        print(f"NOTE: rows with fits = NO need more than {1 - ACTIVATION_RESERVE_FRACTION:.0%} of {h.name}'s memory "
+              "for weights and KV cache; their times are for a run that cannot happen on one device")
     print()
     print(f"time to first token {lat.ttft_s * 1e3:.1f} ms; mean time per output token {lat.tpot_s * 1e3:.2f} ms; "
           f"request {lat.total_s:.2f} s; {lat.throughput_tokens_per_s:.0f} generated tokens/s")
