@@ -396,10 +396,17 @@ def read_runs(runs) -> pd.DataFrame:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"runs column {col.name!r} must be positive and finite; row {i} is {col.iloc[i]!r}")
         values[key] = num
-    if "C" in values:
-        values["D"] = values["C"] / (TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"])
-    else:
-        values["C"] = TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"] * values["D"]
+    with np.errstate(over="ignore", under="ignore"):
+        if "C" in values:
+            values["D"] = values["C"] / (TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"])
+        else:
+            values["C"] = TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"] * values["D"]
+    for key in ("C", "D"):
+        bad = ~(np.isfinite(values[key]) & (values[key] > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"runs row {i}: {key} = {'6 N D' if key == 'C' else 'C / (6 N)'} leaves the float64 "
+                             f"range (N = {values['N'][i]:g}); no training run is that large or that small")
     return pd.DataFrame({k: values[k] for k in ("N", "D", "C", "loss")})
 
 

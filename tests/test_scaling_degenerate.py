@@ -42,3 +42,17 @@ def test_cli_fit_of_identical_runs_is_one_line_exit_2(tmp_path, capsys):
     assert main(["scaling", "fit", str(path), "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "distinct N" in err
+
+
+def test_runs_whose_compute_overflows_are_named_without_warnings(tmp_path, capsys):
+    import warnings
+
+    path = tmp_path / "extreme.csv"
+    _runs([1e3, 1e200, 1e300, 1e5, 1e7], [1e300, 1e200, 1e3, 1e9, 1e4], [3.0, 2.9, 2.8, 2.7, 2.6]).to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="float64 range"):
+            sc.read_runs(path)
+    assert main(["scaling", "fit", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeWarning" not in err
