@@ -71,3 +71,15 @@ def test_cli_flags_configurations_that_do_not_fit(capsys):
                  "--gen", "8"]) == 0
     out = capsys.readouterr().out
     assert "NO" in out and "cannot happen on one device" in out
+
+
+def test_ttft_tpot_figure_marks_configurations_that_do_not_fit():
+    from scalelab.report.figures.inference import ttft_tpot_data, ttft_tpot_figure
+
+    data = ttft_tpot_data("llama-2-7b", "h100-sxm", batches=[1, 64], prompt_lens=[4096], contexts=[4096])
+    fits = data.set_index(["metric", "batch"])["fits"]
+    assert fits[("tpot", 64)] == False and fits[("tpot", 1)] == True  # noqa: E712
+    fig = ttft_tpot_figure(data)
+    crosses = [c for ax in fig.axes for c in ax.collections
+               if c.get_sizes().size and c.get_sizes()[0] == 55 and len(c.get_offsets())]
+    assert [len(c.get_offsets()) for c in crosses] == [1, 1]  # one per panel, at batch 64
