@@ -8,15 +8,23 @@ The builder is the only code that writes report output. For each section it
    build (the command then exits 1);
 2. renders every :class:`~scalelab.report.section.FigureItem` as PNG and SVG (plus its
    data as CSV) and every :class:`~scalelab.report.section.TableItem` as CSV, each to a
-   temporary name in the output folder, and renames them into place only once
-   the whole section rendered, so a failure never leaves half a section;
+   temporary name, renamed into place only once the whole section rendered, so a
+   failure never leaves half a section;
 3. writes ``report.md`` and a self-contained ``index.html`` (inline CSS, no
    scripts, relative links only, so it opens from disk with no server).
 
+All of it goes to a hidden staging folder beside the output folder, which is
+swapped in by a folder rename only at the end: the output folder always holds
+one whole report, old or new, never figures of one run beside the pages of
+another. SIGTERM during a build unwinds it and removes the staging and scratch
+folders (the old report stays); what a SIGKILL leaves is swept by the next run.
+A lock file beside the folder (``.<name>.scalelab-lock``, ``flock``) makes a
+second build into the same folder fail at once with a one-line error.
+
 Re-running into the same folder replaces the previous output: a manifest
 (``.scalelab-manifest.json``) lists every file a run produced, and files that
-an earlier run produced but this one did not are removed. Files the builder
-did not produce are never touched.
+an earlier run produced but this one did not are gone afterwards. Files the
+builder did not produce are carried over into the new folder (hard links).
 
 Layout of the output folder::
 
@@ -32,11 +40,15 @@ The pieces live beside it: :mod:`~scalelab.report.registry` (which sections),
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
 import secrets
+import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -51,7 +63,8 @@ from scalelab.report.registry import SectionSpec, select_sections
 from scalelab.report.render import render_html, render_markdown
 from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
 from scalelab.report.staging import (
-    DATA_DIR, FIGURE_DIR, Staging, read_manifest, remove_leftover_temps, safe_relative, write_manifest,
+    DATA_DIR, FIGURE_DIR, SCRATCH_PREFIX, STAGE_TAG, ReportInterrupted, Staging, carry_foreign, output_lock,
+    read_manifest, remove_leftover_temps, safe_relative, sibling, sweep_stale, swap_in, write_manifest,
 )
 
 PNG_DPI = 150
@@ -183,24 +196,52 @@ def build_report(
     """
     t0 = time.perf_counter()
     specs = select_sections(only)
+    if os.fspath(out_dir) == "":
+        raise ValueError("--out must name a folder, got an empty string (use --out . for the current folder)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a directory, but {out} is a file")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+            break
+    out.parent.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     root = find_repo_root() if repo_root is None else Path(repo_root)
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    remove_leftover_temps(out)
-    previous = read_manifest(out)
     build = builder or _build_one
 
+    with output_lock(out), _terminate_raises():
+        sweep_stale(out)
+        if out.is_dir():
+            remove_leftover_temps(out)
+        previous = read_manifest(out)
+        stage = sibling(out, STAGE_TAG, token)
+        stage.mkdir()
+        try:
+            outcomes, written, machine = _build_into(stage, specs, build, quick=quick, seed=seed, root=root,
+                                                     token=token, stream=stream, tty=tty, t0=t0)
+            carry_foreign(out, stage, set(previous))
+            write_manifest(stage, written, token)
+            swap_in(stage, out, token)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)  # gone already after a swap
+    keep = set(written)
+    removed = [rel for rel in previous if rel not in keep and safe_relative(rel)]
+    return ReportResult(out_dir=out, sections=outcomes, files=sorted(written), removed=sorted(removed),
+                        seconds=time.perf_counter() - t0, machine=machine)
+
+
+def _build_into(stage: Path, specs, build, *, quick, seed, root, token, stream, tty, t0):
+    """Build every section and the pages into the staging folder; return (outcomes, files, machine)."""
     progress = Progress(len(specs) + 1, stream, tty=tty)
     outcomes: list[SectionOutcome] = []
     written: list[str] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="scalelab-report-") as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
             for index, spec in enumerate(specs, start=1):
                 progress.begin(index, spec.name)
                 work = Path(scratch) / spec.name
@@ -208,15 +249,12 @@ def build_report(
                 ctx = SectionContext(quick=quick, seed=seed, work_dir=work, repo_root=root,
                                      progress=progress.update)
                 started = time.perf_counter()
-                staging = Staging(out, token)
+                staging = Staging(stage, token)
                 title = spec.title
                 try:
                     title, section = build(spec, ctx)
                     items = _render_section(section, spec.name, staging)
-                    # Until every file of the section rendered, nothing was renamed into place;
-                    # the manifest first lists them so an interrupted commit is cleaned next run.
-                    write_manifest(out, previous + written + [rel for _, rel in staging.staged], token)
-                    files = staging.commit()
+                    files = staging.commit()  # within the staging folder: a failure never leaves half a section
                     written += files
                     outcome = SectionOutcome(spec.name, title, True, time.perf_counter() - started,
                                              items=items, files=files)
@@ -232,35 +270,35 @@ def build_report(
             progress.begin(len(specs) + 1, "pages")
             machine = describe_machine(root)
             seconds = time.perf_counter() - t0
-            pages = Staging(out, token)
+            pages = Staging(stage, token)
             pages.write_text("index.html", render_html(outcomes, machine, quick=quick, seconds=seconds))
             pages.write_text("report.md", render_markdown(outcomes, machine, quick=quick, seconds=seconds))
-            write_manifest(out, previous + written + [rel for _, rel in pages.staged], token)
             written += pages.commit()
             progress.end("ok")
     finally:
         progress.close()
+    return outcomes, written, machine
 
-    keep = set(written)
-    removed = []
-    for rel in previous:
-        if rel in keep or not safe_relative(rel):
-            continue
-        path = out / rel
-        try:
-            if path.is_file() or path.is_symlink():
-                path.unlink()
-                removed.append(rel)
-        except OSError:
-            pass
-    for folder in (out / FIGURE_DIR, out / DATA_DIR):
-        try:
-            folder.rmdir()  # only succeeds when empty: nothing of anyone else's is lost
-        except OSError:
-            pass
-    write_manifest(out, written, token)
-    return ReportResult(out_dir=out, sections=outcomes, files=sorted(written), removed=sorted(removed),
-                        seconds=time.perf_counter() - t0, machine=machine)
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """While building, SIGTERM unwinds the build (removing staging and scratch) instead of killing it.
+
+    Only the main thread may set signal handlers; elsewhere the default stays
+    and the next run's sweep removes what a killed build left.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise ReportInterrupted(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["build_report"]

@@ -1,4 +1,9 @@
-"""Atomic report output: files staged under temporary names and renamed together, and the manifest.
+"""Atomic report output: the whole report built in a staging folder and swapped in, the lock, the manifest.
+
+A build writes into a hidden staging folder beside the output folder and, at
+the end, swaps it in by renaming folders, so a reader (or a run killed by a
+signal) never sees one section's new files beside another's old ones. An
+exclusive lock beside the folder keeps two builds from writing the same output.
 
 The manifest (``.scalelab-manifest.json``) lists every file a run produced, so the
 next run can remove what it no longer produces and never touches anyone else's files.
@@ -6,6 +11,7 @@ next run can remove what it no longer produces and never touches anyone else's f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -95,3 +101,144 @@ def safe_relative(rel: str) -> bool:
     """A manifest entry we may delete: relative, inside the folder, no parent steps."""
     path = Path(rel)
     return bool(rel) and not path.is_absolute() and ".." not in path.parts
+
+
+# --------------------------------------------------------------------------- whole-report staging
+
+STAGE_TAG = ".scalelab-stage-"
+OLD_TAG = ".scalelab-old-"
+LOCK_TAG = ".scalelab-lock"
+SCRATCH_PREFIX = "scalelab-report-"
+
+
+class ReportBusyError(RuntimeError):
+    """Another ``scalelab report`` holds the lock on the same output folder."""
+
+
+class ReportInterrupted(BaseException):
+    """Raised from the SIGTERM handler so the build unwinds through its clean-up.
+
+    A BaseException, so the per-section ``except Exception`` that isolates a
+    failing section does not swallow it.
+    """
+
+
+def sibling(out_dir: Path, tag: str, token: str = "") -> Path:
+    """A hidden path beside ``out_dir`` (same file system, so a rename is atomic)."""
+    return out_dir.parent / f".{out_dir.name}{tag}{token}"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Hold an exclusive ``flock`` on a lock file beside ``out_dir`` for the whole build.
+
+    The lock file sits beside the folder, not in it, because the folder itself is
+    replaced by a rename at the end. A second build into the same folder fails at
+    once with :class:`ReportBusyError` rather than waiting: a report takes minutes,
+    and a CI job that silently queues behind another is harder to diagnose than
+    one that says so. The kernel drops the lock when the process dies, even on SIGKILL.
+    """
+    import fcntl
+
+    path = sibling(out_dir, LOCK_TAG)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportBusyError(
+                f"another scalelab report is writing to {out_dir} (lock {path}); wait for it or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(out_dir: Path) -> list[Path]:
+    """Remove staging and old-copy folders beside ``out_dir`` and dead runs' scratch folders.
+
+    Call with the lock held: then no live run owns a staging folder of this
+    output. A missing output folder with an old copy beside it (a run killed
+    between the two renames of the swap) gets its old copy back first.
+    Scratch folders (``scalelab-report-<pid>-*`` in the temp dir) are removed
+    only when their process is gone.
+    """
+    import shutil
+    import tempfile
+
+    removed = []
+    olds = sorted(out_dir.parent.glob(f".{glob_escape(out_dir.name)}{OLD_TAG}*"))
+    if not out_dir.exists() and olds:
+        os.rename(olds[-1], out_dir)
+        olds = olds[:-1]
+    for path in olds + sorted(out_dir.parent.glob(f".{glob_escape(out_dir.name)}{STAGE_TAG}*")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def carry_foreign(out_dir: Path, stage: Path, ours: set[str]) -> None:
+    """Bring files the builder did not produce (not in ``ours``) from ``out_dir`` into ``stage``.
+
+    Hard links where possible (no copy of a large foreign file), a copy otherwise.
+    What the new build wrote wins over a foreign file of the same name.
+    """
+    import shutil
+
+    if not out_dir.is_dir():
+        return
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if rel in ours or rel == MANIFEST or path.name.endswith(TMP_SUFFIX):
+            continue
+        target = stage / rel
+        if path.is_dir() and not path.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if target.exists() or target.is_symlink():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+            continue
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def swap_in(stage: Path, out_dir: Path, token: str) -> None:
+    """Replace ``out_dir`` by ``stage``: two renames, then the old folder is deleted.
+
+    Readers see either the whole old report or the whole new one; a run killed
+    between the renames leaves the old copy beside the folder, which
+    :func:`sweep_stale` puts back on the next run.
+    """
+    import shutil
+
+    old = sibling(out_dir, OLD_TAG, token)
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(stage, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

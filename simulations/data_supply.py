@@ -37,6 +37,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from scalelab.simulations.checks import as_float_array, as_positive_array
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # --------------------------------------------------------------------------------------
@@ -98,23 +100,11 @@ MUENNIGHOFF_2023_FIGURE1_LOSSES = (
 )
 
 
-def _as_float_array(name: str, value) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return arr
+
 
 
 def _positive(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
-    arr = _as_float_array(name, value)
-    bad = arr < 0 if allow_zero else arr <= 0
-    if np.any(bad):
-        want = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be {want}, got {value!r}")
-    return arr
+    return as_positive_array(name, value, allow_zero=allow_zero)
 
 
 def _scalar_or_array(arr: np.ndarray):
@@ -284,6 +274,29 @@ class ExhaustionResult:
         )
 
 
+#: Largest Monte Carlo sample count the projections accept: each sample costs a few float64s, so
+#: 1e7 stays within a few hundred MB; more would fail on memory instead of with a named error.
+MAX_SAMPLES = 10_000_000
+
+
+def check_n_samples(n_samples) -> int:
+    """Validate a Monte Carlo sample count: an integer in ``[1, MAX_SAMPLES]``."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
+        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
+    if not 1 <= n_samples <= MAX_SAMPLES:
+        raise ValueError(f"n_samples must be in [1, {MAX_SAMPLES}], got {int(n_samples)}")
+    return int(n_samples)
+
+
+def check_seed(seed) -> int:
+    """Validate a seed for ``np.random.default_rng``: a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {int(seed)}")
+    return int(seed)
+
+
 def _check_scalar(name: str, value, *, low: float = 0.0, inclusive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -309,6 +322,9 @@ def order_quantiles(x: np.ndarray, probs) -> tuple[np.ndarray, np.ndarray]:
     return part[idx], part[mirror]
 
 
+LOG_FLOAT64_MAX = math.log(np.finfo(np.float64).max)
+
+
 def _quantile_curves(base: float, log_rate: np.ndarray, dt: np.ndarray, probs) -> np.ndarray:
     """Quantiles over samples of ``base * exp(dt * log_rate)`` at each dt, without forming (n, Y).
 
@@ -317,7 +333,12 @@ def _quantile_curves(base: float, log_rate: np.ndarray, dt: np.ndarray, probs) -
     """
     q, m = order_quantiles(log_rate, probs)  # (P,), (P,)
     rate = np.where(dt[None, :] >= 0, q[:, None], m[:, None])  # (P, Y)
-    return base * np.exp(dt[None, :] * rate)  # (P, Y)
+    log_curve = math.log(base) + dt[None, :] * rate  # (P, Y)
+    if np.max(log_curve) >= LOG_FLOAT64_MAX:
+        year = float(dt[np.argmax(np.max(log_curve, axis=0) >= LOG_FLOAT64_MAX)])
+        raise ValueError(f"the projection exceeds the float64 range ({np.finfo(np.float64).max:.3g}) "
+                         f"{year:g} years from the base year: the growth rate is far outside the model's range")
+    return np.exp(log_curve)  # (P, Y)
 
 
 def exhaustion_year(
@@ -372,10 +393,8 @@ def exhaustion_year(
     epochs = _check_scalar("epochs", epochs)
     if epochs < 1.0:
         raise ValueError(f"epochs must be >= 1 (a fraction of an epoch does not stretch the stock), got {epochs!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    n_samples = check_n_samples(n_samples)
+    seed = check_seed(seed)
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     sigma_stock = 0.0 if stock_interval is None else lognormal_sigma_from_interval(*stock_interval)
@@ -395,7 +414,9 @@ def exhaustion_year(
     # A gap that never closes (rate <= 0 while demand is below the stock) is "never": +inf.
     never = (rate <= 0) & (log_stock0 > log_demand0)
     sample_years = np.where(never, np.inf, base_year + dt)
-    sample_years = np.where((rate <= 0) & ~never, base_year, sample_years)  # already exhausted at the base year
+    # Demand already above the stock at the base year means exhausted then, not at a backward-extrapolated
+    # crossing (overtrain 1e308 once gave the year 1672); the curves hold only from the base year on.
+    sample_years = np.where(((rate <= 0) & ~never) | (log_stock0 <= log_demand0), base_year, sample_years)
 
     tail = (1.0 - level) / 2.0
     # Order statistics are sample values, so samples that never cross stay +inf instead of interpolating to NaN.
@@ -403,7 +424,7 @@ def exhaustion_year(
 
     if years is None:
         years = np.arange(math.floor(base_year) - 4, math.floor(base_year) + 13, dtype=np.float64)
-    years = _as_float_array("years", years).reshape(-1)  # (Y,)
+    years = as_float_array("years", years).reshape(-1)  # (Y,)
     probs = [0.05, 0.5, 0.95]
     ddt = years - base_year  # (Y,)
     demand = _quantile_curves(math.exp(log_demand0), log_growth, ddt, probs)  # (3, Y)

@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalelab.simulations.data_supply import _quantile_curves, lognormal_sigma_from_interval, order_quantiles
+from scalelab.simulations.data_supply import (
+    _quantile_curves, check_n_samples, check_seed, lognormal_sigma_from_interval, order_quantiles,
+)
+from scalelab.simulations.checks import as_float_array, show
 from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -199,8 +202,12 @@ def training_energy(
             mfu = _number("mfu", mfu)
             if not 0 < mfu <= 1:
                 raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
-    mwh = hours * power * pue / 1e6
-    tco2e = mwh * carbon  # MWh x kg/kWh = t
+    with np.errstate(over="ignore"):
+        mwh = hours * power * pue / 1e6
+        tco2e = mwh * carbon  # MWh x kg/kWh = t
+    if not all(math.isfinite(v) for v in (hours, mwh, tco2e)):
+        raise ValueError(f"the run overflows float64 (gpu_hours {show(hours)}, MWh {show(mwh)}): "
+                         f"flops {show(flops)} at mfu {show(mfu)} is outside any physical run")
     return EnergyEstimate(gpu_hours=hours, mwh=mwh, tco2e=tco2e)
 
 
@@ -248,7 +255,7 @@ def iea_data_centre_growth_rate() -> float:
 def data_centre_twh(years) -> np.ndarray:
     """IEA base-case data-centre electricity by year: exponential through 2024 and 2030, extended at the same rate
     (beyond 2030 an extrapolation of ours, not IEA's)."""
-    years = np.asarray(years, dtype=np.float64)
+    years = as_float_array("years", years)
     (y0, e0), _ = sorted(IEA_DATA_CENTRE_TWH.items())
     return e0 * (1.0 + iea_data_centre_growth_rate()) ** (years - y0)
 
@@ -305,6 +312,12 @@ def _lognormal_log_samples(rng, name: str, median: float, interval, n: int) -> n
     return math.log(median) + lognormal_sigma_from_interval(lo, hi) * rng.standard_normal(n)
 
 
+#: Years the frontier projection accepts. Its growth rates are fitted on 2010-2024 runs; by 2100 the
+#: median run already draws more than the world's power, and near 3000 the curves overflow float64.
+FRONTIER_YEARS = (2000, 2100)
+MAX_FRONTIER_YEARS = 10_000
+
+
 def frontier_power_projection(
     years=None,
     *,
@@ -348,14 +361,15 @@ def frontier_power_projection(
     years = np.asarray(years, dtype=np.float64).reshape(-1)  # (Y,)
     if years.size == 0 or not np.all(np.isfinite(years)):
         raise ValueError("years must be a non-empty array of finite years")
+    if years.size > MAX_FRONTIER_YEARS or years.min() < FRONTIER_YEARS[0] or years.max() > FRONTIER_YEARS[1]:
+        raise ValueError(f"years must be at most {MAX_FRONTIER_YEARS} values in [{FRONTIER_YEARS[0]}, "
+                         f"{FRONTIER_YEARS[1]}], got {years.size} in [{years.min():g}, {years.max():g}]")
     base_year = _number("base_year", base_year)
     base_power_w = _positive("base_power_w", base_power_w)
     base_duration_days = _positive("base_duration_days", base_duration_days)
     grid_growth = _positive("grid_growth", grid_growth)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    n_samples = check_n_samples(n_samples)
+    seed = check_seed(seed)
     grids = dict(GRIDS_TWH if grids is None else grids)
     for name, twh in grids.items():
         _positive(f"grids[{name!r}]", twh)

@@ -5,6 +5,11 @@ This CPU measured as a :class:`Hardware`: :func:`scalelab.simulations.calibratio
 Peaks are dense (no structured sparsity) 16-bit tensor-core throughput:
 bf16 where the part supports it, fp16 tensor cores for the V100 (which has no
 bf16). Bandwidth is HBM bandwidth; ``tdp_w`` is the board's maximum power.
+
+Memory: every datasheet states capacity as "GB" (32, 40, 80, 141 GB), and HBM
+capacity is built from stacks of binary size, so all presets read that number
+as GiB (``n * 2**30`` bytes): the A100 80GB exposes exactly 80 GiB (81,920 MiB
+in ``nvidia-smi``). Bandwidth and FLOP/s stay decimal, as the datasheets give them.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ HARDWARE: dict[str, Hardware] = {
         name="NVIDIA H200 SXM 141GB",
         peak_flops=989e12,
         bandwidth_bytes_per_s=4800 * GB,
-        memory_bytes=141 * GB,
+        memory_bytes=141 * GiB,
         tdp_w=700.0,
         source="NVIDIA H200 Tensor Core GPU datasheet: 989 TFLOPS bf16 dense, 4.8 TB/s, 141 GB HBM3e, up to 700 W",
     ),

@@ -607,6 +607,9 @@ class PhaseCost:
     tokens_per_s: float  # prompt tokens/s (prefill) or generated tokens/s (decode)
     kv_cache_bytes: float  # cache held at the end of the step
     weight_bytes: float
+    # weights + KV cache within the device memory less ACTIVATION_RESERVE_FRACTION (None: memory unknown);
+    # a configuration that does not fit still gets a latency, which no real run would reach
+    fits: bool | None = None
 
     @property
     def intensity(self) -> float:
@@ -632,7 +635,21 @@ def _phase_cost(m, h, phase, batch, seq_len, dtype_bytes) -> PhaseCost:
         tokens_per_s=new_tokens / time_s,
         kv_cache_bytes=kv_cache_bytes(m, batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes),
         weight_bytes=weight_bytes(m, dtype_bytes=dtype_bytes),
+        fits=fits_with_reserve(h, weight_bytes(m, dtype_bytes=dtype_bytes)
+                               + kv_cache_bytes(m, batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes)),
     )
+
+
+#: Share of device memory held back for activations, workspaces and fragmentation when judging
+#: whether a phase fits: vLLM's default ``gpu_memory_utilization=0.9`` leaves the same 10%.
+ACTIVATION_RESERVE_FRACTION = 0.10
+
+
+def fits_with_reserve(h: Hardware, need_bytes: float) -> bool | None:
+    """Whether ``need_bytes`` of weights and cache fit beside the activation reserve (None: memory unknown)."""
+    if h.memory_bytes is None:
+        return None
+    return bool(need_bytes <= (1.0 - ACTIVATION_RESERVE_FRACTION) * h.memory_bytes)
 
 
 def prefill_cost(
@@ -733,6 +750,13 @@ class RequestLatency:
     fits_memory: bool | None  # weights + KV cache at the end fit in device memory (None: memory size unknown)
 
 
+#: Longest sequence (prompt + generated tokens) the latency model accepts: 16M tokens, past
+#: any published context window (Gemini 1.5 reports 10M in research tests), so the decode sum stays seconds.
+MAX_TOKENS = 2**24
+#: Decode contexts evaluated at once by ``request_latency`` (a few MB of float64 per operation).
+DECODE_CHUNK = 1 << 16
+
+
 def request_latency(
     model: ModelConfig | str, hw: Hardware | str, *, batch: int, prompt_len: int, gen_len: int, dtype_bytes: float = 2
 ) -> RequestLatency:
@@ -743,15 +767,20 @@ def request_latency(
     """
     m, h = _phase_args(model, hw, "prefill", batch, prompt_len, dtype_bytes, "prompt_len")
     _check_count(gen_len=gen_len)
+    if prompt_len + gen_len > MAX_TOKENS:
+        raise ValueError(f"prompt_len + gen_len must be at most {MAX_TOKENS} tokens, got {prompt_len + gen_len}")
     pre = _phase_cost(m, h, "prefill", batch, prompt_len, dtype_bytes)
-    contexts = prompt_len + np.arange(1, gen_len, dtype=np.float64)  # (gen_len - 1,)
-    steps = _decode_times(m, h, batch, contexts, dtype_bytes) if gen_len > 1 else np.zeros(0)
-    total = pre.time_s + float(steps.sum())
+    # Decode steps are summed in fixed-size chunks, so memory stays bounded however long the generation.
+    decode_s = 0.0
+    for start in range(1, gen_len, DECODE_CHUNK):
+        contexts = prompt_len + np.arange(start, min(start + DECODE_CHUNK, gen_len), dtype=np.float64)  # (<= chunk,)
+        decode_s += float(_decode_times(m, h, batch, contexts, dtype_bytes).sum())
+    total = pre.time_s + decode_s
     end_len = prompt_len + gen_len
     need = weight_bytes(m, dtype_bytes=dtype_bytes) + kv_cache_bytes(m, batch=batch, seq_len=end_len, dtype_bytes=dtype_bytes)
     return RequestLatency(
         batch=batch, prompt_len=prompt_len, gen_len=gen_len, ttft_s=pre.time_s,
-        tpot_s=float(steps.mean()) if steps.size else 0.0, total_s=total,
+        tpot_s=decode_s / (gen_len - 1) if gen_len > 1 else 0.0, total_s=total,
         throughput_tokens_per_s=batch * gen_len / total, fits_memory=_fits_memory(h, need),
     )
 
@@ -823,17 +852,28 @@ def best_of_n_cost(
     )
 
 
+def last_decode_context(prompt: int, gen: int) -> int:
+    """Context of the last decode step, as ``request_latency`` counts it: step ``gen - 1`` sees ``prompt + gen - 1``.
+
+    With ``gen == 1`` the prefill makes the only token and there is no decode step;
+    the first step's context (``prompt + 1``) is shown instead.
+    """
+    return prompt + max(gen - 1, 1)
+
+
 def phase_table(model, hw, *, batch: int, prompt: int, gen: int, dtype_bytes: float = 2) -> pd.DataFrame:
     """Prefill, the first and the last decode step as one table (what ``scalelab inference`` prints)."""
     rows = []
     for label, c in (
         ("prefill", prefill_cost(model, hw, batch=batch, prompt_len=prompt, dtype_bytes=dtype_bytes)),
         ("decode (first step)", decode_cost(model, hw, batch=batch, context_len=prompt + 1, dtype_bytes=dtype_bytes)),
-        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=prompt + gen, dtype_bytes=dtype_bytes)),
+        ("decode (last step)", decode_cost(model, hw, batch=batch, context_len=last_decode_context(prompt, gen),
+                                           dtype_bytes=dtype_bytes)),
     ):
         rows.append({
             "phase": label, "time_ms": c.time_s * 1e3, "TFLOP": c.flops / 1e12, "GB moved": c.bytes / 1e9,
             "FLOP/byte": c.intensity, "bound": c.bound, "MFU": c.mfu, "MBU": c.mbu, "tokens/s": c.tokens_per_s,
+            "fits": {True: "yes", False: "NO", None: "?"}[c.fits],
         })
     return pd.DataFrame(rows)
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.simulations import scaling_fit as _fit
+from scalelab.simulations.checks import as_positive_array
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -78,18 +79,7 @@ _PARAMS = ("E", "A", "B", "alpha", "beta")
 
 def _positive(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
     """``value`` as a float64 array, every entry finite and > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
-    ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
-    if not np.all(ok):
-        bad = arr[~ok].ravel()[0] if arr.ndim else arr
-        what = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be {what} and finite, got {bad!r}")
-    return arr
+    return as_positive_array(name, value, allow_zero=allow_zero)
 
 
 def _out(x):
@@ -406,10 +396,17 @@ def read_runs(runs) -> pd.DataFrame:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"runs column {col.name!r} must be positive and finite; row {i} is {col.iloc[i]!r}")
         values[key] = num
-    if "C" in values:
-        values["D"] = values["C"] / (TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"])
-    else:
-        values["C"] = TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"] * values["D"]
+    with np.errstate(over="ignore", under="ignore"):
+        if "C" in values:
+            values["D"] = values["C"] / (TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"])
+        else:
+            values["C"] = TRAINING_FLOPS_PER_PARAM_TOKEN * values["N"] * values["D"]
+    for key in ("C", "D"):
+        bad = ~(np.isfinite(values[key]) & (values[key] > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"runs row {i}: {key} = {'6 N D' if key == 'C' else 'C / (6 N)'} leaves the float64 "
+                             f"range (N = {values['N'][i]:g}); no training run is that large or that small")
     return pd.DataFrame({k: values[k] for k in ("N", "D", "C", "loss")})
 
 
@@ -515,6 +512,8 @@ class ScalingFit:
         raise ValueError(f"name must be one of {_PARAMS + ('a', 'b')}, got {name!r}")
 
     def _pct(self, samples: np.ndarray, axis=0):
+        if np.shape(samples)[axis] == 0:
+            raise ValueError("this fit has no bootstrap refits; intervals need n_bootstrap >= 1")
         q = 50.0 * (1.0 - self.level)
         return np.percentile(samples, [q, 100.0 - q], axis=axis)
 
@@ -574,6 +573,62 @@ class ScalingFit:
         return np.asarray(self.law.optimal_loss(C)), lo, hi
 
 
+class NotIdentifiableError(ValueError):
+    """The runs cannot determine the five parameters of ``E + A/N**alpha + B/D**beta``."""
+
+
+#: Distinct values of N (and of D) a fit needs: E, A and alpha are three numbers, and a power law
+#: plus a constant through two points has a free parameter left.
+MIN_DISTINCT_SIZES = 3
+
+
+def check_identifiable(log_n: np.ndarray, log_d: np.ndarray) -> None:
+    """Raise :class:`NotIdentifiableError` when the runs cannot determine the law.
+
+    Two conditions, both necessary: at least ``MIN_DISTINCT_SIZES`` distinct N and
+    distinct D, and a design ``[1, log N, log D]`` of rank 3 (N and D not tied by
+    one power law across all runs, which would let the N and D terms trade off).
+    Without them the optimiser returns wherever it started, which looks like a fit.
+    """
+    distinct_n = np.unique(log_n).size
+    distinct_d = np.unique(log_d).size
+    if min(distinct_n, distinct_d) < MIN_DISTINCT_SIZES:
+        raise NotIdentifiableError(
+            f"runs hold {distinct_n} distinct N and {distinct_d} distinct D; the law needs at least "
+            f"{MIN_DISTINCT_SIZES} of each (vary both model size and tokens across runs)"
+        )
+    design = np.column_stack([np.ones_like(log_n), log_n - log_n.mean(), log_d - log_d.mean()])  # (R, 3)
+    rank = np.linalg.matrix_rank(design, tol=1e-9 * max(1.0, float(np.abs(design).max())) * len(log_n))
+    if rank < 3:
+        raise NotIdentifiableError(
+            f"log N and log D are collinear across the runs (design rank {rank} < 3): every run has D "
+            "proportional to a power of N, so the N and D terms cannot be told apart"
+        )
+
+
+class NotConvergedError(ValueError):
+    """The optimiser stopped at a point that is not a minimum of the fit objective."""
+
+
+#: Largest gradient component, per run, accepted at the optimum. Converged fits of the
+#: Chinchilla Figure-4 runs and of simulated isoFLOP designs reach ~1e-9 in total;
+#: the threshold leaves four orders of magnitude for harder data.
+GRADIENT_TOL_PER_RUN = 1e-5
+
+
+def check_converged(theta: np.ndarray, objective: float, log_n, log_d, log_loss) -> None:
+    """Raise :class:`NotConvergedError` unless ``theta`` is a finite stationary point of the objective."""
+    if not (np.all(np.isfinite(theta)) and np.isfinite(objective)):
+        raise NotConvergedError(f"the fit diverged: parameters {np.round(theta, 4).tolist()}, objective {objective:g}")
+    grad = _fit.huber_lse_gradient(theta, log_n, log_d, log_loss)  # (5,)
+    norm = float(np.max(np.abs(grad)))
+    if not norm <= GRADIENT_TOL_PER_RUN * len(log_n):
+        raise NotConvergedError(
+            f"the fit did not converge: largest gradient component {norm:.3g} at the best point "
+            f"(tolerance {GRADIENT_TOL_PER_RUN * len(log_n):.3g}); the runs constrain the law too weakly"
+        )
+
+
 def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=None, level: float = 0.95,
                     threads: int | None = None) -> ScalingFit:
     """Fit ``L = E + A/N**alpha + B/D**beta`` by Approach 3 of Hoffmann et al. 2022.
@@ -600,7 +655,9 @@ def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=N
     level = _check_level(level)
     grid = _resolve_grid(init_grid)
     log_n, log_d, log_loss = (np.log(data[c].to_numpy()) for c in ("N", "D", "loss"))
+    check_identifiable(log_n, log_d)
     theta, objective = minimize_over_grid(log_n, log_d, log_loss, grid, threads=threads)
+    check_converged(theta, objective, log_n, log_d, log_loss)
     params = _theta_to_params(theta)
     if not (params[3] > 0 and params[4] > 0):
         raise ValueError(

@@ -85,15 +85,21 @@ def ttft_tpot_data(model: str, hw: str, *, batches, prompt_lens, contexts) -> pd
     for b in batches:
         for p in prompt_lens:
             c = inf.prefill_cost(model, hw, batch=b, prompt_len=p)
-            rows.append({"metric": "ttft", "batch": b, "length": p, "time_s": c.time_s, "bound": c.bound})
+            rows.append({"metric": "ttft", "batch": b, "length": p, "time_s": c.time_s, "bound": c.bound,
+                         "fits": c.fits})
         for n in contexts:
             c = inf.decode_cost(model, hw, batch=b, context_len=n)
-            rows.append({"metric": "tpot", "batch": b, "length": n, "time_s": c.time_s, "bound": c.bound})
+            rows.append({"metric": "tpot", "batch": b, "length": n, "time_s": c.time_s, "bound": c.bound,
+                         "fits": c.fits})
     return pd.DataFrame(rows)
 
 
 def ttft_tpot_figure(data: pd.DataFrame, title: str = ""):
-    """Two panels: TTFT against batch per prompt length; TPOT against batch per context length."""
+    """Two panels: TTFT against batch per prompt length; TPOT against batch per context length.
+
+    A cross marks a configuration whose weights and KV cache do not fit in device memory
+    (``fits`` is False): its time is what the roofline gives, for a run that cannot happen.
+    """
     fig, axes = new_figure(1, 2, width=9.0, height=4.0)
     for ax, metric, what in ((axes[0], "ttft", "prompt"), (axes[1], "tpot", "context")):
         d = data[data["metric"] == metric]
@@ -104,11 +110,15 @@ def ttft_tpot_figure(data: pd.DataFrame, title: str = ""):
             comp = g[g["bound"] == "compute"]
             ax.scatter(comp["batch"], comp["time_s"] * 1e3, s=40, facecolor="none",
                        edgecolor=PALETTE[i % len(PALETTE)], linewidth=1.0)
+            if "fits" in g:
+                over = g[g["fits"] == False]  # noqa: E712 - None (memory unknown) is not flagged
+                ax.scatter(over["batch"], over["time_s"] * 1e3, s=55, marker="x", color="0.2", linewidth=1.0,
+                           zorder=4)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.xaxis.set_major_formatter(_PLAIN)
         ax.set_xlabel("batch (sequences, log scale)")
-        ax.legend(fontsize=7.5, title="open ring = compute-bound", title_fontsize=7.5)
+        ax.legend(fontsize=7.5, title="open ring = compute-bound\ncross = does not fit in memory", title_fontsize=7.5)
     axes[0].set_ylabel("time to first token (ms, log scale)")
     axes[1].set_ylabel("time per output token (ms, log scale)")
     axes[0].set_title("Prefill")

@@ -94,20 +94,29 @@ def fitted_law_figure(fit, runs: pd.DataFrame):
     """Observed losses against compute with the fitted law's predictions and bootstrap bands.
 
     Lines: the compute-optimal frontier and three fixed model sizes; shaded: the ``fit.level``
-    percentile band of the bootstrap refits. ``runs`` columns: ``N``, ``D``, ``C``, ``loss``.
+    percentile band of the bootstrap refits (no band for a fit without refits).
+    ``runs`` columns: ``N``, ``D``, ``C``, ``loss``.
     """
+    banded = fit.bootstrap.shape[0] > 0
     fig, ax = new_figure(width=7.0, height=4.6)
     sc = ax.scatter(runs["C"], runs["loss"], c=np.log10(runs["N"]), cmap="viridis", s=12, alpha=0.8, zorder=3)
     fig.colorbar(sc, ax=ax, label="log10 parameters N")
     c = np.geomspace(runs["C"].min() / 2, runs["C"].max() * 10, 120)
-    est, lo, hi = fit.optimal_loss_band(c)
-    ax.fill_between(c, lo, hi, color=PALETTE[1], alpha=0.25, linewidth=0)
-    ax.plot(c, est, color=PALETTE[1], label=f"fitted compute-optimal loss ({fit.level:.0%} bootstrap band)")
+    if banded:
+        est, lo, hi = fit.optimal_loss_band(c)
+        ax.fill_between(c, lo, hi, color=PALETTE[1], alpha=0.25, linewidth=0)
+        label = f"fitted compute-optimal loss ({fit.level:.0%} bootstrap band)"
+    else:
+        est, label = fit.law.optimal_loss(c), "fitted compute-optimal loss (no bootstrap)"
+    ax.plot(c, est, color=PALETTE[1], label=label)
     sizes = np.quantile(runs["N"], [0.1, 0.5, 0.9])
     for k, n in enumerate(sizes):
         d = c / (6.0 * n)
-        e, l_, h_ = fit.loss_band(np.full_like(c, n), d)
-        ax.fill_between(c, l_, h_, color=PALETTE[2 + k], alpha=0.2, linewidth=0)
+        if banded:
+            e, l_, h_ = fit.loss_band(np.full_like(c, n), d)
+            ax.fill_between(c, l_, h_, color=PALETTE[2 + k], alpha=0.2, linewidth=0)
+        else:
+            e = fit.law.loss(np.full_like(c, n), d)
         ax.plot(c, e, color=PALETTE[2 + k], linewidth=1.2, label=f"fitted loss at N = {n:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("training compute C = 6ND (FLOPs)")

@@ -5,13 +5,20 @@ exposes ``register(subparsers)``; the module adds its parser and sets
 ``func`` (called with the parsed namespace, returning an exit code).
 
 Errors follow one rule: bad input is one line on stderr and exit code 2,
-never a traceback.
+never a traceback. That includes a file that cannot be read or written (the
+message names the path) and a size too large to run (the option types in
+:mod:`scalelab.cli.args` bound them up front; a ``MemoryError`` that still
+happens is reported the same way). When the reader of the output goes away
+(``scalelab data exhaustion | head -1``) the command stops quietly with exit
+code 141 (128 + SIGPIPE), as a Unix tool killed by SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 
 from scalelab import __version__
@@ -34,8 +41,20 @@ class UsageError(Exception):
     """Raised for bad command-line input; reported as one line, exit code 2."""
 
 
+#: Exit code after the reader of stdout went away (128 + SIGPIPE, what a shell reports for ``yes | head``).
+EXIT_BROKEN_PIPE = 141
+
+# argparse only treats "-5" and "-.5" as numbers; "-1e24" and "-inf" would be read as an
+# unknown option ("expected one argument") instead of reaching the option's range check.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse hook
         raise UsageError(f"{self.prog}: {message}")
@@ -59,6 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``PATH: reason`` for an OSError, naming the path as the user typed it."""
+    reason = exc.strerror or _one_line(exc)
+    if exc.filename is None:
+        return reason
+    text = f"{os.fsdecode(exc.filename)}: {reason}"
+    if exc.filename2 is not None:
+        text += f" (-> {os.fsdecode(exc.filename2)})"
+    return text
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -67,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         code = args.func(args)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the handler below
     except UsageError as exc:
         print(str(exc).splitlines()[0] if str(exc) else "scalelab: error", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"scalelab: error: {msg}", file=sys.stderr)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        print(f"scalelab: error: {_os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("scalelab: error: out of memory; use smaller sizes", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"scalelab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from scalelab.cli import args as types
 from scalelab.cli.table import print_table
 
 
@@ -31,28 +32,29 @@ def register(subparsers) -> None:
         description="Monte Carlo of the year the largest model's training set reaches the stock of "
         "public human text (defaults after Villalobos et al. 2024, Epoch AI).",
     )
-    ex.add_argument("--overtrain", type=float, default=1.0, metavar="K",
+    ex.add_argument("--overtrain", type=types.positive, default=1.0, metavar="K",
                     help="tokens per parameter relative to compute-optimal (default 1; Llama 3 70B is ~10)")
-    ex.add_argument("--epochs", type=float, default=1.0, metavar="E",
+    ex.add_argument("--epochs", type=types.real(1.0), default=1.0, metavar="E",
                     help="extra passes over unique data beyond the stock's own allowance (default 1)")
-    ex.add_argument("--stock", type=float, default=ds.STOCK_TOKENS_MEDIAN, metavar="TOKENS",
+    ex.add_argument("--stock", type=types.positive, default=ds.STOCK_TOKENS_MEDIAN, metavar="TOKENS",
                     help=f"median stock of text in tokens (default {ds.STOCK_TOKENS_MEDIAN:g})")
-    ex.add_argument("--growth", type=float, default=ds.DATASET_GROWTH_PER_YEAR, metavar="X",
+    ex.add_argument("--growth", type=types.positive, default=ds.DATASET_GROWTH_PER_YEAR, metavar="X",
                     help=f"median yearly growth factor of dataset size (default {ds.DATASET_GROWTH_PER_YEAR:g})")
-    ex.add_argument("--samples", type=int, default=100_000, metavar="N", help="Monte Carlo samples (default 1e5)")
-    ex.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
+    ex.add_argument("--samples", type=types.samples, default=100_000, metavar="N",
+                    help=f"Monte Carlo samples (default 1e5, at most {types.MAX_SAMPLES:.0e})")
+    ex.add_argument("--seed", type=types.seed, default=0, metavar="S", help="seed (default 0)")
     ex.set_defaults(func=run_exhaustion)
 
     ef = sub.add_parser("effective", help="effective tokens of repeated data (Muennighoff et al. 2023)")
-    ef.add_argument("--tokens", type=float, required=True, metavar="D", help="tokens seen in training")
-    ef.add_argument("--unique", type=float, required=True, metavar="U", help="distinct tokens")
-    ef.add_argument("--params", type=float, default=None, metavar="N",
+    ef.add_argument("--tokens", type=types.positive, required=True, metavar="D", help="tokens seen in training")
+    ef.add_argument("--unique", type=types.positive, required=True, metavar="U", help="distinct tokens")
+    ef.add_argument("--params", type=types.positive, default=None, metavar="N",
                     help="also print the data-constrained loss for this many parameters")
     ef.set_defaults(func=run_effective)
 
     tk = sub.add_parser("tokens", help="tokenization cost by language (MASSIVE, cl100k_base)")
-    tk.add_argument("--context", type=int, default=8192, metavar="T", help="context window in tokens (default 8192)")
-    tk.add_argument("--english-tokens", type=float, default=None, metavar="T",
+    tk.add_argument("--context", type=types.positive_int, default=8192, metavar="T", help="context window in tokens (default 8192)")
+    tk.add_argument("--english-tokens", type=types.positive, default=None, metavar="T",
                     help="median English tokens per message, to print messages per window")
     tk.set_defaults(func=run_tokens)
 
@@ -62,10 +64,6 @@ def run_exhaustion(args: argparse.Namespace) -> int:
 
     from scalelab.simulations import data_supply as ds
 
-    if args.growth <= 0:
-        raise ValueError(f"--growth must be positive, got {args.growth}")
-    if args.stock <= 0:
-        raise ValueError(f"--stock must be positive, got {args.stock}")
     # Keep the published relative uncertainty around whatever median the user gives.
     g_rel = [b / ds.DATASET_GROWTH_PER_YEAR for b in ds.DATASET_GROWTH_90]
     s_rel = [b / ds.STOCK_TOKENS_MEDIAN for b in ds.STOCK_TOKENS_90]

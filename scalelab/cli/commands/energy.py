@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from scalelab.cli import args as types
 from scalelab.cli.table import print_table
 
 
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="energy_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    from scalelab.simulations.energy import HARDWARE, PATTERSON_2021_GPT3
+    from scalelab.simulations.energy import FRONTIER_YEARS, HARDWARE, PATTERSON_2021_GPT3
     from scalelab.simulations.hardware import ALIASES
 
     names = ", ".join(sorted(HARDWARE) + sorted(ALIASES))
@@ -33,27 +34,28 @@ def register(subparsers) -> None:
         "train", help="energy and emissions of one training run",
         description="From --params and --tokens (6ND FLOPs, needs --mfu), from --flops, or from --gpu-hours.",
     )
-    tr.add_argument("--params", type=float, default=None, metavar="N", help="parameters (with --tokens)")
-    tr.add_argument("--tokens", type=float, default=None, metavar="D", help="training tokens (with --params)")
-    tr.add_argument("--flops", type=float, default=None, metavar="C", help="training FLOPs")
-    tr.add_argument("--gpu-hours", type=float, default=None, metavar="H", help="device-hours, instead of FLOPs")
+    tr.add_argument("--params", type=types.positive, default=None, metavar="N", help="parameters (with --tokens)")
+    tr.add_argument("--tokens", type=types.positive, default=None, metavar="D", help="training tokens (with --params)")
+    tr.add_argument("--flops", type=types.positive, default=None, metavar="C", help="training FLOPs")
+    tr.add_argument("--gpu-hours", type=types.positive, default=None, metavar="H", help="device-hours, instead of FLOPs")
     tr.add_argument("--gpu", default="h100", metavar="NAME", help=f"device preset (default h100; one of {names})")
-    tr.add_argument("--mfu", type=float, default=None, metavar="F", help="model FLOPs utilisation in (0, 1]")
-    tr.add_argument("--power-w", type=float, default=None, metavar="W", help="watts per device (default its TDP)")
-    tr.add_argument("--pue", type=float, default=1.1, metavar="P", help="power usage effectiveness (default 1.1)")
-    tr.add_argument("--carbon", type=float, default=PATTERSON_2021_GPT3["carbon_kg_per_kwh"], metavar="KG",
+    tr.add_argument("--mfu", type=types.fraction, default=None, metavar="F", help="model FLOPs utilisation in (0, 1]")
+    tr.add_argument("--power-w", type=types.positive, default=None, metavar="W", help="watts per device (default its TDP)")
+    tr.add_argument("--pue", type=types.real(1.0), default=1.1, metavar="P", help="power usage effectiveness (default 1.1)")
+    tr.add_argument("--carbon", type=types.non_negative, default=PATTERSON_2021_GPT3["carbon_kg_per_kwh"], metavar="KG",
                     help="grid intensity, kgCO2e/kWh (default 0.429, Patterson et al. 2021)")
-    tr.add_argument("--gpus", type=int, default=None, metavar="G", help="device count, to print wall-clock days")
+    tr.add_argument("--gpus", type=types.positive_int, default=None, metavar="G", help="device count, to print wall-clock days")
     tr.set_defaults(func=run_train)
 
     pb = sub.add_parser("published", help="our estimates next to published training energy and emissions")
     pb.set_defaults(func=run_published)
 
     fr = sub.add_parser("frontier", help="power of the largest training run by year, against grid shares")
-    fr.add_argument("--from", dest="start", type=int, default=2024, metavar="YEAR", help="first year (default 2024)")
-    fr.add_argument("--to", dest="stop", type=int, default=2035, metavar="YEAR", help="last year (default 2035)")
-    fr.add_argument("--samples", type=int, default=100_000, metavar="N", help="Monte Carlo samples (default 1e5)")
-    fr.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
+    fr.add_argument("--from", dest="start", type=types.integer(*FRONTIER_YEARS), default=2024, metavar="YEAR", help="first year (default 2024)")
+    fr.add_argument("--to", dest="stop", type=types.integer(*FRONTIER_YEARS), default=2035, metavar="YEAR", help="last year (default 2035)")
+    fr.add_argument("--samples", type=types.samples, default=100_000, metavar="N",
+                    help=f"Monte Carlo samples (default 1e5, at most {types.MAX_SAMPLES:.0e})")
+    fr.add_argument("--seed", type=types.seed, default=0, metavar="S", help="seed (default 0)")
     fr.set_defaults(func=run_frontier)
 
 

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from .scaling import _non_negative_int, _positive_float
+from scalelab.cli import args as types
 
 
 _FLAGS = {"compute": "compute", "n": "params", "d": "tokens", "loss": "loss"}
@@ -69,18 +69,6 @@ def _run_fit(args) -> int:
     return 0
 
 
-def _margin(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a relative margin in [0, 1), got {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "hparams", help="optimal learning rate and batch size: published laws and sweep fits",
@@ -93,20 +81,20 @@ def register(subparsers) -> None:
 
     opt = actions.add_parser("optimal", help="a published law's optimal learning rate and batch size")
     opt.add_argument("--law", choices=sorted(HPARAM_LAWS), default="deepseek2024", help="law (default deepseek2024)")
-    opt.add_argument("--compute", type=_positive_float, help="training FLOPs (deepseek2024: C = M D)")
-    opt.add_argument("--params", type=_positive_float, help="non-embedding parameters N (steplaw2025)")
-    opt.add_argument("--tokens", type=_positive_float, help="training tokens D (steplaw2025)")
-    opt.add_argument("--loss", type=_positive_float, help="loss reached, nats/token (kaplan2020)")
+    opt.add_argument("--compute", type=types.positive, help="training FLOPs (deepseek2024: C = M D)")
+    opt.add_argument("--params", type=types.positive, help="non-embedding parameters N (steplaw2025)")
+    opt.add_argument("--tokens", type=types.positive, help="training tokens D (steplaw2025)")
+    opt.add_argument("--loss", type=types.positive, help="loss reached, nats/token (kaplan2020)")
     opt.set_defaults(func=_run_optimal)
 
     fit = actions.add_parser("fit", help="fit lr_opt and B_opt against compute from a sweep CSV")
     fit.add_argument("runs", help="CSV with compute (or N, D), lr, batch_size, loss")
-    fit.add_argument("--margin", type=_margin, default=DEEPSEEK_NEAR_OPTIMAL_MARGIN,
+    fit.add_argument("--margin", type=types.real(0.0, 1.0, high_open=True), default=DEEPSEEK_NEAR_OPTIMAL_MARGIN,
                      help=f"near-optimal relative margin (default {DEEPSEEK_NEAR_OPTIMAL_MARGIN})")
-    fit.add_argument("--bootstrap", type=_non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
-    fit.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed (default 0)")
-    fit.add_argument("--target", type=_positive_float, help="also predict at this compute budget (FLOPs)")
-    fit.add_argument("--plot", metavar="PNG", help="write the sweep with the fitted laws to this file")
+    fit.add_argument("--bootstrap", type=types.non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--seed", type=types.seed, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument("--target", type=types.positive, help="also predict at this compute budget (FLOPs)")
+    fit.add_argument("--plot", metavar="PNG", type=types.figure_path, help="write the sweep with the fitted laws to this file")
     fit.set_defaults(func=_run_fit)
 
     def _no_action(args) -> int:

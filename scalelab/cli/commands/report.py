@@ -1,7 +1,9 @@
 """``scalelab report``: build the plotted report (figures, CSV, report.md, index.html).
 
 Exit codes: 0 when every section built, 1 when any section failed (the report
-is still written, with the failure shown in its place), 2 for bad input.
+is still written, with the failure shown in its place), 2 for bad input or
+when another report is being built into the same folder, 143 after SIGTERM
+(the previous report is left as it was).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from scalelab.cli import args as types
 
 DEFAULT_OUT = Path("reports") / "output"
 
@@ -28,7 +32,7 @@ def register(subparsers) -> None:
                "2 for bad arguments.",
     )
     parser.add_argument(
-        "--out", metavar="DIR", type=Path, default=None,
+        "--out", metavar="DIR", type=types.folder, default=None,
         help=f"output folder (default: {DEFAULT_OUT}/ in the checkout); a previous report there is replaced",
     )
     parser.add_argument(
@@ -40,7 +44,7 @@ def register(subparsers) -> None:
         help="reduced sample counts: the whole report in under a minute",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N",
+        "--seed", type=types.seed, default=0, metavar="N",
         help="base seed for every Monte Carlo draw (default 0)",
     )
     parser.set_defaults(func=run)
@@ -58,6 +62,15 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         root = find_repo_root()
         out = (root / DEFAULT_OUT) if root is not None else DEFAULT_OUT
-    result = build_report(out, only=args.only, quick=args.quick, seed=args.seed, stream=sys.stderr)
+    from scalelab.report.staging import ReportBusyError, ReportInterrupted
+
+    try:
+        result = build_report(out, only=args.only, quick=args.quick, seed=args.seed, stream=sys.stderr)
+    except ReportBusyError as exc:
+        raise ValueError(str(exc)) from None
+    except ReportInterrupted:
+        print("scalelab report: terminated; the previous report is unchanged", file=sys.stderr)
+        return 143  # 128 + SIGTERM
+
     print(result.summary())
     return result.exit_code

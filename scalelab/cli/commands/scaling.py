@@ -9,32 +9,7 @@
 
 from __future__ import annotations
 
-import math
-
-
-def _positive_float(text: str) -> float:
-    """argparse type: a positive finite float (bad values become a one-line usage error)."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+from scalelab.cli import args as types
 
 
 def _run_optimal(args) -> int:
@@ -89,17 +64,17 @@ def register(subparsers) -> None:
     from scalelab.simulations.scaling import LAWS
 
     opt = actions.add_parser("optimal", help="compute-optimal N and D for a FLOP budget")
-    opt.add_argument("--compute", type=_positive_float, required=True, help="training budget in FLOPs, e.g. 1e24")
+    opt.add_argument("--compute", type=types.positive, required=True, help="training budget in FLOPs, e.g. 1e24")
     opt.add_argument("--law", choices=sorted(LAWS), default="besiroglu2024", help="preset (default besiroglu2024)")
     opt.set_defaults(func=_run_optimal)
 
     fit = actions.add_parser("fit", help="fit L(N, D) = E + A/N^alpha + B/D^beta to runs (Approach 3)")
     fit.add_argument("runs", help="CSV with N, D, loss (or Model Size, Training FLOP, loss)")
-    fit.add_argument("--bootstrap", type=_non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
-    fit.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed (default 0)")
-    fit.add_argument("--drop-highest", type=_non_negative_int, default=0,
+    fit.add_argument("--bootstrap", type=types.non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--seed", type=types.seed, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument("--drop-highest", type=types.non_negative_int, default=0,
                      help="drop this many highest-loss runs first (Besiroglu et al. 2024 drop 5)")
-    fit.add_argument("--plot", metavar="PNG", help="write the fitted law with its bootstrap band to this file")
+    fit.add_argument("--plot", metavar="PNG", type=types.figure_path, help="write the fitted law with its bootstrap band to this file")
     fit.set_defaults(func=_run_fit)
 
     def _no_action(args) -> int:

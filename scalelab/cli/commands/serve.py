@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from scalelab.cli import args as types
+
 from scalelab.cli.table import print_table
 
 
@@ -24,13 +26,13 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
     p.add_argument("--qps", type=float, default=8.0, help="Poisson arrival rate, requests/s (default 8)")
-    p.add_argument("--requests", type=int, default=2000, metavar="N", help="requests to generate (default 2000)")
+    p.add_argument("--requests", type=types.integer(1, types.MAX_SAMPLES), default=2000, metavar="N", help="requests to generate (default 2000)")
     p.add_argument("--prompt", type=int, default=1024, help="median prompt tokens, log-normal sigma 0.5 (default 1024)")
     p.add_argument("--output", type=int, default=256, help="median output tokens, log-normal sigma 0.5 (default 256)")
     p.add_argument("--trace", metavar="NAME|CSV", help="replay a trace instead: conv, code (Azure 2023) or a CSV file")
     p.add_argument("--rate-scale", type=float, default=1.0, metavar="K", help="replay the trace at K times its rate")
     p.add_argument("--limit", type=int, metavar="N", help="first N requests of the trace only")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated workload (default 0)")
+    p.add_argument("--seed", type=types.seed, default=0, help="seed of the generated workload (default 0)")
     p.add_argument("--slo-ttft", type=float, metavar="S", help="time-to-first-token SLO, seconds")
     p.add_argument("--slo-tpot", type=float, metavar="S", help="time-per-output-token SLO, seconds")
 

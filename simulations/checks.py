@@ -1,0 +1,48 @@
+"""Argument checks shared by the simulations: numbers in, a named ``TypeError``/``ValueError`` out.
+
+One place decides what counts as a number, so every public function rejects
+the same things: strings (NumPy would parse ``"4e11"``), booleans (``True`` is
+not a FLOP budget), objects, and NaN or infinity. Messages show plain numbers
+(``nan``, ``-5.0``), never ``np.float64(nan)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def show(value) -> str:
+    """A value as a user typed it: plain floats and ints, not NumPy reprs."""
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return repr(value) if isinstance(value, (float, int)) else str(value)
+
+
+def _numeric_array(name: str, value) -> np.ndarray:
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
+    if arr.dtype.kind not in "iuf":  # strings, booleans, objects, complex
+        raise TypeError(f"{name} must be a number or an array of numbers, got an array of {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def as_float_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array of finite numbers, or a named error."""
+    arr = _numeric_array(name, value)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {show(arr[~np.isfinite(arr)].ravel()[0])}")
+    return arr
+
+
+def as_positive_array(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
+    """``value`` as a float64 array, every entry finite and > 0 (>= 0 with ``allow_zero``)."""
+    arr = _numeric_array(name, value)
+    ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
+    if not np.all(ok):
+        what = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {what} and finite, got {show(arr[~ok].ravel()[0])}")
+    return arr
