@@ -593,6 +593,57 @@ def _row_max(S, r, n, init):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _exp2_row_sum(S, r, n, mx):
+    """In place S[r, :n] <- 2**(S[r, :n] - mx); returns their sum, in a fixed order.
+
+    Eight independent lane sums (lane u takes j = u mod 8), added pairwise at
+    the end: the order is written here rather than left to ``reassoc``, so
+    every compile of the kernel (fresh or loaded from the Numba cache) adds in
+    the same order, and the eight lanes still map onto one vector register.
+    """
+    zero = _zero_of(S)
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    s4 = zero
+    s5 = zero
+    s6 = zero
+    s7 = zero
+    n8 = n - n % 8
+    for j in range(0, n8, 8):
+        p0 = exp2_nonpositive(S[r, j] - mx)
+        p1 = exp2_nonpositive(S[r, j + 1] - mx)
+        p2 = exp2_nonpositive(S[r, j + 2] - mx)
+        p3 = exp2_nonpositive(S[r, j + 3] - mx)
+        p4 = exp2_nonpositive(S[r, j + 4] - mx)
+        p5 = exp2_nonpositive(S[r, j + 5] - mx)
+        p6 = exp2_nonpositive(S[r, j + 6] - mx)
+        p7 = exp2_nonpositive(S[r, j + 7] - mx)
+        S[r, j] = p0
+        S[r, j + 1] = p1
+        S[r, j + 2] = p2
+        S[r, j + 3] = p3
+        S[r, j + 4] = p4
+        S[r, j + 5] = p5
+        S[r, j + 6] = p6
+        S[r, j + 7] = p7
+        s0 += p0
+        s1 += p1
+        s2 += p2
+        s3 += p3
+        s4 += p4
+        s5 += p5
+        s6 += p6
+        s7 += p7
+    for j in range(n8, n):
+        p0 = exp2_nonpositive(S[r, j] - mx)
+        S[r, j] = p0
+        s0 += p0
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _online_softmax(S, m, l, alpha, rows, nk):
     """In place: S[r, :nk] <- 2**(S - m_new), update running max m and sum l.
 
@@ -608,12 +659,7 @@ def _online_softmax(S, m, l, alpha, rows, nk):
                 S[r, j] = 0.0
             continue
         a = exp2_nonpositive(m[r] - mx)
-        rs = _zero_of(S)
-        for j in range(nk):
-            p = exp2_nonpositive(S[r, j] - mx)
-            S[r, j] = p
-            rs += p
-        l[r] = l[r] * a + rs
+        l[r] = l[r] * a + _exp2_row_sum(S, r, nk, mx)
         m[r] = mx
         alpha[r] = a
 
