@@ -79,6 +79,16 @@ def check_float_array(name: str, a, ndim: int | tuple[int, ...] | None = None) -
     return a
 
 
+def check_finite(name: str, a: np.ndarray, where: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` if ``a`` holds NaN or +-inf.
+
+    ``min`` and ``max`` are two SIMD passes without a temporary (``isfinite``
+    would allocate a bool array as large as ``a``); NaN propagates into both.
+    """
+    if a.size and not (math.isfinite(a.min()) and math.isfinite(a.max())):
+        raise ValueError(f"{name} must be finite (no NaN or inf){where}")
+
+
 def check_int(name: str, v, lo: int | None = None, hi: int = INT64_MAX) -> int:
     """Validate a scalar integer argument in ``[lo, hi]`` and return it as a Python int.
 

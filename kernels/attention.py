@@ -109,7 +109,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
-from scalelab.kernels._common import aligned_empty, check_float_array, check_int_array
+from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
 from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 
@@ -263,7 +263,12 @@ def kv_bytes_read(lengths, Hkv, D, Dv=None, itemsize=4, window=None):
 # --------------------------------------------------------------------------- validation
 
 
-def _check_scale(scale, D):
+def _check_scale(scale, D, dtype):
+    """The softmax scale as a float; ``scale * log2(e)`` must be finite in ``dtype``.
+
+    The kernels fold ``log2(e)`` into the scale in the computation dtype, so a
+    float32 scale of 1e39 would become inf there: rejected rather than computed wrong.
+    """
     if scale is None:
         if D == 0:
             raise ValueError("q must have a head dimension D >= 1 when scale is None")
@@ -273,6 +278,10 @@ def _check_scale(scale, D):
     scale = float(scale)
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
+    limit = float(np.finfo(dtype).max) / LOG2E
+    if abs(scale) > limit:
+        raise ValueError(f"scale must be at most {limit:.4g} in magnitude for {np.dtype(dtype)} inputs "
+                         f"(scale * log2(e) must be finite in the computation dtype), got {scale}")
     return scale
 
 
@@ -281,9 +290,7 @@ def _check_window(window):
         return None
     if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Integral):
         raise TypeError(f"window must be an int >= 1 or None, got {type(window).__name__}")
-    if window < 1:
-        raise ValueError(f"window must be >= 1 or None, got {window}")
-    return int(window)
+    return check_int("window", window, lo=1)
 
 
 def _check_heads(Hq, Hkv, kname):
@@ -313,8 +320,10 @@ def _check_prefill(q, k, v, causal, scale, window):
             f"v must match k in heads and length: k has (Hkv, Lk)={k.shape[1:3]}, v has {v.shape[1:3]}"
         )
     _check_heads(Hq, k.shape[1], "k")
-    scale = _check_scale(scale, D)
+    scale = _check_scale(scale, D, _common_dtype(q, k, v))
     window = _check_window(window)
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        check_finite(name, a)
     return q, k, v, scale, window, _common_dtype(q, k, v)
 
 
@@ -335,8 +344,13 @@ def _check_decode(q, k_cache, v_cache, lengths, scale, window):
         )
     _check_heads(Hq, k_cache.shape[1], "k_cache")
     lengths = _check_lengths(lengths, B, k_cache.shape[2])
-    scale = _check_scale(scale, D)
+    scale = _check_scale(scale, D, _common_dtype(q, k_cache, v_cache))
     window = _check_window(window)
+    check_finite("q", q)
+    for b in range(B):  # only the filled prefix: positions >= lengths[b] may hold anything
+        n = int(lengths[b])
+        check_finite("k_cache", k_cache[b, :, :n], f" at positions < lengths[{b}]")
+        check_finite("v_cache", v_cache[b, :, :n], f" at positions < lengths[{b}]")
     return q, k_cache, v_cache, lengths, scale, window, _common_dtype(q, k_cache, v_cache)
 
 
@@ -381,8 +395,17 @@ def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window):
         raise ValueError(
             f"block_table page ids must lie in [0, {num_pages}) for used blocks, got [{ids.min()}, {ids.max()}]"
         )
-    scale = _check_scale(scale, D)
+    scale = _check_scale(scale, D, _common_dtype(q, k_pages, v_pages))
     window = _check_window(window)
+    check_finite("q", q)
+    for b in range(B):  # only the slots a sequence fills: padding pages and the tail may hold anything
+        n = int(lengths[b])
+        full, tail = divmod(n, page_size)
+        for name, pages in (("k_pages", k_pages), ("v_pages", v_pages)):
+            where = f" in the slots sequence {b} uses"
+            check_finite(name, pages[block_table[b, :full]], where)
+            if tail:
+                check_finite(name, pages[block_table[b, full], :tail], where)
     return q, k_pages, v_pages, block_table, lengths, scale, window, _common_dtype(q, k_pages, v_pages)
 
 
