@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "scalelab.cli.commands.inference",
     "scalelab.cli.commands.serve",
     "scalelab.cli.commands.regress",
+    "scalelab.cli.commands.warmup",
 )
 
 
