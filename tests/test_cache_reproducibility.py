@@ -63,12 +63,7 @@ def _run(which, cache_dir):
 
 # Cold compiles take minutes on a shared 2-core machine, hence slow.
 @pytest.mark.slow
-@pytest.mark.parametrize("which", [
-    "attention", "sampling", "moe",
-    pytest.param("fit", marks=pytest.mark.xfail(
-        strict=True, reason="the scaling fit still differs between a fresh compile and a cache load "
-                            "without reassoc; cause not yet found")),
-])
+@pytest.mark.parametrize("which", ["attention", "sampling", "moe", "fit"])
 def test_fresh_compile_and_cache_load_give_the_same_bits(which, tmp_path):
     cache = tmp_path / "numba-cache"
     fresh = _run(which, cache)
