@@ -5,11 +5,14 @@ here; nothing here imports anything above ``scalelab.kernels``.
 =============================  ===============================================================
 name                           what it guarantees
 =============================  ===============================================================
-``FASTMATH_INF_SAFE``          reassociation, FMA, approximate functions; no ``nnan``/``ninf``,
-                               so -inf (masked scores, -inf logits) propagates exactly
-``FASTMATH_EXACT_DIV``         as above without ``arcp``/``reassoc``: ``x / t`` stays a true
-                               division and sums keep their order (sampling matches its
-                               reference bit for bit)
+``FASTMATH_INF_SAFE``          FMA, reciprocal division, approximate functions; no ``nnan``/
+                               ``ninf``, so -inf (masked scores, -inf logits) propagates
+                               exactly; no ``reassoc``, so every sum runs in source order
+``FASTMATH_INF_SAFE_UNFUSED``  as above without ``contract`` (no FMA the source does not
+                               spell out); the scaling fit, whose bits otherwise differed
+                               between a fresh compile and a cache load
+``FASTMATH_EXACT_DIV``         as ``FASTMATH_INF_SAFE`` without ``arcp``: ``x / t`` stays a true division
+                               (sampling matches its reference bit for bit)
 ``VECTOR_BYTES``               bytes per SIMD register the IR is written for (AVX2)
 ``bits_as_f32``/``bits_as_f64``  reinterpret integer bits as a float (a register move)
 ``exp2_f32_clamped``           float32 ``2**x`` for ``x <= 0``, rel. error 8e-8, exactly 0 at
@@ -59,17 +62,28 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 __all__ = [
-    "FASTMATH_INF_SAFE", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "bits_as_f32", "bits_as_f64",
+    "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "bits_as_f32", "bits_as_f64",
     "exp2_f32_clamped", "exp2_nonpositive", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
     "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad",
 ]
 
 # ------------------------------------------------------------------ fast-math flag sets
 
-#: Reassociation (vectorised sums), contraction (FMA) and approximate functions, but
-#: *not* nnan/ninf: -inf marks masked scores and -inf logits and must propagate exactly,
+#: Contraction (FMA), reciprocal division and approximate functions, but *not*
+#: nnan/ninf: -inf marks masked scores and -inf logits and must propagate exactly,
 #: and an overflowing trial step of the scaling fit must still read as non-finite.
-FASTMATH_INF_SAFE = {"nsz", "arcp", "contract", "afn", "reassoc"}
+#: Nor ``reassoc``: with it the bits depended on the Numba cache (the process that
+#: compiled a kernel and every process that loaded it from the cache got results
+#: one ulp apart), because where and how LLVM splits a sum into vector lanes is
+#: its choice. Sums that must vectorise say their order in the source instead
+#: (independent accumulators), so the order is the same for every compile.
+FASTMATH_INF_SAFE = {"nsz", "arcp", "contract", "afn"}
+
+#: ``FASTMATH_INF_SAFE`` without ``contract``: no multiply-add is fused unless the
+#: source says so. Measured on the scaling fit: with ``contract``, a fresh compile and
+#: a cache load still fused different multiply-adds (fitted parameters one ulp
+#: apart); without it the two agree bit for bit.
+FASTMATH_INF_SAFE_UNFUSED = {"nsz", "arcp", "afn"}
 
 #: -inf must survive (no "nnan"/"ninf"); no "arcp" either, so x / t stays a true
 #: division and matches the reference bit for bit; "contract" lets Horner use FMA.

@@ -81,7 +81,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from scalelab.kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._common import INT64_MAX, aligned_empty, check_float_array, check_int
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_f32_split
 
 __all__ = [
@@ -117,17 +117,6 @@ _COPY_BLOCK = 8
 # ----------------------------------------------------------------------------
 # Validation at the public boundary
 # ----------------------------------------------------------------------------
-
-def _check_int(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-    v = int(v)
-    if lo is not None and v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {v}")
-    return v
-
 
 def _check_logits(router_logits, allow_posinf: bool = False, scan: bool = True) -> np.ndarray:
     a = check_float_array("router_logits", router_logits, ndim=2)
@@ -453,33 +442,60 @@ def _dispatch_serial(experts, n_experts, capacity, order, position, counts, dema
 
 @njit(cache=True)
 def _permute_block(x, order, k, out, b):
+    """Copy block b's rows; returns how many ``order`` entries lie outside [0, T*k).
+
+    The range check is done here, per row, because a Dispatch's arrays can be
+    changed after it was validated; a bad row is zeroed, never read.
+    """
     n = order.shape[0]
+    limit = x.shape[0] * k
+    bad = 0
     for r in range(b * _COPY_BLOCK, min(n, (b + 1) * _COPY_BLOCK)):
-        out[r, :] = x[order[r] // k, :]
+        a = order[r]
+        if a < 0 or a >= limit:
+            out[r, :] = 0.0
+            bad += 1
+        else:
+            out[r, :] = x[a // k, :]
+    return bad
 
 
 @njit(parallel=True, cache=True)
 def _permute_par(x, order, k, out):
     nb = (order.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    bad = 0
     for b in prange(nb):
-        _permute_block(x, order, k, out, b)
+        bad += _permute_block(x, order, k, out, b)
+    return bad
 
 
 @njit(cache=True)
 def _permute_ser(x, order, k, out):
     nb = (order.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    bad = 0
     for b in range(nb):
-        _permute_block(x, order, k, out, b)
+        bad += _permute_block(x, order, k, out, b)
+    return bad
 
 
 @njit(cache=True)
 def _unpermute_block(y_sorted, position, weights, out, b):
+    """Combine block b's tokens; returns how many positions lie outside [-1, n_kept).
+
+    Checked here for the same reason as in :func:`_permute_block`; a bad
+    position is skipped, never read.
+    """
     T, k = position.shape
     d = out.shape[1]
+    n = y_sorted.shape[0]
+    bad = 0
     for t in range(b * _COPY_BLOCK, min(T, (b + 1) * _COPY_BLOCK)):
         first = True
         for s in range(k):  # fixed slot order: deterministic sums
             p = position[t, s]
+            if p < -1 or p >= n:
+                bad += 1
+                continue
             if p < 0:
                 continue
             w = weights[t, s]
@@ -492,20 +508,25 @@ def _unpermute_block(y_sorted, position, weights, out, b):
                     out[t, j] += w * y_sorted[p, j]
         if first:
             out[t, :] = 0.0
+    return bad
 
 
 @njit(parallel=True, cache=True)
 def _unpermute_par(y_sorted, position, weights, out):
     nb = (position.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    bad = 0
     for b in prange(nb):
-        _unpermute_block(y_sorted, position, weights, out, b)
+        bad += _unpermute_block(y_sorted, position, weights, out, b)
+    return bad
 
 
 @njit(cache=True)
 def _unpermute_ser(y_sorted, position, weights, out):
     nb = (position.shape[0] + _COPY_BLOCK - 1) // _COPY_BLOCK
+    bad = 0
     for b in range(nb):
-        _unpermute_block(y_sorted, position, weights, out, b)
+        bad += _unpermute_block(y_sorted, position, weights, out, b)
+    return bad
 
 
 @njit(cache=True)
@@ -672,8 +693,8 @@ def _check_route_options(E, top_k, scoring, renormalize, bias, n_groups, topk_gr
         raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
     if not math.isfinite(float(scale)):
         raise ValueError(f"scale must be finite, got {scale}")
-    n_groups = _check_int("n_groups", n_groups, lo=1)
-    topk_groups = _check_int("topk_groups", topk_groups, lo=1)
+    n_groups = check_int("n_groups", n_groups, lo=1)
+    topk_groups = check_int("topk_groups", topk_groups, lo=1)
     if E % n_groups:
         raise ValueError(f"n_groups must divide the number of experts E={E}, got {n_groups}")
     if topk_groups > n_groups:
@@ -740,7 +761,7 @@ def route(router_logits, top_k, *, scoring="softmax", renormalize=True, bias=Non
         raise ValueError(f"router_logits must have at least one expert column, got shape {a.shape}")
     a = np.ascontiguousarray(a)
     T, E = a.shape
-    k = _check_int("top_k", top_k, lo=1, hi=E)
+    k = check_int("top_k", top_k, lo=1, hi=E)
     opt = _check_route_options(E, k, scoring, renormalize, bias, n_groups, topk_groups, scale)
     weights = np.empty((T, k), np.float32)  # (T, k)
     experts = np.empty((T, k), np.int32)  # (T, k)
@@ -765,7 +786,7 @@ def route_ref(router_logits, top_k, *, scoring="softmax", renormalize=True, bias
     """NumPy reference for :func:`route` (float64 throughout, stable sorts for ties)."""
     a = _check_logits(router_logits, allow_posinf=(scoring == "sigmoid"))
     T, E = a.shape
-    k = _check_int("top_k", top_k, lo=1, hi=E)
+    k = check_int("top_k", top_k, lo=1, hi=E)
     opt = _check_route_options(E, k, scoring, renormalize, bias, n_groups, topk_groups, scale)
     l = a.astype(np.float64)  # (T, E)
     ids = np.broadcast_to(np.arange(E), (T, E))
@@ -812,6 +833,10 @@ def _softmax_ref(l: np.ndarray) -> np.ndarray:
 # dispatch
 # ----------------------------------------------------------------------------
 
+_DISPATCH_FIELDS = (("order", np.int32, 1), ("counts", np.int64, 1), ("offsets", np.int64, 1),
+                    ("position", np.int32, 2), ("demand", np.int64, 1))
+
+
 @dataclass(frozen=True)
 class Dispatch:
     """The assignments of T tokens x top_k slots to E experts, grouped by expert.
@@ -841,6 +866,41 @@ class Dispatch:
     demand: np.ndarray
     capacity: int | None
 
+    def __post_init__(self):
+        # A Dispatch carries indices from dispatch() to permute/unpermute, so a
+        # hand-built one is checked here and every array is frozen (a private
+        # read-only copy when the caller's array was writable). The kernels still
+        # range-check each index they read, since flags can be flipped back.
+        for name, dtype, ndim in _DISPATCH_FIELDS:
+            a = getattr(self, name)
+            if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim:
+                got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise TypeError(f"Dispatch.{name} must be a rank-{ndim} {np.dtype(dtype)} array, got {got}")
+            if a.flags.writeable:
+                a = a.copy()
+                a.flags.writeable = False
+            object.__setattr__(self, name, a)
+        E = self.counts.shape[0]
+        if self.offsets.shape != (E + 1,) or self.demand.shape != (E,):
+            raise ValueError(f"Dispatch.offsets must have shape ({E + 1},) and demand ({E},) for "
+                             f"{E} experts, got {self.offsets.shape} and {self.demand.shape}")
+        self.check_indices()
+        if self.capacity is not None:
+            check_int("Dispatch.capacity", self.capacity, lo=0)
+
+    def check_indices(self) -> None:
+        """Raise ``ValueError`` unless order, position and offsets are in range and consistent."""
+        T, k = self.position.shape
+        n = self.order.shape[0]
+        if n and (int(self.order.min()) < 0 or int(self.order.max()) >= T * k):
+            raise ValueError(f"Dispatch.order must lie in [0, T*top_k = {T * k}), got range "
+                             f"[{int(self.order.min())}, {int(self.order.max())}]")
+        if self.position.size and (int(self.position.min()) < -1 or int(self.position.max()) >= n):
+            raise ValueError(f"Dispatch.position must lie in [-1, n_kept = {n}), got range "
+                             f"[{int(self.position.min())}, {int(self.position.max())}]")
+        if self.offsets[0] != 0 or (np.diff(self.offsets) != self.counts).any() or self.offsets[-1] != n:
+            raise ValueError("Dispatch.offsets must be the exclusive prefix sums of counts, ending at n_kept")
+
     @property
     def n_tokens(self) -> int:
         return self.position.shape[0]
@@ -866,7 +926,7 @@ class Dispatch:
 def _check_capacity(capacity) -> int | None:
     if capacity is None:
         return None
-    return _check_int("capacity", capacity, lo=0)
+    return check_int("capacity", capacity, lo=0)
 
 
 def dispatch(experts, n_experts, *, capacity=None) -> Dispatch:
@@ -885,7 +945,7 @@ def dispatch(experts, n_experts, *, capacity=None) -> Dispatch:
     -------
     Dispatch
     """
-    E = _check_int("n_experts", n_experts, lo=1)
+    E = check_int("n_experts", n_experts, lo=1)
     e = _check_experts(experts, E)
     C = _check_capacity(capacity)
     T, k = e.shape
@@ -897,12 +957,14 @@ def dispatch(experts, n_experts, *, capacity=None) -> Dispatch:
     offsets = np.empty(E + 1, np.int64)
     kernel = _pick(_dispatch_kernel, _dispatch_serial, T * k, _DISPATCH_PARALLEL_MIN)
     n_kept = kernel(e, E, -1 if C is None else C, order, position, counts, demand, offsets)
+    for a in (order, position, counts, demand, offsets):
+        a.flags.writeable = False  # frozen in place: Dispatch copies only writable arrays
     return Dispatch(order[:n_kept], counts, offsets, position, demand, C)
 
 
 def dispatch_ref(experts, n_experts, *, capacity=None) -> Dispatch:
     """NumPy reference for :func:`dispatch` (stable argsort, then ranks within experts)."""
-    E = _check_int("n_experts", n_experts, lo=1)
+    E = check_int("n_experts", n_experts, lo=1)
     e = _check_experts(experts, E)
     C = _check_capacity(capacity)
     T, k = e.shape
@@ -921,19 +983,26 @@ def dispatch_ref(experts, n_experts, *, capacity=None) -> Dispatch:
 
 
 def capacity_from_factor(T, k, E, factor) -> int:
-    """Expert capacity ``ceil(factor * T * k / E)`` (Switch Transformer capacity factor)."""
-    T = _check_int("T", T, lo=0)
-    k = _check_int("k", k, lo=1)
-    E = _check_int("E", E, lo=1)
+    """Expert capacity ``ceil(factor * T * k / E)`` (Switch Transformer capacity factor).
+
+    At least 1 whenever ``T > 0``; ``ValueError`` if the capacity does not fit in int64.
+    """
+    T = check_int("T", T, lo=0)
+    k = check_int("k", k, lo=1)
+    E = check_int("E", E, lo=1)
     if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, numbers.Real):
         raise TypeError(f"factor must be a real number, got {type(factor).__name__}")
     if not (math.isfinite(float(factor)) and factor > 0):
         raise ValueError(f"factor must be finite and > 0, got {factor}")
-    # exact for rational factors given as float: ceil of the float product, guarded
-    # against 1-ulp overshoot such as 1.1 * 100 -> 110.00000000000001
     v = float(factor) * T * k / E
+    if not v <= INT64_MAX:  # also catches inf from a huge factor
+        raise ValueError(f"capacity factor * T * k / E = {v:.3g} does not fit in int64; "
+                         f"factor must be <= {INT64_MAX * E / max(1, T * k):.3g} here")
+    # exact for rational factors given as float: ceil of the float product, guarded
+    # against 1-ulp overshoot such as 1.1 * 100 -> 110.00000000000001; the guard
+    # never rounds a positive capacity down to 0
     r = round(v)
-    return int(r) if abs(v - r) <= 1e-9 * max(1.0, abs(v)) else int(math.ceil(v))
+    return int(r) if r > 0 and abs(v - r) <= 1e-9 * max(1.0, abs(v)) else int(math.ceil(v))
 
 
 # ----------------------------------------------------------------------------
@@ -978,13 +1047,17 @@ def permute(x, dispatch, *, out=None):
     x = np.ascontiguousarray(x)
     out = _check_out(out, (D.n_kept, x.shape[1]), x.dtype)
     nbytes = 2 * D.n_kept * x.shape[1] * x.itemsize  # rows read + written
-    _pick(_permute_par, _permute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(x, D.order, D.top_k, out)
+    bad = _pick(_permute_par, _permute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(x, D.order, D.top_k, out)
+    if bad:
+        raise ValueError(f"dispatch.order has {bad} entries outside [0, T*top_k = {D.n_tokens * D.top_k}) "
+                         "(was the Dispatch modified after dispatch()?)")
     return out
 
 
 def permute_ref(x, dispatch):
     """NumPy reference for :func:`permute`."""
     D = _check_dispatch(dispatch)
+    D.check_indices()
     x = check_float_array("x", x, ndim=2)
     return x[D.order // D.top_k]
 
@@ -1022,13 +1095,17 @@ def unpermute(y_sorted, dispatch, weights, *, out=None):
     w = _check_weights(weights, D, ys.dtype)
     out = _check_out(out, (D.n_tokens, ys.shape[1]), ys.dtype)
     nbytes = (D.n_kept + D.n_tokens) * ys.shape[1] * ys.itemsize  # rows read + written
-    _pick(_unpermute_par, _unpermute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(ys, D.position, w, out)
+    bad = _pick(_unpermute_par, _unpermute_ser, nbytes, _COPY_PARALLEL_MIN_BYTES)(ys, D.position, w, out)
+    if bad:
+        raise ValueError(f"dispatch.position has {bad} entries outside [-1, n_kept = {D.n_kept}) "
+                         "(was the Dispatch modified after dispatch()?)")
     return out
 
 
 def unpermute_ref(y_sorted, dispatch, weights):
     """NumPy reference for :func:`unpermute` (float64 accumulation)."""
     D = _check_dispatch(dispatch)
+    D.check_indices()
     ys = check_float_array("y_sorted", y_sorted, ndim=2)
     w = _check_weights(weights, D, np.float64)
     y = np.zeros((D.n_tokens, ys.shape[1]), np.float64)
@@ -1126,7 +1203,7 @@ def expert_choice(router_logits, capacity):
     """
     a = _check_logits(router_logits)
     T, E = a.shape
-    C = _check_int("capacity", capacity, lo=0, hi=T)
+    C = check_int("capacity", capacity, lo=0, hi=T)
     probs = np.empty((T, E), np.float64)  # (T, E)
     _pick(_softmax_rows_par, _softmax_rows_ser, a.size, _LOGITS_PARALLEL_MIN)(a, probs)
     tokens = np.empty((E, C), np.int32)  # (E, C)
@@ -1139,7 +1216,7 @@ def expert_choice_ref(router_logits, capacity):
     """NumPy reference for :func:`expert_choice`."""
     a = _check_logits(router_logits)
     T, E = a.shape
-    C = _check_int("capacity", capacity, lo=0, hi=T)
+    C = check_int("capacity", capacity, lo=0, hi=T)
     p = _softmax_ref(a.astype(np.float64)).T  # (E, T)
     tokens = np.argsort(-p, axis=1, kind="stable")[:, :C]  # (E, C)
     return tokens.astype(np.int32), np.take_along_axis(p, tokens, axis=1).astype(np.float32)
@@ -1301,7 +1378,7 @@ def moe_layer(x, router_w, w1, w3, w2, top_k, *, capacity=None, threads=None, **
     ndarray, (T, d)
     """
     x, router_w, w1, w3, w2 = _check_moe_args(x, router_w, w1, w3, w2)
-    workers = numba.get_num_threads() if threads is None else _check_int("threads", threads, lo=1)
+    workers = numba.get_num_threads() if threads is None else check_int("threads", threads, lo=1)
     x = np.ascontiguousarray(x)
     E = w1.shape[0]
     logits = x @ router_w  # (T, E)

@@ -68,7 +68,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from scalelab.kernels._common import aligned_empty, check_float_array
+from scalelab.kernels._common import aligned_empty, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_EXACT_DIV, exp_neg_1ulp, exp_neg_near_zero, max_and_bad
 
 __all__ = [
@@ -287,7 +287,7 @@ def _row_params(B, temperature, top_k_, top_p, min_p):
     ka = np.asarray(top_k_)
     if ka.dtype.kind not in "iu":
         raise TypeError(f"top_k must be an integer or a per-row integer array, got {ka.dtype}")
-    k = _per_row("top_k", ka, B).astype(np.int64)
+    k = check_int_array("top_k", _per_row("top_k", ka, B))
     return t, k, p, mp
 
 
@@ -336,11 +336,28 @@ def row_uniform(seeds, counter=0):
     ``splitmix64(splitmix64(seed + golden * (counter + 1)) ^ c) >> 11``, in
     compiled code (a NumPy version cost ~35 us per call at B=1).
     """
+    counter = check_int("counter", counter, lo=0, hi=2**64 - 2)
     with np.errstate(over="ignore"):
         step = _GOLDEN * _U64(counter + 1)
-    s = np.asarray(seeds, dtype=_U64)
+    s = _seed_array(seeds)
     out = _uniform_kernel(np.ascontiguousarray(s.reshape(-1)), step).reshape(s.shape)
     return out[()] if out.ndim == 0 else out
+
+
+def _seed_array(seeds) -> np.ndarray:
+    """Seeds as uint64, rejecting what ``sample`` rejects: non-integers, bools and values outside [0, 2**64)."""
+    if isinstance(seeds, (bool, np.bool_)):
+        raise TypeError("seeds must be integers in [0, 2**64), got bool")
+    if isinstance(seeds, int):
+        if not 0 <= seeds < 2**64:
+            raise ValueError(f"seeds must be in [0, 2**64), got {seeds}")
+        return np.asarray(seeds, dtype=_U64)
+    a = np.asarray(seeds)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"seeds must be integers in [0, 2**64), got dtype {a.dtype}")
+    if a.dtype.kind == "i" and a.size and a.min() < 0:
+        raise ValueError(f"seeds must be >= 0, got {int(a.min())}")
+    return a.astype(_U64)
 
 
 def _row_seeds(B, seed):

@@ -45,7 +45,7 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from scalelab.kernels._common import aligned_empty, numba_threads
-from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_nonpositive_clamped, log_1_to_4
+from scalelab.kernels._vecmath import FASTMATH_INF_SAFE_UNFUSED, exp_nonpositive_clamped, log_1_to_4
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
 HUBER_DELTA = 1e-3
@@ -224,7 +224,7 @@ def fit_scaling_law_scipy_reference(log_n, log_d, log_loss, *, n_bootstrap=4000,
 # ----------------------------------------------------------------------- Numba kernels
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED, error_model="numpy")
 def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
 
@@ -273,12 +273,12 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
     return f * scale
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _dot5(u, v):
     return u[0] * v[0] + u[1] * v[1] + u[2] * v[2] + u[3] * v[3] + u[4] * v[4]
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     """Minimiser of the cubic through two points with slopes, safeguarded to the inner 80 %."""
     lo = min(a_lo, a_hi)
@@ -300,7 +300,7 @@ def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
     return 0.5 * (a_lo + a_hi)
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt):
     """Strong-Wolfe line search (Nocedal & Wright 2006, Alg. 3.5/3.6) along ``d``.
 
@@ -376,7 +376,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
     return f0, n_eval, False
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     """Minimise the weighted Huber/LSE objective from ``theta0`` by L-BFGS (memory 10).
 
@@ -469,7 +469,7 @@ def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     return f / scale, n_iter, n_eval
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives, evals):
     n_starts = grid.shape[0]
     # Strided blocks: neighbouring grid points cost alike, so striding balances threads.
@@ -483,7 +483,7 @@ def _grid_driver(grid, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, n
             evals[s] = ne
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE)
+@njit(cache=True, parallel=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
 def _bootstrap_driver(theta0, log_n, log_d, log_loss, counts, delta, ftol, gtol, max_iter, n_blocks, thetas, objectives):
     n_boot, n = counts.shape
     for blk in prange(n_blocks):

@@ -436,3 +436,78 @@ def test_paged_bad_input(fn):
             fn(args["q"], args["k_pages"], args["v_pages"], args["block_table"], args["lengths"], **kw)
     # an unused block may hold any id (here -1): no error
     fn(q, kp, kp, np.array([[0, -1], [2, 3]]), np.array([4, 8]))
+
+
+# --------------------------------------------------------------------------- non-finite and extreme inputs
+
+def _nan_at(a, idx, value=np.nan):
+    a = a.copy()
+    a[idx] = value
+    return a
+
+
+@pytest.mark.parametrize("fn", [A.attention, A.attention_ref])
+@pytest.mark.parametrize("name, idx, value", [
+    ("q", (0, 1, 2, 3), np.nan), ("k", (0, 0, 4, 0), np.nan), ("v", (0, 0, 5, 7), np.inf),
+    ("k", (0, 0, 5, 2), -np.inf),
+    ("v", (0, 0, 5, 1), np.nan),  # key 5 is invisible to query 0 (causal) yet still rejected: one rule
+])
+def test_prefill_rejects_non_finite_inputs(fn, name, idx, value):
+    rng = np.random.default_rng(3)
+    args = dict(q=rng.standard_normal((1, 2, 6, 8)).astype(np.float32),
+                k=rng.standard_normal((1, 1, 6, 8)).astype(np.float32),
+                v=rng.standard_normal((1, 1, 6, 8)).astype(np.float32))
+    args[name] = _nan_at(args[name], idx, value)
+    with pytest.raises(ValueError, match=f"{name} must be finite"):
+        fn(args["q"], args["k"], args["v"], causal=True)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_decode_rejects_non_finite_visible_keys_only(paged):
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((2, 2, 8)).astype(np.float32)
+    kc = rng.standard_normal((2, 1, 12, 8)).astype(np.float32)
+    vc = rng.standard_normal((2, 1, 12, 8)).astype(np.float32)
+    lengths = np.array([7, 12])
+    kc[0, :, 7:] = np.nan  # beyond lengths[0]: never read, accepted
+    call = A.decode_attention
+    if paged:
+        kp, vp, table = make_paged(rng, kc, vc, lengths, 4, garbage=np.nan)
+        def call(q, k, v, lengths):
+            return A.paged_decode_attention(q, kp if k is kc else k, vp, table, lengths)
+    out = call(q, kc, vc, lengths)
+    assert np.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"must be finite"):
+        call(_nan_at(q, (1, 0, 3)), kc, vc, lengths)
+    if not paged:
+        with pytest.raises(ValueError, match=r"k_cache must be finite"):
+            call(q, _nan_at(kc, (1, 0, 11, 0)), vc, lengths)
+    else:
+        bad = _nan_at(kp, (table[1, 2], 3, 0, 0))  # slot 11 of sequence 1
+        with pytest.raises(ValueError, match=r"k_pages must be finite"):
+            A.paged_decode_attention(q, bad, vp, table, lengths)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda q, k: A.attention(q, k, k, window=2**63), "window"),
+    (lambda q, k: A.attention_ref(q, k, k, window=2**64), "window"),
+    (lambda q, k: A.attention(q, k, k, scale=1e39), "scale"),
+    (lambda q, k: A.attention(q, k, k, scale=-3e38), "scale"),
+    (lambda q, k: A.decode_attention(q[:, :, 0], k, k, np.array([3], np.uint64) << np.uint64(63)), "lengths"),
+])
+def test_extreme_scalars_are_value_errors(call, name):
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((1, 2, 3, 8)).astype(np.float32)
+    k = rng.standard_normal((1, 1, 3, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=name):
+        call(q, k)
+
+
+def test_huge_window_is_no_window_and_float64_takes_a_large_scale():
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal((1, 2, 9, 8)).astype(np.float32)
+    k = rng.standard_normal((1, 1, 9, 8)).astype(np.float32)
+    np.testing.assert_array_equal(A.attention(q, k, k, window=2**62), A.attention(q, k, k))
+    q64, k64 = q.astype(np.float64) * 1e-20, k.astype(np.float64) * 1e-20
+    out = A.attention(q64, k64, k64, scale=1e39)  # fine in float64: scores are O(10)
+    assert_close(out, A.attention_ref(q64, k64, k64, scale=1e39), k64, np.float64)

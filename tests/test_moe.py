@@ -3,6 +3,8 @@ shapes (hypothesis + explicit degenerate cases), the routing/dispatch
 properties, determinism across thread counts, and bad input."""
 
 import math
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -608,6 +610,95 @@ def test_dispatch_bad_input(impl, call, exc, name):
 def test_other_bad_input(call, exc, name):
     with pytest.raises(exc, match=name):
         call()
+
+
+# ----------------------------------------------------------------------------
+# a Dispatch carries indices: frozen, and validated wherever it is used
+# ----------------------------------------------------------------------------
+
+def _hand_built(D, **fields):
+    """A Dispatch like ``D`` with some fields replaced (writable copies, as a user would build)."""
+    kw = {f: np.array(getattr(D, f)) for f in ("order", "counts", "offsets", "position", "demand")}
+    kw.update(fields)
+    return moe.Dispatch(capacity=D.capacity, **kw)
+
+
+@pytest.mark.parametrize("impl", [moe.dispatch, moe.dispatch_ref], ids=["dispatch", "dispatch_ref"])
+def test_dispatch_arrays_are_read_only(impl):
+    D = impl(np.array([[0], [1]]), 4)
+    for f in ("order", "counts", "offsets", "position", "demand"):
+        a = getattr(D, f)
+        assert not a.flags.writeable, f
+        with pytest.raises(ValueError, match="read-only"):
+            a[...] = 3
+    # a hand-built Dispatch keeps a private frozen copy: the caller's array stays its own
+    order = np.array(D.order)
+    H = _hand_built(D, order=order)
+    order[1] = 0
+    assert H.order.tolist() == [0, 1] and not H.order.flags.writeable
+
+
+@pytest.mark.parametrize("field, value, name", [
+    ("order", np.array([0, 3], np.int32), "order"),
+    ("order", np.array([0, 10**6], np.int32), "order"),
+    ("order", np.array([-1, 1], np.int32), "order"),
+    ("position", np.array([[0], [5]], np.int32), "position"),
+    ("position", np.array([[0], [-2]], np.int32), "position"),
+    ("offsets", np.array([0, 1, 2, 2, 3], np.int64), "offsets"),
+    ("counts", np.array([1, 1, 0], np.int64), "offsets"),
+    ("order", np.array([0, 1], np.int64), "order"),
+    ("position", [[0], [1]], "position"),
+])
+def test_hand_built_dispatch_is_validated(field, value, name):
+    D = moe.dispatch(np.array([[0], [1]]), 4)
+    with pytest.raises((ValueError, TypeError), match=name):
+        _hand_built(D, **{field: value})
+
+
+_OOB_SCRIPT = """
+import numpy as np
+from scalelab.kernels import moe
+x, w = np.ones((2, 8), np.float32), np.ones((2, 1), np.float32)
+cases = (("order", np.array([0, 10**6], np.int32), (moe.permute, moe.permute_ref), (x,)),
+         ("order", np.array([0, 3], np.int32), (moe.permute, moe.permute_ref), (x,)),
+         ("position", np.array([[0], [10**6]], np.int32), (moe.unpermute, moe.unpermute_ref), (x, w)))
+for field, bad, funcs, args in cases:
+    for f in funcs:
+        D = moe.dispatch(np.array([[0], [1]]), 4)
+        # changed behind its back (frozen dataclass bypassed): the kernels must still refuse
+        object.__setattr__(D, field, bad)
+        try:
+            f(args[0], D, *args[1:])
+        except ValueError as err:
+            assert field in str(err), err
+        else:
+            raise SystemExit(f"{f.__name__} accepted {field}={bad.tolist()}")
+print("ok")
+"""
+
+
+def test_modified_dispatch_indices_raise_in_a_subprocess():
+    # out-of-range indices used to read outside x (and segfault for 10**6):
+    # run in a child so a crash fails this test instead of killing pytest
+    r = subprocess.run([sys.executable, "-c", _OOB_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: moe.dispatch(np.array([[0], [1]]), 4, capacity=2**70), "capacity"),
+    (lambda: moe.dispatch(np.array([[0], [1]]), 2**64), "n_experts"),
+    (lambda: moe.capacity_from_factor(100, 2, 8, 1e308), "factor"),
+    (lambda: moe.capacity_from_factor(2**70, 2, 8, 1.0), "T"),
+    (lambda: moe.expert_choice(_L, 2**64), "capacity"),
+])
+def test_huge_integers_are_value_errors_not_overflow(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_capacity_from_factor_tiny_factor_rounds_up():
+    assert moe.capacity_from_factor(10, 1, 1, 1e-12) == 1  # ceil of a positive capacity is >= 1
+    assert moe.capacity_from_factor(10, 1, 1, 1e-300) == 1
 
 
 def test_dispatch_parallel_path_matches_reference():

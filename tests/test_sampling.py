@@ -463,3 +463,20 @@ def test_single_row_above_parallel_collect_threshold_matches_reference_and_threa
     assert np.isfinite(ref[token])
     p = np.exp(ref.astype(np.float64) - ref.max())
     assert logprob == pytest.approx(np.log(p[token] / p.sum()), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("seeds, exc", [
+    ([-1], ValueError), (np.array([3, -2]), ValueError), (1.7, TypeError), (np.array([1.0]), TypeError),
+    (True, TypeError), (2**64, ValueError), (-5, ValueError),
+])
+def test_row_uniform_rejects_what_sample_rejects(seeds, exc):
+    with pytest.raises(exc, match="seeds"):
+        S.row_uniform(seeds)
+
+
+def test_per_row_top_k_beyond_int64_is_rejected_not_disabled():
+    logits = np.arange(10, dtype=np.float32)[None].repeat(2, 0)
+    k = np.array([2**63, 2], np.uint64)
+    for fn in (S.filter_logits, S.filter_logits_ref):
+        with pytest.raises(ValueError, match="top_k"):
+            fn(logits, top_k=k)

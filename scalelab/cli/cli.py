@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "scalelab.cli.commands.serve",
     "scalelab.cli.commands.engine",
     "scalelab.cli.commands.regress",
+    "scalelab.cli.commands.warmup",
 )
 
 

@@ -23,7 +23,7 @@ The engine runs the same iteration-level loop the simulator models
   an ulp of a token's cumulative-probability boundary).
 
 It lives beside the simulator, not in ``kernels/``, because it composes both: kernels never
-import scalelab.simulations.
+import simulations.
 """
 
 from __future__ import annotations

@@ -1,0 +1,126 @@
+"""Property-based fuzzing of every public kernel: random shapes, dtypes, strides,
+NaN/inf placements and out-of-range integers. Each call must either raise a
+``ValueError``/``TypeError`` naming an argument, or agree with its NumPy
+reference. The hypothesis run happens in a child interpreter so that a
+segfault fails this test instead of killing pytest.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+_INNER = textwrap.dedent(r'''
+    import numpy as np
+    from hypothesis import given, settings, HealthCheck, strategies as st
+    from scalelab.kernels import attention as A, moe, sampling as S
+
+    settings.register_profile("fuzz", max_examples=int(__import__("sys").argv[1]), deadline=None, derandomize=True,
+                              suppress_health_check=list(HealthCheck))
+    settings.load_profile("fuzz")
+    BAD = [None, np.nan, np.inf, -np.inf]
+
+    def arr(draw, shape, dtype):
+        seed = draw(st.integers(0, 2**32 - 1))
+        a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+        if draw(st.booleans()) and a.size:  # a non-contiguous view with the same values
+            a = np.asfortranarray(a)
+        poison = draw(st.sampled_from(BAD))
+        if poison is not None and a.size:
+            a.flat[draw(st.integers(0, a.size - 1))] = poison
+        return a
+
+    def outcome(f, *args, **kw):
+        try:
+            return f(*args, **kw)
+        except (ValueError, TypeError) as err:
+            assert str(err), "error without a message"
+            return err
+
+    def same(out, ref, tol):
+        if isinstance(ref, Exception) or isinstance(out, Exception):
+            assert type(out) is type(ref), (out, ref)
+            return
+        out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+        assert out.shape == ref.shape and not np.isnan(out).any(), (out.shape, ref.shape)
+        np.testing.assert_allclose(out, ref, atol=tol, rtol=tol)  # -inf (masked) must match exactly
+
+    @st.composite
+    def attention_case(draw):
+        dt = draw(st.sampled_from([np.float32, np.float64]))
+        B, Hkv, g, L, D = (draw(st.integers(0, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2)),
+                           draw(st.integers(0, 20)), draw(st.integers(1, 9)))
+        q = arr(draw, (B, Hkv * g, L, D), dt)
+        k, v = arr(draw, (B, Hkv, L, D), dt), arr(draw, (B, Hkv, L, D), dt)
+        window = draw(st.sampled_from([None, 1, 3, 0, -1, 2**63, 2**62]))
+        scale = draw(st.sampled_from([None, 0.5, 1e39, float("nan")]))
+        return q, k, v, dict(causal=draw(st.booleans()), window=window, scale=scale)
+
+    @given(attention_case())
+    def fuzz_attention(case):
+        q, k, v, kw = case
+        same(outcome(A.attention, q, k, v, **kw), outcome(A.attention_ref, q, k, v, **kw), 1e-4)
+
+    @given(st.data())
+    def fuzz_decode(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        B, L, ps = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 4))
+        q = arr(data.draw, (B, 2, 8), dt)
+        kc, vc = arr(data.draw, (B, 1, L, 8), dt), arr(data.draw, (B, 1, L, 8), dt)
+        lengths = np.array(data.draw(st.lists(st.integers(-2, L + 2), min_size=B, max_size=B)))
+        same(outcome(A.decode_attention, q, kc, vc, lengths), outcome(A.decode_attention_ref, q, kc, vc, lengths), 1e-4)
+        nb = -(-L // ps)
+        pages = arr(data.draw, (B * nb + 1, ps, 1, 8), dt)
+        table = np.array(data.draw(st.lists(st.integers(-3, B * nb + 3), min_size=B * nb, max_size=B * nb))).reshape(B, nb)
+        same(outcome(A.paged_decode_attention, q, pages, pages, table, lengths),
+             outcome(A.paged_decode_attention_ref, q, pages, pages, table, lengths), 1e-4)
+
+    @given(st.data())
+    def fuzz_sampling(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        logits = arr(data.draw, (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40))), dt)
+        kw = dict(temperature=data.draw(st.sampled_from([0.0, 0.7, 1e39, -1.0])),
+                  top_k=data.draw(st.sampled_from([0, 1, 5, -1, np.uint64(2**63)])),
+                  top_p=data.draw(st.sampled_from([1.0, 0.5, 0.0])))
+        same(outcome(S.filter_logits, logits, **kw), outcome(S.filter_logits_ref, logits, **kw), 1e-5)
+        tok = outcome(S.sample, logits, seed=3, **kw)
+        ref = outcome(S.sample_ref, logits, seed=3, **kw)
+        if not isinstance(tok, Exception):
+            assert ((0 <= tok) & (tok < logits.shape[1])).all(), tok
+        assert type(tok) is type(ref) or not isinstance(ref, Exception), (tok, ref)
+        k = data.draw(st.integers(-1, logits.shape[1] + 1))
+        out, ref = outcome(S.top_k, logits, k), outcome(S.top_k_ref, logits, k)
+        if isinstance(out, Exception) or isinstance(ref, Exception):
+            assert type(out) is type(ref), (out, ref)
+        else:
+            np.testing.assert_array_equal(out[1], ref[1])
+
+    @given(st.data())
+    def fuzz_moe(data):
+        T, E = data.draw(st.integers(0, 12)), data.draw(st.integers(1, 6))
+        k = data.draw(st.integers(1, E))
+        experts = np.array(data.draw(st.lists(st.integers(-1, E), min_size=T * k, max_size=T * k))).reshape(T, k)
+        cap = data.draw(st.sampled_from([None, 0, 1, 3, -1, 2**70]))
+        D, R = outcome(moe.dispatch, experts, E, capacity=cap), outcome(moe.dispatch_ref, experts, E, capacity=cap)
+        if isinstance(D, Exception) or isinstance(R, Exception):
+            assert type(D) is type(R), (D, R)
+            return
+        x = arr(data.draw, (T, 5), np.float32)
+        same(outcome(moe.permute, x, D), outcome(moe.permute_ref, x, D), 0)
+        if D.n_kept and data.draw(st.booleans()):  # a Dispatch changed behind its back
+            bad = np.array(D.order)
+            bad[data.draw(st.integers(0, D.n_kept - 1))] = data.draw(st.sampled_from([-5, T * k, 10**6, 2**31 - 1]))
+            object.__setattr__(D, "order", bad)
+            assert isinstance(outcome(moe.permute, x, D), ValueError)
+            assert isinstance(outcome(moe.permute_ref, x, D), ValueError)
+
+    for f in (fuzz_attention, fuzz_decode, fuzz_sampling, fuzz_moe):
+        f()
+    print("ok")
+''')
+
+
+def test_kernels_reject_or_match_reference_on_fuzzed_input():
+    examples = os.environ.get("SCALELAB_HYPOTHESIS_EXAMPLES", "60")
+    r = subprocess.run([sys.executable, "-c", _INNER, examples], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout[-3000:], r.stderr[-5000:])
