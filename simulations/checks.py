@@ -8,6 +8,8 @@ not a FLOP budget), objects, and NaN or infinity. Messages show plain numbers
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -46,3 +48,42 @@ def as_positive_array(name: str, value, *, allow_zero: bool = False) -> np.ndarr
         what = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be {what} and finite, got {show(arr[~ok].ravel()[0])}")
     return arr
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as a Python int ``>= minimum``; booleans and floats are a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_level(level) -> float:
+    """A confidence level strictly inside (0, 1), as a float."""
+    if not (isinstance(level, numbers.Real) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level must be a confidence level in (0, 1), got {level!r}")
+    return float(level)
+
+
+def float_or_array(x):
+    """Python float for 0-d results, the array otherwise."""
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
+
+
+def lookup_preset(arg: str, name, presets: dict, passes, *, expected: str, known: str = "known",
+                  sort: bool = False):
+    """``presets[name]`` for a preset name; an object of the type(s) ``passes`` is returned as it is.
+
+    ``arg`` names the argument in the errors: a ``TypeError`` ("``arg`` must be
+    ``expected``") for anything else than a string, a ``ValueError`` listing the
+    preset names (after ``known``, sorted with ``sort``) for an unknown one.
+    """
+    if isinstance(name, passes):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"{arg} must be {expected}, got {type(name).__name__}")
+    if name not in presets:
+        raise ValueError(f"unknown {arg} {name!r}; {known}: {', '.join(sorted(presets) if sort else presets)}")
+    return presets[name]

@@ -47,8 +47,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# One validation of numbers for every simulation module (scaling's messages and rules).
-from .scaling import _check_int, _out, _positive
+# One validation of numbers for every simulation module (the same messages and rules).
+from .checks import as_positive_array as _positive
+from .checks import check_int as _check_int
+from .checks import float_or_array as _out
+from .checks import lookup_preset
 
 #: Default near-optimal margin (relative excess loss). DeepSeek LLM Sec. 3.1 calls a run
 #: near-optimal when its generalization error is within a small margin of the budget's minimum;
@@ -182,13 +185,8 @@ HPARAM_LAWS: dict[str, HparamLaw] = {
 
 def get_hparam_law(law) -> HparamLaw:
     """The preset called ``law`` (a key of :data:`HPARAM_LAWS`); a law object passes through."""
-    if isinstance(law, HparamLaw):
-        return law
-    if not isinstance(law, str):
-        raise TypeError(f"law must be a key of HPARAM_LAWS or an HparamLaw, got {type(law).__name__}")
-    if law not in HPARAM_LAWS:
-        raise ValueError(f"unknown law {law!r}; known laws: {', '.join(sorted(HPARAM_LAWS))}")
-    return HPARAM_LAWS[law]
+    return lookup_preset("law", law, HPARAM_LAWS, HparamLaw, expected="a key of HPARAM_LAWS or an HparamLaw",
+                         known="known laws", sort=True)
 
 
 def _evaluate(law: HparamLaw, which: str, given: dict):

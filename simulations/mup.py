@@ -87,7 +87,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from .scaling import _check_int
+from .checks import check_int as _check_int
 
 #: The parametrisations :func:`mup_experiment` knows.
 PARAMETRIZATIONS = ("sp", "mup")
