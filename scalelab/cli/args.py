@@ -108,3 +108,34 @@ def folder(text: str):
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder name, got an empty string (use . for the current folder)")
     return Path(text)
+
+
+
+def command(subparsers, name: str, help: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """Add the parser of the command ``name``: one line of ``help`` for the command list, a ``description`` for its own ``--help``."""
+    return subparsers.add_parser(name, help=help, description=description, **kwargs)
+
+
+def command_group(subparsers, name: str, help: str, description: str, *, dest: str | None = None,
+                  metavar: str = "WHAT"):
+    """Add the command ``name``; its own sub-commands go on the returned argparse action.
+
+    Run without one of them, the command prints its help and exits 2 (a usage error),
+    the same for every group. ``dest`` defaults to ``"<name>_command"``.
+    """
+    parser = command(subparsers, name, help, description)
+    actions = parser.add_subparsers(dest=dest or f"{name}_command", metavar=metavar)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return actions
+
+
+def request_length_args(parser: argparse.ArgumentParser, *, prompt: int, output: int) -> None:
+    """``--prompt`` and ``--output``: median request lengths in tokens, log-normal with sigma 0.5.
+
+    The generated workloads of ``serve`` and ``engine`` draw lengths this way; each
+    command gives its own defaults and checks the values where it builds the workload.
+    """
+    parser.add_argument("--prompt", type=int, default=prompt,
+                        help=f"median prompt tokens, log-normal sigma 0.5 (default {prompt})")
+    parser.add_argument("--output", type=int, default=output,
+                        help=f"median output tokens, log-normal sigma 0.5 (default {output})")

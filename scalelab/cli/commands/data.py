@@ -16,13 +16,9 @@ from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "data",
-        help="training data: stock exhaustion, repeated data, tokenization cost",
-        description="Training data as a bottleneck (Muennighoff et al. 2023; Villalobos et al. 2024).",
-    )
-    sub = parser.add_subparsers(dest="data_command", metavar="WHAT")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    sub = types.command_group(
+        subparsers, "data", "training data: stock exhaustion, repeated data, tokenization cost",
+        "Training data as a bottleneck (Muennighoff et al. 2023; Villalobos et al. 2024).")
 
     from scalelab.simulations import data_supply as ds
 

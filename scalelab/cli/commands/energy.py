@@ -17,14 +17,10 @@ from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "energy",
-        help="electricity: training energy and emissions, frontier power by year",
-        description="Energy and emissions of training runs (Patterson et al. 2021; Llama 3.1 model card) and "
-        "the power of the largest run by year against grid shares (Epoch AI, IEA).",
-    )
-    sub = parser.add_subparsers(dest="energy_command", metavar="WHAT")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    sub = types.command_group(
+        subparsers, "energy", "electricity: training energy and emissions, frontier power by year",
+        "Energy and emissions of training runs (Patterson et al. 2021; Llama 3.1 model card) and "
+        "the power of the largest run by year against grid shares (Epoch AI, IEA).")
 
     from scalelab.simulations.energy import FRONTIER_YEARS, HARDWARE, PATTERSON_2021_GPT3
     from scalelab.simulations.hardware import ALIASES

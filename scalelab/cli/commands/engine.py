@@ -14,25 +14,21 @@ from __future__ import annotations
 import argparse
 import math
 
+from scalelab.cli import args as types
 from scalelab.cli.table import print_table
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "engine",
-        help="the live CPU engine: serve a workload on our kernels, measured latencies",
-        description="Continuous batching of a Llama-architecture model on our CPU kernels.",
-    )
-    sub = parser.add_subparsers(dest="engine_command", metavar="WHAT")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    sub = types.command_group(
+        subparsers, "engine", "the live CPU engine: serve a workload on our kernels, measured latencies",
+        "Continuous batching of a Llama-architecture model on our CPU kernels.")
     run = sub.add_parser("run", help="replay Poisson arrivals in real time; print the measured latency table",
                          description="Serve a Poisson workload on the live engine; print latency percentiles.")
     run.add_argument("--model", default="tiny", help="engine model preset: tiny, llama-3.2-1b (default tiny)")
     run.add_argument("--weights", metavar="FILE", help="Hugging Face safetensors weights (default: seeded random)")
     run.add_argument("--qps", type=float, default=2.0, help="Poisson arrival rate, requests/s (default 2)")
     run.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals (default 30)")
-    run.add_argument("--prompt", type=int, default=128, help="median prompt tokens, log-normal sigma 0.5 (default 128)")
-    run.add_argument("--output", type=int, default=32, help="median output tokens, log-normal sigma 0.5 (default 32)")
+    types.request_length_args(run, prompt=128, output=32)
     run.add_argument("--scheduler", default="chunked", help="static, continuous or chunked (default chunked)")
     run.add_argument("--token-budget", type=int, default=512, help="tokens per chunked iteration (default 512)")
     run.add_argument("--kv-blocks", type=int, help="KV cache blocks of 16 tokens (default 1024)")

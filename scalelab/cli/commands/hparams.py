@@ -70,12 +70,11 @@ def _run_fit(args) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "hparams", help="optimal learning rate and batch size: published laws and sweep fits",
-        description="Scaling extrapolation of hyperparameters: the published laws for the optimal learning "
-                    "rate and batch size, or a DeepSeek-style fit of your own sweep.",
-    )
-    actions = parser.add_subparsers(dest="hparams_action", metavar="ACTION")
+    actions = types.command_group(
+        subparsers, "hparams", "optimal learning rate and batch size: published laws and sweep fits",
+        "Scaling extrapolation of hyperparameters: the published laws for the optimal learning "
+        "rate and batch size, or a DeepSeek-style fit of your own sweep.",
+        dest="hparams_action", metavar="ACTION")
 
     from scalelab.simulations.hyperparams import DEEPSEEK_NEAR_OPTIMAL_MARGIN, HPARAM_LAWS
 
@@ -96,9 +95,3 @@ def register(subparsers) -> None:
     fit.add_argument("--target", type=types.positive, help="also predict at this compute budget (FLOPs)")
     fit.add_argument("--plot", metavar="PNG", type=types.figure_path, help="write the sweep with the fitted laws to this file")
     fit.set_defaults(func=_run_fit)
-
-    def _no_action(args) -> int:
-        parser.print_help()
-        return 2
-
-    parser.set_defaults(func=_no_action)

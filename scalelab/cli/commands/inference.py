@@ -14,12 +14,9 @@ MAX_BATCH = 2**20
 def register(subparsers) -> None:
     from scalelab.simulations.inference import MAX_TOKENS
 
-    p = subparsers.add_parser(
-        "inference",
-        help="roofline cost of prefill and decode for a model on an accelerator",
-        description="Print the prefill/decode phase table (time, FLOPs, bytes, bound, MFU/MBU) "
-                    "from the per-operation roofline model in scalelab.simulations.inference.",
-    )
+    p = types.command(subparsers, "inference", "roofline cost of prefill and decode for a model on an accelerator",
+                      "Print the prefill/decode phase table (time, FLOPs, bytes, bound, MFU/MBU) "
+                      "from the per-operation roofline model in scalelab.simulations.inference.")
     p.add_argument("--model", default="llama-3-8b", help="model preset (default llama-3-8b)")
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
     p.add_argument("--batch", type=types.integer(1, MAX_BATCH), default=16, help="sequences served together (default 16)")

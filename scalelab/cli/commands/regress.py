@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scalelab.cli import args as types
+
 
 EXIT_CODES = """\
 exit codes, each with the table of a real run on this 2-core VM:
@@ -61,18 +63,14 @@ exit codes, each with the table of a real run on this 2-core VM:
 def register(subparsers) -> None:
     from scalelab.bench.regress import ALPHA, DEFAULT_FACTOR, DEFAULT_REPEAT, DEFAULT_ROUNDS, MACHINE_NAME
 
-    parser = subparsers.add_parser(
-        "regress",
-        help="performance-regression gate: asv continuous BASE vs HEAD",
-        description=(
-            "Run `asv continuous BASE HEAD` with interleaved rounds and judge the stored "
-            f"samples: exit 1 when a benchmark is slower by more than --factor and the "
-            f"difference is significant (Mann-Whitney U, p < {ALPHA:g}), 0 when none is, "
-            "2 when something broke (bad revision, failed build, benchmark error, a --bench "
-            "that selects nothing)."
-        ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = types.command(
+        subparsers, "regress", "performance-regression gate: asv continuous BASE vs HEAD",
+        "Run `asv continuous BASE HEAD` with interleaved rounds and judge the stored "
+        f"samples: exit 1 when a benchmark is slower by more than --factor and the "
+        f"difference is significant (Mann-Whitney U, p < {ALPHA:g}), 0 when none is, "
+        "2 when something broke (bad revision, failed build, benchmark error, a --bench "
+        "that selects nothing).",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("base", nargs="?", default=None, metavar="BASE",
                         help="base revision (default: merge base of HEAD with main)")

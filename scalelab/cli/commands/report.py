@@ -20,14 +20,11 @@ DEFAULT_OUT = Path("reports") / "output"
 def register(subparsers) -> None:
     from scalelab.report.registry import SECTION_NAMES
 
-    parser = subparsers.add_parser(
-        "report",
-        help="build every figure and the HTML/Markdown report",
-        description=(
-            "Build the plotted report: PNG and SVG figures, the numbers behind each as CSV, "
-            "report.md and a self-contained index.html that opens from disk. "
-            f"Sections: {', '.join(SECTION_NAMES)}."
-        ),
+    parser = types.command(
+        subparsers, "report", "build every figure and the HTML/Markdown report",
+        "Build the plotted report: PNG and SVG figures, the numbers behind each as CSV, "
+        "report.md and a self-contained index.html that opens from disk. "
+        f"Sections: {', '.join(SECTION_NAMES)}.",
         epilog="Exit status: 0 when every section built, 1 when any failed (it is shown in the report), "
                "2 for bad arguments.",
     )

@@ -55,11 +55,10 @@ def _run_fit(args) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "scaling", help="compute-optimal allocation and scaling-law fits",
-        description="Scaling laws: compute-optimal (N, D) for a budget, or an Approach-3 fit of training runs.",
-    )
-    actions = parser.add_subparsers(dest="scaling_action", metavar="ACTION")
+    actions = types.command_group(
+        subparsers, "scaling", "compute-optimal allocation and scaling-law fits",
+        "Scaling laws: compute-optimal (N, D) for a budget, or an Approach-3 fit of training runs.",
+        dest="scaling_action", metavar="ACTION")
 
     from scalelab.simulations.scaling import LAWS
 
@@ -76,9 +75,3 @@ def register(subparsers) -> None:
                      help="drop this many highest-loss runs first (Besiroglu et al. 2024 drop 5)")
     fit.add_argument("--plot", metavar="PNG", type=types.figure_path, help="write the fitted law with its bootstrap band to this file")
     fit.set_defaults(func=_run_fit)
-
-    def _no_action(args) -> int:
-        parser.print_help()
-        return 2
-
-    parser.set_defaults(func=_no_action)

@@ -27,8 +27,7 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", default="h100-sxm", help="hardware preset (default h100-sxm)")
     p.add_argument("--qps", type=float, default=8.0, help="Poisson arrival rate, requests/s (default 8)")
     p.add_argument("--requests", type=types.integer(1, types.MAX_SAMPLES), default=2000, metavar="N", help="requests to generate (default 2000)")
-    p.add_argument("--prompt", type=int, default=1024, help="median prompt tokens, log-normal sigma 0.5 (default 1024)")
-    p.add_argument("--output", type=int, default=256, help="median output tokens, log-normal sigma 0.5 (default 256)")
+    types.request_length_args(p, prompt=1024, output=256)
     p.add_argument("--trace", metavar="NAME|CSV", help="replay a trace instead: conv, code (Azure 2023) or a CSV file")
     p.add_argument("--rate-scale", type=float, default=1.0, metavar="K", help="replay the trace at K times its rate")
     p.add_argument("--limit", type=int, metavar="N", help="first N requests of the trace only")
@@ -38,14 +37,10 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="serving under load: latency percentiles, goodput, capacity planning",
-        description="Request-level simulation of LLM serving (static, continuous, chunked-prefill and "
-                    "disaggregated schedulers) on the per-operation roofline of simulations.inference.",
-    )
-    sub = parser.add_subparsers(dest="serve_command", metavar="WHAT")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    sub = types.command_group(
+        subparsers, "serve", "serving under load: latency percentiles, goodput, capacity planning",
+        "Request-level simulation of LLM serving (static, continuous, chunked-prefill and "
+        "disaggregated schedulers) on the per-operation roofline of simulations.inference.")
 
     sim = sub.add_parser("simulate", help="simulate one deployment and print its latency table",
                          description="Simulate one deployment under a workload; print latency percentiles.")

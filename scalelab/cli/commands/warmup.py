@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 
+from scalelab.cli import args as types
+
 
 def register(subparsers) -> None:
     from scalelab.kernels.warmup import DTYPES, GROUPS
 
-    parser = subparsers.add_parser(
-        "warmup",
-        help="compile the kernels ahead of time into the Numba cache",
-        description="Compile attention, sampling and MoE kernels for the common signatures so later "
-        "processes load them from the Numba cache (NUMBA_CACHE_DIR) instead of compiling.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = types.command(subparsers, "warmup", "compile the kernels ahead of time into the Numba cache",
+                           "Compile attention, sampling and MoE kernels for the common signatures so later "
+                           "processes load them from the Numba cache (NUMBA_CACHE_DIR) instead of compiling.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", action="append", choices=DTYPES, metavar="DTYPE",
                         help="float32 or float64 (repeatable; default both)")
     parser.add_argument("--only", action="append", choices=sorted(GROUPS), metavar="GROUP",
