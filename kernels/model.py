@@ -44,6 +44,7 @@ import numpy as np
 
 from scalelab.kernels._common import check_int_array
 from scalelab.kernels.attention import attention, paged_decode_attention
+from scalelab.kernels.decoder_shape import check_decoder_shape
 from scalelab.kernels.moe import moe_layer, swiglu_ffn
 
 __all__ = ["LlamaConfig", "LlamaModel", "PagedKVCache", "SeqChunk", "WeightError", "llama_forward_ref",
@@ -88,16 +89,9 @@ class LlamaConfig:
                     raise TypeError(f"{f.name} must be an int, got {type(v).__name__}")
                 if v < (0 if f.name == "n_dense_layers" else 1):
                     raise ValueError(f"{f.name} must be positive, got {v}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
-        if self.head_dim is None and self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        check_decoder_shape(self)
         if self.qk_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.qk_dim}")
-        if self.experts_per_token > self.n_experts:
-            raise ValueError(f"experts_per_token ({self.experts_per_token}) must be <= n_experts ({self.n_experts})")
-        if self.n_dense_layers > self.n_layers:
-            raise ValueError(f"n_dense_layers ({self.n_dense_layers}) must be <= n_layers ({self.n_layers})")
 
     @property
     def qk_dim(self) -> int:

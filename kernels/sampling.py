@@ -344,41 +344,35 @@ def row_uniform(seeds, counter=0):
     return out[()] if out.ndim == 0 else out
 
 
-def _seed_array(seeds) -> np.ndarray:
-    """Seeds as uint64, rejecting what ``sample`` rejects: non-integers, bools and values outside [0, 2**64)."""
+def _seed_array(seeds, name: str = "seeds") -> np.ndarray:
+    """Seeds as uint64, rejecting what ``sample`` rejects: non-integers, bools and values outside [0, 2**64).
+
+    ``name`` is the argument the errors name. The shape is kept (a Python int gives a 0-d array).
+    """
     if isinstance(seeds, (bool, np.bool_)):
-        raise TypeError("seeds must be integers in [0, 2**64), got bool")
+        raise TypeError(f"{name} must be integers in [0, 2**64), got bool")
     if isinstance(seeds, int):
         if not 0 <= seeds < 2**64:
-            raise ValueError(f"seeds must be in [0, 2**64), got {seeds}")
+            raise ValueError(f"{name} must be in [0, 2**64), got {seeds}")
         return np.asarray(seeds, dtype=_U64)
     a = np.asarray(seeds)
     if a.dtype.kind not in "iu":
-        raise TypeError(f"seeds must be integers in [0, 2**64), got dtype {a.dtype}")
+        raise TypeError(f"{name} must be integers in [0, 2**64), got dtype {a.dtype}")
     if a.dtype.kind == "i" and a.size and a.min() < 0:
-        raise ValueError(f"seeds must be >= 0, got {int(a.min())}")
+        raise ValueError(f"{name} must be >= 0, got {int(a.min())}")
     return a.astype(_U64)
 
 
 def _row_seeds(B, seed):
+    """``(B,)`` uint64 seeds: fresh entropy for ``None``, one seed for every row, or one per row."""
     if seed is None:
         return np.random.SeedSequence().generate_state(B, dtype=np.uint64)
-    if isinstance(seed, (bool, np.bool_)):
-        raise TypeError("seed must be None, an int or a per-row integer array, got bool")
-    a = np.asarray(seed)
-    if a.dtype.kind not in "iu" and not (a.dtype.kind == "O" and a.ndim == 0 and isinstance(seed, int)):
-        raise TypeError(f"seed must be None, an int or a per-row integer array, got {a.dtype}")
-    if a.ndim == 0:
-        s = int(seed)
-        if not 0 <= s < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {s}")
+    s = _seed_array(seed, "seed")
+    if s.ndim == 0:
         return np.full(B, s, dtype=_U64)
-    if a.ndim != 1 or a.shape[0] != B:
-        raise ValueError(f"seed must be a scalar or a per-row array of length {B}, got shape {a.shape}")
-    if a.dtype.kind == "i" and (a < 0).any():
-        r = int(np.nonzero(a < 0)[0][0])
-        raise ValueError(f"seed must be >= 0 (first bad row {r})")
-    return a.astype(_U64)
+    if s.ndim != 1 or s.shape[0] != B:
+        raise ValueError(f"seed must be a scalar or a per-row array of length {B}, got shape {s.shape}")
+    return s
 
 
 # --------------------------------------------------------------------------- #
@@ -784,6 +778,31 @@ def _sub_bucket(xmax, span, x):
     return min(_SUB - 1, int((xmax - x) / span * (_SUB - 1)))
 
 
+@njit(cache=True, inline="always")
+def _crossing_bucket(mass, n_buckets, need):
+    """First non-empty bucket whose cumulative mass (itself included) reaches ``need``.
+
+    ``mass[:n_buckets]`` in order. Returns ``(b, mass before b, True)``; when
+    rounding leaves ``need`` unreached, ``(last non-empty bucket, mass before it,
+    False)``, and ``(-1, 0.0, False)`` for no mass at all. The sums run in bucket
+    order, the same additions wherever the crossing is looked for.
+    """
+    cum = 0.0
+    for b in range(n_buckets):
+        if mass[b] > 0.0:
+            if cum + mass[b] >= need:
+                return b, cum, True
+            cum += mass[b]
+    last = -1
+    for b in range(n_buckets):
+        if mass[b] > 0.0:
+            last = b
+    cum = 0.0
+    for b in range(last):
+        cum += mass[b]
+    return last, cum, False
+
+
 @njit(cache=True)
 def _resolve(cid, cx, ce, n, need):
     """Crossing token among candidates (id order) taken in (x desc, id asc) order.
@@ -807,21 +826,8 @@ def _resolve(cid, cx, ce, n, need):
         sub[:] = 0.0
         for i in range(n):
             sub[_sub_bucket(xmax, span, cx[i])] += ce[i]
-        cum = 0.0
-        kb = -1
-        for b in range(_SUB):
-            if sub[b] > 0.0:
-                if cum + sub[b] >= need:
-                    kb = b
-                    break
-                cum += sub[b]
-        if kb < 0:  # rounding: need not reached -> last non-empty sub-bucket
-            cum = 0.0
-            for b in range(_SUB):
-                if sub[b] > 0.0:
-                    kb = b
-            for b in range(kb):
-                cum += sub[b]
+        # rounding may leave need unreached: then the last non-empty sub-bucket
+        kb, cum, _ = _crossing_bucket(sub, _SUB, need)
         # keep only sub-bucket kb (order preserved)
         w = 0
         for i in range(n):
@@ -909,23 +915,8 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
         for b in range(NB):
             z += hist[b]
         thr = top_p * z
-        cum = 0.0
-        bs = -1
-        for b in range(N_REGULAR):
-            if hist[b] > 0.0:
-                if cum + hist[b] >= thr:
-                    bs = b
-                    break
-                cum += hist[b]
-        need = thr - cum
-        if bs < 0:  # rounding left thr unreached: keep every token with mass
-            need = np.inf
-            cum = 0.0
-            for b in range(N_REGULAR):
-                if hist[b] > 0.0:
-                    bs = b
-            for b in range(bs):
-                cum += hist[b]
+        bs, cum, reached = _crossing_bucket(hist, N_REGULAR, thr)
+        need = thr - cum if reached else np.inf  # rounding left thr unreached: keep every token with mass
         nc = _row_collect(l, par, ws, tt, m, lmax, bs, xk, -np.inf, big)
         pxc, pid, acc_p = _resolve(ws.cid, ws.cx, ws.ce, nc, need)
         if _before(pxc, pid, xc, idc):

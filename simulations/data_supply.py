@@ -116,6 +116,22 @@ def _decayed(unique: np.ndarray, repeats: np.ndarray, r_star: float) -> np.ndarr
     return unique + unique * r_star * (-np.expm1(-repeats / r_star))
 
 
+def _effective(names: tuple[str, str, str], total, unique, r_star: float, too_many_unique: str):
+    """``_decayed(U, total / U - 1, R*)`` after the checks Eq. 5 and Eq. 6 share.
+
+    ``names`` are the argument names of ``total``, ``unique`` and ``r_star`` for the
+    errors; ``too_many_unique`` is the message when some ``unique > total``.
+    """
+    total = _positive(names[0], total)
+    unique = _positive(names[1], unique)
+    if not (math.isfinite(r_star) and r_star > 0):
+        raise ValueError(f"{names[2]} must be a positive finite number, got {r_star!r}")
+    total, unique = np.broadcast_arrays(total, unique)
+    if np.any(unique > total):
+        raise ValueError(too_many_unique)
+    return _scalar_or_array(_decayed(unique, total / unique - 1.0, r_star))
+
+
 def effective_tokens(total_tokens, unique_tokens, *, r_d_star: float = MUENNIGHOFF_2023.r_d_star):
     """Effective data D' of ``total_tokens`` drawn from ``unique_tokens`` distinct tokens.
 
@@ -135,15 +151,8 @@ def effective_tokens(total_tokens, unique_tokens, *, r_d_star: float = MUENNIGHO
     -------
     float or ndarray (float64), the shape of the broadcast inputs.
     """
-    total = _positive("total_tokens", total_tokens)
-    unique = _positive("unique_tokens", unique_tokens)
-    if not (math.isfinite(r_d_star) and r_d_star > 0):
-        raise ValueError(f"r_d_star must be a positive finite number, got {r_d_star!r}")
-    total, unique = np.broadcast_arrays(total, unique)
-    if np.any(unique > total):
-        raise ValueError("unique_tokens must not exceed total_tokens (cannot have more distinct tokens than seen)")
-    repeats = total / unique - 1.0
-    return _scalar_or_array(_decayed(unique, repeats, r_d_star))
+    return _effective(("total_tokens", "unique_tokens", "r_d_star"), total_tokens, unique_tokens, r_d_star,
+                      "unique_tokens must not exceed total_tokens (cannot have more distinct tokens than seen)")
 
 
 def effective_params(params, unique_params, *, r_n_star: float = MUENNIGHOFF_2023.r_n_star):
@@ -155,14 +164,8 @@ def effective_params(params, unique_params, *, r_n_star: float = MUENNIGHOFF_202
     parameters decay faster than repeated data (R_N* ~ 5.3 < R_D* ~ 15.4).
     Needs 0 < unique_params <= params.
     """
-    n = _positive("params", params)
-    u = _positive("unique_params", unique_params)
-    if not (math.isfinite(r_n_star) and r_n_star > 0):
-        raise ValueError(f"r_n_star must be a positive finite number, got {r_n_star!r}")
-    n, u = np.broadcast_arrays(n, u)
-    if np.any(u > n):
-        raise ValueError("unique_params must not exceed params")
-    return _scalar_or_array(_decayed(u, n / u - 1.0, r_n_star))
+    return _effective(("params", "unique_params", "r_n_star"), params, unique_params, r_n_star,
+                      "unique_params must not exceed params")
 
 
 def compute_optimal_params(tokens, law: DataConstrainedLaw = MUENNIGHOFF_2023):

@@ -51,6 +51,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from scalelab.kernels.decoder_shape import check_decoder_shape
 from scalelab.simulations import recurrent_cost as rc
 from scalelab.simulations.hardware import HARDWARE, Hardware, get_hardware
 
@@ -163,20 +164,7 @@ class ModelConfig:
                 raise ValueError(f"{f.name} must be positive, got {value}")
             if not must_be_positive and value < 0:
                 raise ValueError(f"{f.name} must be non-negative, got {value}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})"
-            )
-        if self.experts_per_token > self.n_experts:
-            raise ValueError(
-                f"experts_per_token ({self.experts_per_token}) must be <= n_experts ({self.n_experts})"
-            )
-        if self.head_dim is None and self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) unless head_dim is given"
-            )
-        if self.n_dense_layers > self.n_layers:
-            raise ValueError(f"n_dense_layers ({self.n_dense_layers}) must be <= n_layers ({self.n_layers})")
+        check_decoder_shape(self)
         if self.kv_rope_dim and not self.kv_latent_dim:
             raise ValueError("kv_rope_dim needs kv_latent_dim > 0 (it is part of multi-head latent attention)")
         if self.kv_latent_dim and self.kv_rope_dim >= self.qk_dim:

@@ -51,9 +51,7 @@ def frontier_power_figure(curves: pd.DataFrame, grid_shares: pd.DataFrame):
     for i, rec in enumerate(grid_shares.itertuples(index=False)):
         ls, color = styles[i % len(styles)]
         ax.axhline(rec.power_mw, color=color, linestyle=ls, linewidth=1.1, label=rec.label)
-    ax.set_yscale("log")
-    ax.set_xlabel("year")
-    ax.set_ylabel("average power (MW, log scale)")
-    ax.set_title("Power of the largest training run against grid output")
+    ax.set(yscale="log", xlabel="year", ylabel="average power (MW, log scale)",
+           title="Power of the largest training run against grid output")
     ax.legend(loc="lower right", fontsize=7.5)
     return fig

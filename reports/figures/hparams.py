@@ -32,10 +32,8 @@ def law_comparison_figure(table: pd.DataFrame):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("training compute C (FLOPs)")
-    ax_lr.set_ylabel("optimal peak learning rate (AdamW)")
-    ax_b.set_ylabel("batch size (tokens)")
-    ax_lr.set_title("learning rate")
-    ax_b.set_title("batch size (dashed: critical)")
+    ax_lr.set(ylabel="optimal peak learning rate (AdamW)", title="learning rate")
+    ax_b.set(ylabel="batch size (tokens)", title="batch size (dashed: critical)")
     ax_b.legend(loc="lower right", fontsize=7.5)
     return fig
 

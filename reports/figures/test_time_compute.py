@@ -62,10 +62,8 @@ def selection_accuracy_figure(data: pd.DataFrame, title: str = ""):
                     label="E[1 - (1 - p)^N] over the problems' p")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(_PLAIN)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("candidates per problem N (log scale)")
-    ax.set_ylabel("fraction of problems answered correctly")
-    ax.set_title(title or "Best-of-N selection (synthetic simulation)")
+    ax.set(ylim=(0, 1), xlabel="candidates per problem N (log scale)", ylabel="fraction of problems answered correctly",
+           title=title or "Best-of-N selection (synthetic simulation)")
     ax.legend(fontsize=7.5, loc="lower right")
     return fig
 
@@ -85,9 +83,7 @@ def accuracy_vs_cost_figure(data: pd.DataFrame, title: str = ""):
                 ax.annotate(f"N={int(r['N'])}", (r["total_s"], r["accuracy"]), xytext=(3, -10),
                             textcoords="offset points", fontsize=7, color=style["color"])
     # linear: shared-prefill batching keeps the whole sweep within a factor of ~2 in time
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("modelled wall time per prompt (s)")
-    ax.set_ylabel("fraction of problems answered correctly")
-    ax.set_title(title or "What test-time compute buys (synthetic accuracy, modelled cost)")
+    ax.set(ylim=(0, 1), xlabel="modelled wall time per prompt (s)", ylabel="fraction of problems answered correctly",
+           title=title or "What test-time compute buys (synthetic accuracy, modelled cost)")
     ax.legend(fontsize=7.5, loc="lower right")
     return fig
