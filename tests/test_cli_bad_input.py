@@ -64,6 +64,33 @@ def test_bad_sizes_and_ranges_name_the_option(argv, words, capsys):
     assert "Maximum allowed size" not in err and "expected one argument" not in err
 
 
+@pytest.mark.parametrize("argv", [
+    # data
+    ["data", "exhaustion", "--overtrain", "-1"],
+    ["data", "exhaustion", "--samples", "0"],
+    ["data", "exhaustion", "--overtrain", "lots"],
+    ["data", "effective", "--tokens", "1e9", "--unique", "2e9"],
+    ["data", "effective", "--tokens", "1e9"],
+    # energy
+    ["energy", "train", "--params", "70e9", "--tokens", "1.4e12", "--gpu", "h100", "--mfu", "1.4"],
+    ["energy", "train", "--params", "70e9", "--tokens", "1.4e12", "--gpu", "nope", "--mfu", "0.4"],
+    ["energy", "train", "--params", "70e9", "--tokens", "-1", "--mfu", "0.4"],
+    ["energy", "train", "--params", "70e9", "--tokens", "1.4e12"],
+    ["energy", "train", "--params", "70e9", "--tokens", "many", "--mfu", "0.4"],
+    ["energy", "train", "--gpu-hours", "1e6", "--flops", "1e24"],
+    ["energy", "frontier", "--from", "2030", "--to", "2025"],
+    # hparams
+    ["hparams", "optimal", "--compute", "-1"],
+    ["hparams", "optimal", "--compute", "1e23", "--law", "steplaw2025"],
+    ["hparams", "optimal", "--compute", "1e23", "--law", "porian2024"],
+    ["hparams", "fit", "/no/such/file.csv"],
+])
+def test_bad_input_is_one_line_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_report_out_under_a_file_names_the_path(a_file, capsys):
     target = a_file / "sub"
     assert main(["report", "--out", str(target), "--only", "energy", "--quick"]) == 2

@@ -241,22 +241,6 @@ def test_cli_data_effective_and_tokens(capsys):
     assert "Burmese" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["data", "exhaustion", "--overtrain", "-1"],
-        ["data", "exhaustion", "--samples", "0"],
-        ["data", "exhaustion", "--overtrain", "lots"],
-        ["data", "effective", "--tokens", "1e9", "--unique", "2e9"],
-        ["data", "effective", "--tokens", "1e9"],
-    ],
-)
-def test_cli_data_bad_input_is_one_line_exit_2(argv, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-
-
 def test_section_builds_quickly_in_quick_mode():
     from matplotlib.figure import Figure
 

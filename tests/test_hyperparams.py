@@ -233,18 +233,6 @@ def test_cli_optimal(capsys):
     assert "1.632e-03" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["hparams", "optimal", "--compute", "-1"],
-    ["hparams", "optimal", "--compute", "1e23", "--law", "steplaw2025"],
-    ["hparams", "optimal", "--compute", "1e23", "--law", "porian2024"],
-    ["hparams", "fit", "/no/such/file.csv"],
-])
-def test_cli_errors_are_one_line_exit_2(argv, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-
-
 def test_cli_fit_writes_plot(tmp_path, capsys):
     csv = tmp_path / "sweep.csv"
     simulate_hparam_sweep(seed=3).to_csv(csv, index=False)

@@ -15,7 +15,6 @@ import re
 import sys
 import types
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +32,12 @@ from scalelab.cli.cli import main
 from scalelab.report.figures.style import new_figure
 from scalelab.report.section import FigureItem, Section, TableItem, TextItem
 
+from _page_refs import PageRefs  # tests/ helper module
+
 #: Folder (under pytest's session base temp) holding the shared quick build.
 SHARED_REPORT_DIR = "quick_report"
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Links(HTMLParser):
-    """Every src/href in a page, and every tag that could load something from elsewhere."""
-
-    def __init__(self):
-        super().__init__()
-        self.images: list[str] = []
-        self.links: list[str] = []
-        self.external_loads: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img":
-            self.images.append(a.get("src", ""))
-        if tag == "a" and "href" in a:
-            self.links.append(a["href"])
-        if tag in ("script", "link", "iframe", "object", "embed") or (tag == "img" and "://" in a.get("src", "")):
-            self.external_loads.append(f"<{tag} {a}>")
 
 
 def _local_targets(refs):
@@ -83,7 +65,7 @@ def _assert_valid_svg(path: Path):
 def _check_output_folder(out: Path):
     """Every check shared by all builds: links resolve, images decode, CSVs parse, no temp files."""
     page = (out / "index.html").read_text(encoding="utf-8")
-    parser = _Links()
+    parser = PageRefs()
     parser.feed(page)
     assert not parser.external_loads, f"index.html loads external resources: {parser.external_loads}"
     assert "@import" not in page and "url(http" not in page

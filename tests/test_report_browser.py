@@ -18,13 +18,14 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from scalelab.report.builder import build_report
 from scalelab.report.registry import available_sections
+
+from _page_refs import PageRefs  # tests/ helper module
 
 pytestmark = pytest.mark.browser
 
@@ -50,20 +51,6 @@ def _chromium() -> str | None:
         if found:
             return found
     return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-
-
-class _Refs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.pngs: list[str] = []
-        self.svgs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img":
-            self.pngs.append(a.get("src", ""))
-        if tag == "a" and a.get("href", "").endswith(".svg"):
-            self.svgs.append(a["href"])
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +94,12 @@ def _run_chromium(browser: str, page: Path, profile: Path) -> str:
 def test_every_image_loads_in_chromium(browser, report_dir, tmp_path):
     out = report_dir
     page = (out / "index.html").read_text(encoding="utf-8")
-    refs = _Refs()
+    refs = PageRefs()
     refs.feed(page)
-    assert refs.pngs, "the report shows no figures"
-    assert len(refs.pngs) == len(list(out.glob("figures/*.png"))) == len(refs.svgs)
+    assert refs.images, "the report shows no figures"
+    assert len(refs.images) == len(list(out.glob("figures/*.png"))) == len(refs.svg_links)
     # The SVG twins as images too, hidden: a hidden <img> still loads and decodes.
-    svg_imgs = "".join(f'<img style="display:none" src="{src}" alt="svg">' for src in refs.svgs)
+    svg_imgs = "".join(f'<img style="display:none" src="{src}" alt="svg">' for src in refs.svg_links)
     check = out / "_browser_check.html"
     check.write_text(page.replace("</body>", svg_imgs + CHECK_SCRIPT + "</body>"), encoding="utf-8")
     try:
@@ -123,6 +110,6 @@ def test_every_image_loads_in_chromium(browser, report_dir, tmp_path):
     assert match, f"the check script did not run; chromium printed: {dom[:500]!r}"
     report = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert report["title"] == "scalelab report"
-    assert report["total"] == len(refs.pngs) + len(refs.svgs)
+    assert report["total"] == len(refs.images) + len(refs.svg_links)
     assert report["broken"] == [], f"images that did not load: {report['broken']}"
     assert report["loaded"] == report["total"]
