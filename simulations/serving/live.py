@@ -200,6 +200,7 @@ class Engine:
         self.decoding: list[int] = []
         self.rows: list[tuple] = []
         self.itl: list[tuple[float, int]] = []
+        self.batches: list[tuple[list[int], list[int], list[int], float]] = []
         self._t0 = time.perf_counter()
         self._n_in_system = 0
 
@@ -233,6 +234,7 @@ class Engine:
 
     def _step(self) -> None:
         req = self.req
+        begin = self._now()
         if self.decoding:
             self._make_room()
         chunks, decode = self.sched.form_batch(self)
@@ -281,6 +283,10 @@ class Engine:
         self.decoding.extend(r for r in joined if r not in self.decoding)
         if dec:
             self.itl.append((now - start, len(dec)))
+        # what the iteration did, for fitting a step-cost model (simulations.serving.fitted):
+        # prefill chunks (tokens, offset), decode sequences' cached tokens, wall seconds of the whole step
+        self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks],
+                             [req.done[r] - 1 for r in dec], self._now() - begin))
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
                           len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
 
