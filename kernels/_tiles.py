@@ -43,7 +43,7 @@ from numba.extending import intrinsic
 from scalelab.kernels._vecmath import VECTOR_BYTES
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
-           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_store", "mm_tile_rescale_add", "row_sum",
+           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "row_sum",
            "row_sum_for"]
 
 #: Rows of A (and C) per tile.
@@ -54,7 +54,7 @@ _VECTORS = 2
 TILE_ROW_BYTES = _VECTORS * VECTOR_BYTES
 
 
-def _tile_codegen(rescale):
+def _tile_codegen(rescale, vector_bytes):
     """Build the IR for a TILE_ROWS x (_VECTORS * lanes) tile; ``rescale`` selects the update."""
 
     def codegen(context, builder, sig, args):
@@ -62,7 +62,7 @@ def _tile_codegen(rescale):
         aty, bty, cty = sig.args[0], sig.args[2], sig.args[5]
         fty = context.get_value_type(aty.dtype)
         isz = context.get_abi_sizeof(fty)
-        lanes = VECTOR_BYTES // isz
+        lanes = vector_bytes // isz
         vty = ir.VectorType(fty, lanes)
         vptr = vty.as_pointer()
         intp = context.get_value_type(types.intp)
@@ -137,22 +137,41 @@ def _same_float_c2d(*arrays):
     )
 
 
-@intrinsic
-def mm_tile_store(typingctx, A, i, B, kb, jb, C, jc, K):
-    """C[i+r, jc+c] = sum_{k<K} A[i+r, k] * B[kb+k, jb+c] (see the module docstring)."""
-    if not _same_float_c2d(A, B, C):
-        return None
-    return types.void(A, i, B, kb, jb, C, jc, K), _tile_codegen(False)
+_MM_TILES = {}
 
 
-@intrinsic
-def mm_tile_rescale_add(typingctx, A, i, B, kb, jb, C, jc, K, alpha):
-    """C[i+r, jc+c] = alpha[i+r] * C[i+r, jc+c] + sum_{k<K} A[i+r, k] * B[kb+k, jb+c]."""
-    if not _same_float_c2d(A, B, C):
-        return None
-    if not (isinstance(alpha, types.Array) and alpha.ndim == 1 and alpha.dtype == A.dtype):
-        return None
-    return types.void(A, i, B, kb, jb, C, jc, K, alpha), _tile_codegen(True)
+def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES):
+    """The register-tile intrinsic at a given vector width (``mm_tile_store`` or, with ``rescale``,
+    ``mm_tile_rescale_add``); the tile is ``2 * vector_bytes // itemsize`` columns wide.
+
+    ``vector_bytes`` defaults to the target's register width; other widths are
+    correct on any CPU (LLVM splits wider vectors), which is how the tests
+    cover every width on one machine.
+    """
+    key = (rescale, vector_bytes)
+    if key not in _MM_TILES:
+        codegen = _tile_codegen(rescale, vector_bytes)
+        if rescale:
+            def typer(typingctx, A, i, B, kb, jb, C, jc, K, alpha):
+                """C[i+r, jc+c] = alpha[i+r] * C[i+r, jc+c] + sum_{k<K} A[i+r, k] * B[kb+k, jb+c]."""
+                if not (_same_float_c2d(A, B, C) and isinstance(alpha, types.Array) and alpha.ndim == 1
+                        and alpha.dtype == A.dtype):
+                    return None
+                return types.void(A, i, B, kb, jb, C, jc, K, alpha), codegen
+        else:
+            def typer(typingctx, A, i, B, kb, jb, C, jc, K):
+                """C[i+r, jc+c] = sum_{k<K} A[i+r, k] * B[kb+k, jb+c] (see the module docstring)."""
+                if not _same_float_c2d(A, B, C):
+                    return None
+                return types.void(A, i, B, kb, jb, C, jc, K), codegen
+        typer.__name__ = f"mm_tile_{'rescale_add' if rescale else 'store'}_{vector_bytes}B"
+        _MM_TILES[key] = intrinsic(typer)
+    return _MM_TILES[key]
+
+
+#: Host-width tiles (the prefill kernel and the compiled-loop ceiling of the calibration).
+mm_tile_store = mm_tile_for(False)
+mm_tile_rescale_add = mm_tile_for(True)
 
 
 # ------------------------------------------------------------------ dot products in a fixed lane order

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from numba import njit
 
 from scalelab.kernels._vecmath import VECTOR_BYTES, max_and_bad, vector_bytes_for
-from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_for, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_for, mm_tile_for, mm_tile_rescale_add,
+                                     mm_tile_store)
 
 
 @njit(cache=True)
@@ -189,3 +190,31 @@ def test_dot_tile_sums_in_the_documented_order(vector_bytes):
         C = np.zeros((1, 1), np.float32)
         call(np.ones((1, K), np.float32), 0, b[None, :].copy(), 0, 1, C, 0, 0, K)
         assert C[0, 0] == _lane_order_sum(b, lanes)
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+def test_tile_products_at_every_width(vector_bytes):
+    store, rescale_add = mm_tile_for(False, vector_bytes), mm_tile_for(True, vector_bytes)
+
+    @njit
+    def both(A, i, B, kb, jb, C, D, jc, K, alpha):
+        store(A, i, B, kb, jb, C, jc, K)
+        rescale_add(A, i, B, kb, jb, D, jc, K, alpha)
+
+    rng = np.random.default_rng(vector_bytes)
+    for dtype in (np.float32, np.float64):
+        W = 2 * vector_bytes // np.dtype(dtype).itemsize
+        for K in (0, 1, 7, 33):
+            A = rng.standard_normal((TILE_ROWS + 2, K + 3)).astype(dtype)  # (M, K')
+            B = rng.standard_normal((K + 1, W + 3)).astype(dtype)  # (kb + K, N)
+            C0 = rng.standard_normal((TILE_ROWS + 2, W + 2)).astype(dtype)  # (M, N)
+            alpha = rng.uniform(0, 1, TILE_ROWS + 2).astype(dtype)
+            C, D = C0.copy(), C0.copy()
+            both(A, 1, B, 1, 2, C, D, 1, K, alpha)
+            prod = A[1:1 + TILE_ROWS, :K].astype(np.float64) @ B[1:1 + K, 2:2 + W].astype(np.float64)
+            tol = dict(rtol=1e-5, atol=1e-5 * max(K, 1)) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+            want = C0.astype(np.float64)
+            want[1:1 + TILE_ROWS, 1:1 + W] = prod
+            np.testing.assert_allclose(C, want, **tol)
+            want[1:1 + TILE_ROWS, 1:1 + W] = alpha[1:1 + TILE_ROWS, None] * C0[1:1 + TILE_ROWS, 1:1 + W] + prod
+            np.testing.assert_allclose(D, want, **tol)
