@@ -47,8 +47,15 @@ FAIR_PEERS = ("torch", "numpy_f32")
 #: Relative noise of a best-of-repeats ``track_`` rate on this shared machine: the A/A
 #: experiment of docs/regression-gate.md saw identical code's track_ ratios within 0.974-1.082x.
 TRACK_NOISE = 0.10
+#: asv modules that time analytic models or the machine, not kernels: left out of the kernel tables.
+NOT_KERNEL_MODULES = ("inference", "scaling", "simulations", "serving", "hyperparams", "gate_probe")
 #: Parameters that describe the environment, not the problem size: left out of shape labels.
 _NOT_SHAPE = ("blas",)
+
+
+def kernel_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of asv benchmarks of kernels and of the machine's ceilings (not of analytic models)."""
+    return frame[~frame["module"].isin(NOT_KERNEL_MODULES)]
 
 
 def family_of(kernel: str) -> str:
@@ -99,7 +106,7 @@ def _with_family(frame: pd.DataFrame) -> pd.DataFrame:
     out["family"] = out["kernel"].map(family_of)
     per_family = out.groupby("family")["kernel"].transform("nunique")
     ops = [operation_of(k, f, n) for k, f, n in zip(out["kernel"], out["family"], per_family)]
-    out["label"] = [" ".join(b for b in (op, short_shape(s)) if b) for op, s in zip(ops, out["shape"])]
+    out["label"] = [" ".join(b for b in (op, short_shape(s)) if b) or "one shape" for op, s in zip(ops, out["shape"])]
     return out
 
 
@@ -143,6 +150,10 @@ def times_table(now: pd.DataFrame) -> pd.DataFrame:
     headline_idx = at_top.groupby("family").tail(1).index  # the largest shape: last in natural order
     table["headline"] = table.index.isin(headline_idx)
     table = pd.concat([table[table["headline"]], table[~table["headline"]]])
+    # What a reader compares first; asv's kernel name and full shape last.
+    first = ["family", "label", "threads", "numba_ms", *(f"{p}_ms" for p in FAIR_PEERS),
+             *(f"speedup_vs_{p}" for p in FAIR_PEERS), "headline"]
+    table = table[first + [c for c in table if c not in first]]
     return table.rename(columns={"numpy_ms": "numpy_f64_reference_ms"}).reset_index(drop=True)
 
 
@@ -332,8 +343,9 @@ def _gate_verdicts(ours: pd.DataFrame, results_dir, commits: list[str], factor: 
     loaded = {c: regress.load_commit_results(results_dir, machine, c, None, None) for c in commits}
     out: dict = {}
     for before, after in zip(commits, commits[1:]):
-        base = {k: v for k, v in loaded[before].items() if k in family}
-        head = {k: v for k, v in loaded[after].items() if k in family}
+        both = set(loaded[before]) & set(loaded[after]) & set(family)  # combinations both commits ran
+        base = {k: loaded[before][k] for k in both}
+        head = {k: loaded[after][k] for k in both}
         counts: dict = {}
         for row in regress.compare_results(base, head, units, factor):
             fam = counts.setdefault(family[(row.benchmark, row.params)], {})
@@ -373,6 +385,7 @@ def asv_items(frame: pd.DataFrame, results_dir, machine: str, repo_root) -> list
     from scalelab.report.section import FigureItem, TableItem, TextItem
 
     items: list = []
+    frame = kernel_rows(frame)
     commits = asv_results.commits_in_order(frame)
     now = asv_results.latest(frame)
     ceilings = ceilings_of(now)
@@ -441,18 +454,22 @@ def asv_items(frame: pd.DataFrame, results_dir, machine: str, repo_root) -> list
         ))
     if len(commits) >= 2:
         hist = history_table(frame, results_dir)
-        if not hist.empty:
+        # A family drawn over commits needs shapes that every commit ran.
+        drawn = hist[hist.groupby("family")["n_shapes"].transform("min") > 0] if not hist.empty else hist
+        if not drawn.empty:
             from scalelab.bench import regress
 
             undecided = int(hist["undecided"].sum())
             items.append(FigureItem(
-                "asv_history", kfig.history_figure(hist, regress.DEFAULT_FACTOR),
+                "asv_history", kfig.history_figure(drawn, regress.DEFAULT_FACTOR),
                 f"Our time per call at each of the {len(commits)} benchmarked commits, oldest left, per family "
                 "(geometric mean over the shapes every commit ran, highest thread count), relative to the oldest. "
                 "A cross marks a commit where the regression gate's rule (slower than the commit before by more "
                 f"than {regress.DEFAULT_FACTOR:g}x, and significant) flags a benchmark of the family."
                 + (f" {undecided} comparison(s) could not be judged: asv recorded no samples or statistics "
-                   "for them (quick runs)." if undecided else ""),
+                   "for them (quick runs)." if undecided else "")
+                + (f" Not drawn (no shape benchmarked at every commit): {', '.join(sorted(missing))}."
+                   if (missing := set(hist["family"]) - set(drawn["family"])) else ""),
                 data=hist,
             ))
     else:
