@@ -279,3 +279,11 @@ def test_short_shape(shape, expected):
 ])
 def test_family_of(kernel, family):
     assert kasv.family_of(kernel) == family
+
+
+def test_links_asv_publish_html_only_when_it_exists(tmp_path):
+    assert kasv.publish_link(tmp_path) is None
+    (tmp_path / ".asv" / "html").mkdir(parents=True)
+    (tmp_path / ".asv" / "html" / "index.html").write_text("<html></html>")
+    link = kasv.publish_link(tmp_path)
+    assert "asv publish" in link and (tmp_path / ".asv" / "html" / "index.html").as_uri() in link

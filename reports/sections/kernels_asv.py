@@ -365,7 +365,7 @@ def _how_to_add_commit() -> str:
             "each family's time per commit and flags regressions by the gate's rule.")
 
 
-def _publish_link(repo_root) -> str | None:
+def publish_link(repo_root) -> str | None:
     """A Markdown link to ``asv publish``'s HTML when it exists in the checkout."""
     if repo_root is None:
         return None
@@ -474,7 +474,7 @@ def asv_items(frame: pd.DataFrame, results_dir, machine: str, repo_root) -> list
             ))
     else:
         items.append(TextItem(_how_to_add_commit()))
-    link = _publish_link(repo_root)
+    link = publish_link(repo_root)
     if link:
         items.append(TextItem(link))
     compile_rows = now[(now["type"] == "timeraw") & now["value"].notna()]
