@@ -42,7 +42,9 @@ from numba.extending import intrinsic
 
 from scalelab.kernels._vecmath import VECTOR_BYTES
 
-__all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "mm_tile_store", "mm_tile_rescale_add"]
+__all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
+           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "row_sum",
+           "row_sum_for"]
 
 #: Rows of A (and C) per tile.
 TILE_ROWS = 4
@@ -52,7 +54,7 @@ _VECTORS = 2
 TILE_ROW_BYTES = _VECTORS * VECTOR_BYTES
 
 
-def _tile_codegen(rescale):
+def _tile_codegen(rescale, vector_bytes):
     """Build the IR for a TILE_ROWS x (_VECTORS * lanes) tile; ``rescale`` selects the update."""
 
     def codegen(context, builder, sig, args):
@@ -60,7 +62,7 @@ def _tile_codegen(rescale):
         aty, bty, cty = sig.args[0], sig.args[2], sig.args[5]
         fty = context.get_value_type(aty.dtype)
         isz = context.get_abi_sizeof(fty)
-        lanes = VECTOR_BYTES // isz
+        lanes = vector_bytes // isz
         vty = ir.VectorType(fty, lanes)
         vptr = vty.as_pointer()
         intp = context.get_value_type(types.intp)
@@ -135,19 +137,224 @@ def _same_float_c2d(*arrays):
     )
 
 
-@intrinsic
-def mm_tile_store(typingctx, A, i, B, kb, jb, C, jc, K):
-    """C[i+r, jc+c] = sum_{k<K} A[i+r, k] * B[kb+k, jb+c] (see the module docstring)."""
-    if not _same_float_c2d(A, B, C):
-        return None
-    return types.void(A, i, B, kb, jb, C, jc, K), _tile_codegen(False)
+_MM_TILES = {}
 
 
-@intrinsic
-def mm_tile_rescale_add(typingctx, A, i, B, kb, jb, C, jc, K, alpha):
-    """C[i+r, jc+c] = alpha[i+r] * C[i+r, jc+c] + sum_{k<K} A[i+r, k] * B[kb+k, jb+c]."""
-    if not _same_float_c2d(A, B, C):
-        return None
-    if not (isinstance(alpha, types.Array) and alpha.ndim == 1 and alpha.dtype == A.dtype):
-        return None
-    return types.void(A, i, B, kb, jb, C, jc, K, alpha), _tile_codegen(True)
+def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES):
+    """The register-tile intrinsic at a given vector width (``mm_tile_store`` or, with ``rescale``,
+    ``mm_tile_rescale_add``); the tile is ``2 * vector_bytes // itemsize`` columns wide.
+
+    ``vector_bytes`` defaults to the target's register width; other widths are
+    correct on any CPU (LLVM splits wider vectors), which is how the tests
+    cover every width on one machine.
+    """
+    key = (rescale, vector_bytes)
+    if key not in _MM_TILES:
+        codegen = _tile_codegen(rescale, vector_bytes)
+        if rescale:
+            def typer(typingctx, A, i, B, kb, jb, C, jc, K, alpha):
+                """C[i+r, jc+c] = alpha[i+r] * C[i+r, jc+c] + sum_{k<K} A[i+r, k] * B[kb+k, jb+c]."""
+                if not (_same_float_c2d(A, B, C) and isinstance(alpha, types.Array) and alpha.ndim == 1
+                        and alpha.dtype == A.dtype):
+                    return None
+                return types.void(A, i, B, kb, jb, C, jc, K, alpha), codegen
+        else:
+            def typer(typingctx, A, i, B, kb, jb, C, jc, K):
+                """C[i+r, jc+c] = sum_{k<K} A[i+r, k] * B[kb+k, jb+c] (see the module docstring)."""
+                if not _same_float_c2d(A, B, C):
+                    return None
+                return types.void(A, i, B, kb, jb, C, jc, K), codegen
+        typer.__name__ = f"mm_tile_{'rescale_add' if rescale else 'store'}_{vector_bytes}B"
+        _MM_TILES[key] = intrinsic(typer)
+    return _MM_TILES[key]
+
+
+#: Host-width tiles (the prefill kernel and the compiled-loop ceiling of the calibration).
+mm_tile_store = mm_tile_for(False)
+mm_tile_rescale_add = mm_tile_for(True)
+
+
+# ------------------------------------------------------------------ dot products in a fixed lane order
+
+
+def _emit_lane_dots(context, builder, fty, lanes, a_rows, b_rows, K):
+    """Emit ``len(a_rows) x len(b_rows)`` dot products over ``k < K`` in the fixed lane order.
+
+    ``a_rows`` / ``b_rows`` are element pointers to the rows; an ``a_rows``
+    entry of ``None`` stands for a row of ones (a plain sum, one addition per
+    element instead of a multiply-add with 1, which gives the same bits).
+    Returns one scalar per (a row, b row), row-major.
+    """
+    isz = context.get_abi_sizeof(fty)
+    vty = ir.VectorType(fty, lanes)
+    vptr = vty.as_pointer()
+    intp = context.get_value_type(types.intp)
+    i32 = ir.IntType(32)
+    sfx = "f32" if isz == 4 else "f64"
+    vfma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                          f"llvm.fma.v{lanes}{sfx}")
+    sfma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, fty, fty]),
+                                          f"llvm.fma.{sfx}")
+
+    def madd(fn, a, b, acc):
+        return builder.fadd(acc, b) if a is None else builder.call(fn, [a, b, acc])
+
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in b_rows] for _ in a_rows]
+    nvec = builder.sdiv(K, ir.Constant(intp, lanes))
+    with cgutils.for_range(builder, nvec) as loop:  # lane u takes k = u mod lanes
+        k = builder.mul(loop.index, ir.Constant(intp, lanes))
+
+        def vload(row):
+            return builder.load(builder.bitcast(builder.gep(row, [k]), vptr), align=isz)
+
+        bs = [vload(row) for row in b_rows]
+        for r, a_row in enumerate(a_rows):
+            a = None if a_row is None else vload(a_row)
+            for c, b in enumerate(bs):
+                builder.store(madd(vfma, a, b, builder.load(accs[r][c])), accs[r][c])
+
+    sums = []
+    for acc_row in accs:
+        for acc in acc_row:
+            v = builder.load(acc)
+            width = lanes
+            while width > 1:  # lanes [0, w/2) + lanes [w/2, w): a fixed pairwise tree
+                width //= 2
+                half = ir.VectorType(i32, width)
+                lo = builder.shuffle_vector(v, v, ir.Constant(half, list(range(width))))
+                hi = builder.shuffle_vector(v, v, ir.Constant(half, list(range(width, 2 * width))))
+                v = builder.fadd(lo, hi)
+            sums.append(cgutils.alloca_once_value(builder, builder.extract_element(v, ir.Constant(i32, 0))))
+    start = builder.mul(nvec, ir.Constant(intp, lanes))
+    with cgutils.for_range(builder, builder.sub(K, start)) as loop:  # the K % lanes tail, in order
+        k = builder.add(start, loop.index)
+        bk = [builder.load(builder.gep(row, [k])) for row in b_rows]
+        for r, a_row in enumerate(a_rows):
+            a = None if a_row is None else builder.load(builder.gep(a_row, [k]))
+            for c, b in enumerate(bk):
+                slot = sums[r * len(b_rows) + c]
+                builder.store(madd(sfma, a, b, builder.load(slot)), slot)
+    return [builder.load(slot) for slot in sums]
+
+
+def _row_stride(context, builder, arr, isz):
+    """Elements between rows of a 2-D array (its strides are in bytes)."""
+    intp = context.get_value_type(types.intp)
+    return builder.sdiv(cgutils.unpack_tuple(builder, arr.strides, 2)[0], ir.Constant(intp, isz))
+
+
+def _dot_tile_codegen(rows, cols, vector_bytes):
+    """IR for ``rows x cols`` dot products of A rows with strided B rows (see :func:`dot_tile_nt_for`)."""
+
+    def codegen(context, builder, sig, args):
+        aty, bty, cty = sig.args[0], sig.args[2], sig.args[5]
+        fty = context.get_value_type(aty.dtype)
+        isz = context.get_abi_sizeof(fty)
+        intp = context.get_value_type(types.intp)
+
+        def const(n):
+            return ir.Constant(intp, n)
+
+        def arg(n):
+            return context.cast(builder, args[n], sig.args[n], types.intp)
+
+        A = context.make_array(aty)(context, builder, args[0])
+        B = context.make_array(bty)(context, builder, args[2])
+        C = context.make_array(cty)(context, builder, args[5])
+        lda, ldb, ldc = (_row_stride(context, builder, x, isz) for x in (A, B, C))
+        ia, rb, rstride, ic, jc, K = arg(1), arg(3), arg(4), arg(6), arg(7), arg(8)
+        a_rows = [builder.gep(A.data, [builder.mul(builder.add(ia, const(r)), lda)]) for r in range(rows)]
+        b_rows = [builder.gep(B.data, [builder.mul(builder.add(rb, builder.mul(const(c), rstride)), ldb)])
+                  for c in range(cols)]
+        sums = _emit_lane_dots(context, builder, fty, vector_bytes // isz, a_rows, b_rows, K)
+        for r in range(rows):
+            c_row = builder.gep(C.data, [builder.add(builder.mul(builder.add(ic, const(r)), ldc), jc)])
+            for c in range(cols):
+                builder.store(sums[r * cols + c], builder.gep(c_row, [const(c)]))
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _row_sum_codegen(vector_bytes):
+    def codegen(context, builder, sig, args):
+        sty = sig.args[0]
+        fty = context.get_value_type(sty.dtype)
+        isz = context.get_abi_sizeof(fty)
+        S = context.make_array(sty)(context, builder, args[0])
+        r = context.cast(builder, args[1], sig.args[1], types.intp)
+        n = context.cast(builder, args[2], sig.args[2], types.intp)
+        row = builder.gep(S.data, [builder.mul(r, _row_stride(context, builder, S, isz))])
+        return _emit_lane_dots(context, builder, fty, vector_bytes // isz, [None], [row], n)[0]
+
+    return codegen
+
+
+_ROW_SUMS = {}
+
+
+def row_sum_for(vector_bytes=VECTOR_BYTES):
+    """The intrinsic ``row_sum(S, r, n)``: ``sum_{k < n} S[r, k]`` of a 2-D C-contiguous float array.
+
+    Summed in the lane order of :func:`dot_tile_nt_for` (the dot product with a
+    row of ones, bit for bit): vectorised without ``reassoc``, the same bits
+    for every compile.
+    """
+    if vector_bytes not in _ROW_SUMS:
+        codegen = _row_sum_codegen(vector_bytes)
+
+        def typer(typingctx, S, r, n):
+            if not _same_float_c2d(S):
+                return None
+            return S.dtype(S, r, n), codegen
+
+        typer.__name__ = f"row_sum_{vector_bytes}B"
+        _ROW_SUMS[vector_bytes] = intrinsic(typer)
+    return _ROW_SUMS[vector_bytes]
+
+
+_DOT_TILES = {}
+
+
+def dot_tile_nt_for(rows, cols, vector_bytes=VECTOR_BYTES):
+    """The intrinsic ``dot(A, ia, B, rb, rstride, C, ic, jc, K)`` for one block of dot products.
+
+    It sets, for ``r < rows`` and ``c < cols``::
+
+        C[ic + r, jc + c] = sum_{k < K} A[ia + r, k] * B[rb + c * rstride, k]
+
+    on 2-D C-contiguous arrays of one float dtype (nothing is bounds-checked).
+    The order of the sum is part of the definition, not the compiler's choice:
+    with ``W = vector_bytes // itemsize`` lanes, lane ``u`` accumulates the
+    products ``k = u, u + W, ...`` below ``K - K % W`` in increasing ``k``
+    with fused multiply-adds; the lanes are then added as a fixed pairwise
+    tree (lanes ``[0, W/2)`` plus ``[W/2, W)``, halving until one is left), and
+    the last ``K % W`` products are fused in, in increasing ``k``. So the loop
+    runs on full vectors without ``reassoc``, and every compile (fresh or from
+    the Numba cache) gives the same bits. ``vector_bytes`` defaults to the
+    target's register width; any power of two >= the item size is correct on
+    any CPU (wider vectors are split into the registers the CPU has), which is
+    how the tests cover every width on one machine. The A rows and the
+    ``cols`` B rows are read once per block, each product from both.
+    """
+    key = (rows, cols, vector_bytes)
+    if key not in _DOT_TILES:
+        codegen = _dot_tile_codegen(rows, cols, vector_bytes)
+
+        def typer(typingctx, A, ia, B, rb, rstride, C, ic, jc, K):
+            if not _same_float_c2d(A, B, C):
+                return None
+            return types.void(A, ia, B, rb, rstride, C, ic, jc, K), codegen
+
+        typer.__name__ = f"dot_tile_nt_{rows}x{cols}_{vector_bytes}B"
+        _DOT_TILES[key] = intrinsic(typer)
+    return _DOT_TILES[key]
+
+
+#: Host-width dot-product blocks the decode scores use: 2 query rows x 4 keys and the edges.
+dot_tile_nt_2x4 = dot_tile_nt_for(2, 4)
+dot_tile_nt_1x4 = dot_tile_nt_for(1, 4)
+dot_tile_nt_2x1 = dot_tile_nt_for(2, 1)
+dot_tile_nt_1x1 = dot_tile_nt_for(1, 1)
+#: Host-width row sum (the softmax denominator).
+row_sum = row_sum_for()

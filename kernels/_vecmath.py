@@ -13,7 +13,8 @@ name                           what it guarantees
                                between a fresh compile and a cache load
 ``FASTMATH_EXACT_DIV``         as ``FASTMATH_INF_SAFE`` without ``arcp``: ``x / t`` stays a true division
                                (sampling matches its reference bit for bit)
-``VECTOR_BYTES``               bytes per SIMD register the IR is written for (AVX2)
+``VECTOR_BYTES``               bytes per SIMD register the IR is written for, from the CPU
+                               features Numba targets (``vector_bytes_for``: 64 AVX-512, 32 AVX2)
 ``bits_as_f32``/``bits_as_f64``  reinterpret integer bits as a float (a register move)
 ``exp2_f32_clamped``           float32 ``2**x`` for ``x <= 0``, rel. error 8e-8, exactly 0 at
                                ``x <= -127`` (so -inf -> 0)
@@ -62,7 +63,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 __all__ = [
-    "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "bits_as_f32", "bits_as_f64",
+    "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "vector_bytes_for", "bits_as_f32", "bits_as_f64",
     "exp2_f32_clamped", "exp2_nonpositive", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
     "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad",
 ]
@@ -89,8 +90,43 @@ FASTMATH_INF_SAFE_UNFUSED = {"nsz", "arcp", "afn"}
 #: division and matches the reference bit for bit; "contract" lets Horner use FMA.
 FASTMATH_EXACT_DIV = {"nsz", "contract", "afn"}
 
-#: Bytes per SIMD register the IR here and in ``_tiles`` is written for (AVX2).
-VECTOR_BYTES = 32
+
+def vector_bytes_for(features) -> int:
+    """Widest float SIMD register, in bytes, that a set of LLVM target features has.
+
+    ``avx512f``: 64 (16 float32 lanes); ``avx``/``avx2``: 32 (8 lanes); anything
+    else: 16, the SSE2 baseline of x86-64 and the width of AArch64 NEON. The IR
+    is correct at any width (LLVM splits a wider vector type into the registers
+    the target has), so this only chooses speed.
+    """
+    features = set(features)
+    if "avx512f" in features:
+        return 64
+    if "avx" in features or "avx2" in features:
+        return 32
+    return 16
+
+
+def _target_features() -> set[str]:
+    """The LLVM features Numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's.
+
+    ``NUMBA_CPU_NAME`` without features (e.g. ``generic`` for a portable cache)
+    promises no extension, so no wide vector either.
+    """
+    from numba.core import config  # noqa: PLC0415 - read when the module loads, after env set-up
+
+    if config.CPU_FEATURES is not None:
+        return {f[1:] for f in config.CPU_FEATURES.split(",") if f.startswith("+")}
+    if config.CPU_NAME is not None:
+        return set()
+    import llvmlite.binding as llvm  # noqa: PLC0415
+
+    return {name for name, on in llvm.get_host_cpu_features().items() if on}
+
+
+#: Bytes per SIMD register the IR here and in ``_tiles`` is written for, chosen
+#: from the CPU features Numba targets (32 with AVX2, 64 with AVX-512F).
+VECTOR_BYTES = vector_bytes_for(_target_features())
 
 # ------------------------------------------------------------------ bit casts
 

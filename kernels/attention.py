@@ -30,8 +30,11 @@ Semantics shared by all of them
 * Non-finite inputs: NaN or inf in ``q``, ``k`` or ``v`` raises ``ValueError``
   naming the array, even in keys a query cannot see (so the rule does not
   depend on masks or tiles); in decode only the slots below ``lengths[b]`` are
-  checked. The references apply the same rule. The check is one jitted pass
-  over the inputs: ~1 % of a prefill call, ~25 % of a (memory-bound) decode call.
+  checked. The references apply the same rule. Prefill checks with one jitted
+  pass over the inputs (~1 % of a call). Decode does not read the cache twice:
+  the kernel flags a non-finite score (what a non-finite key gives) and a bad
+  value makes the output non-finite, and only then the exact check runs and
+  names the input; slots a window leaves unread are checked up front.
 * ``scale * log2(e)`` must be finite in the computation dtype (``ValueError``
   otherwise), ``window`` must fit in int64.
 * dtype rule: inputs must be float32 or float64; mixed inputs are promoted
@@ -73,7 +76,12 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       fractional part times ``2**n`` built from the exponent bits, so the
       softmax loop vectorises (libm ``exp`` is a scalar call per score);
       clamping at -127 makes masked (-inf) scores exactly 0. Working in base 2
-      is free because ``log2(e)`` is folded into the query scale.
+      is free because ``log2(e)`` is folded into the query scale. The row sum
+      is a separate pass (:func:`~scalelab.kernels._tiles.row_sum`, lanes in a
+      fixed order written in IR): fused into the exp loop, LLVM vectorises the
+      sum only with ``reassoc``, which makes the bits depend on the compile;
+      written as eight scalar lane sums, the SLP vectoriser left the whole
+      exp loop scalar.
    d. *A vectorisable row max*: eight independent max lanes, since without
       ``nnan`` LLVM keeps a single max chain scalar.
    e. *Mask only where needed*: tiles entirely outside every row's visible
@@ -82,8 +90,10 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       (batch, head, pair of query blocks) where a pair is block ``t`` and
       block ``n - 1 - t``, so causal work is the same for every iteration.
 3. ``decode_attention`` (flash-decoding): the ``g`` query heads that share a
-   kv head are processed together (a g x 4 score block per step), so each K
-   and V byte is read from DRAM once for all ``g`` heads. The sequence is cut
+   kv head are processed together (2 query heads x 4 keys per block of
+   :func:`~scalelab.kernels._tiles.dot_tile_nt_for`: full-vector dot products
+   in a lane order fixed in IR, so they need no ``reassoc``), so each K and V
+   byte is read from DRAM once for all ``g`` heads. The sequence is cut
    into fixed ``DECODE_SPLIT``-key chunks (independent of the thread count);
    a parallel work item is (batch, chunk) and produces (max, sum, partial
    output) per head, and the chunks are merged in a fixed order: both cores
@@ -118,7 +128,8 @@ from numba.extending import overload
 
 from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
-from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, dot_tile_nt_2x1,
+                                     dot_tile_nt_2x4, mm_tile_rescale_add, mm_tile_store, row_sum)
 
 __all__ = [
     "attention",
@@ -334,7 +345,7 @@ def _check_prefill(q, k, v, causal, scale, window):
     return q, k, v, scale, window, _common_dtype(q, k, v)
 
 
-def _check_decode(q, k_cache, v_cache, lengths, scale, window):
+def _check_decode(q, k_cache, v_cache, lengths, scale, window, check_cache=True):
     q = check_float_array("q", q, 3)
     k_cache = check_float_array("k_cache", k_cache, 4)
     v_cache = check_float_array("v_cache", v_cache, 4)
@@ -354,11 +365,17 @@ def _check_decode(q, k_cache, v_cache, lengths, scale, window):
     scale = _check_scale(scale, D, _common_dtype(q, k_cache, v_cache))
     window = _check_window(window)
     check_finite("q", q)
-    for b in range(B):  # only the filled prefix: positions >= lengths[b] may hold anything
-        n = int(lengths[b])
+    if check_cache:
+        _check_decode_cache(k_cache, v_cache, lengths)
+    return q, k_cache, v_cache, lengths, scale, window, _common_dtype(q, k_cache, v_cache)
+
+
+def _check_decode_cache(k_cache, v_cache, lengths, stop=None):
+    """Raise naming ``k_cache``/``v_cache`` if a slot below ``lengths[b]`` (or ``stop[b]``) is not finite."""
+    for b in range(k_cache.shape[0]):  # only the filled prefix: positions >= lengths[b] may hold anything
+        n = int(lengths[b] if stop is None else stop[b])
         check_finite("k_cache", k_cache[b, :, :n], f" at positions < lengths[{b}]")
         check_finite("v_cache", v_cache[b, :, :n], f" at positions < lengths[{b}]")
-    return q, k_cache, v_cache, lengths, scale, window, _common_dtype(q, k_cache, v_cache)
 
 
 def _check_lengths(lengths, B, Lmax):
@@ -372,7 +389,7 @@ def _check_lengths(lengths, B, Lmax):
     return lengths
 
 
-def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window):
+def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window, check_cache=True):
     q = check_float_array("q", q, 3)
     k_pages = check_float_array("k_pages", k_pages, 4)
     v_pages = check_float_array("v_pages", v_pages, 4)
@@ -405,15 +422,23 @@ def _check_paged(q, k_pages, v_pages, block_table, lengths, scale, window):
     scale = _check_scale(scale, D, _common_dtype(q, k_pages, v_pages))
     window = _check_window(window)
     check_finite("q", q)
-    for b in range(B):  # only the slots a sequence fills: padding pages and the tail may hold anything
-        n = int(lengths[b])
+    if check_cache:
+        _check_paged_cache(k_pages, v_pages, block_table, lengths)
+    return q, k_pages, v_pages, block_table, lengths, scale, window, _common_dtype(q, k_pages, v_pages)
+
+
+def _check_paged_cache(k_pages, v_pages, block_table, lengths, stop=None):
+    """Raise naming ``k_pages``/``v_pages`` if a slot sequence ``b`` uses below ``lengths[b]``
+    (or ``stop[b]``) is not finite; padding pages and the tail may hold anything."""
+    page_size = k_pages.shape[1]
+    for b in range(block_table.shape[0]):
+        n = int(lengths[b] if stop is None else stop[b])
         full, tail = divmod(n, page_size)
         for name, pages in (("k_pages", k_pages), ("v_pages", v_pages)):
             where = f" in the slots sequence {b} uses"
             check_finite(name, pages[block_table[b, :full]], where)
             if tail:
                 check_finite(name, pages[block_table[b, full], :tail], where)
-    return q, k_pages, v_pages, block_table, lengths, scale, window, _common_dtype(q, k_pages, v_pages)
 
 
 # --------------------------------------------------------------------------- Numba leaves
@@ -430,105 +455,35 @@ def _zero_of_overload(a):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _dot_rows2(A, ar, B, br, K, zero):
-    """Two dot products sum_k A[ar + r, k] * B[br, k] for r = 0, 1."""
-    s0 = zero
-    s1 = zero
-    for kk in range(K):
-        b = B[br, kk]
-        s0 += A[ar, kk] * b
-        s1 += A[ar + 1, kk] * b
-    return s0, s1
-
-
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _dot_row4(A, i, B, r0, r1, r2, r3, K, zero):
-    """Four dot products sum_k A[i, k] * B[r, k] for r in (r0, r1, r2, r3)."""
-    s0 = zero
-    s1 = zero
-    s2 = zero
-    s3 = zero
-    for kk in range(K):
-        a = A[i, kk]
-        s0 += a * B[r0, kk]
-        s1 += a * B[r1, kk]
-        s2 += a * B[r2, kk]
-        s3 += a * B[r3, kk]
-    return s0, s1, s2, s3
-
-
-# Index note for the micro-kernels: the innermost index is always a bare loop
-# variable. Numba wraps negative indices, and for ``offset + kk`` with a
-# run-time offset that check cannot be proved away, which turns contiguous
-# loads into gathers; row offsets are fine because they are loop invariant.
-
-
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
     """C[i, c0 + j] = sum_k A[i, k] * B[br0 + j * bstride, k] for i < M, j < N.
 
-    2 x 4 register block; the k loop is contiguous in A and B so LLVM turns the
-    8 scalar accumulators into 8 vector FMA chains. An odd last row (decode
-    with one query head per kv head) uses a 1 x 4 block.
+    Blocks of 2 query rows x 4 keys (:func:`~scalelab.kernels._tiles.dot_tile_nt_for`):
+    each key row is read once per pair of rows, and every dot product runs on
+    full vectors in a lane order the source fixes. An odd last row (decode
+    with one query head per kv head) and the last ``N % 4`` keys use the
+    1-row and 1-key blocks, which sum in the same order.
     """
-    zero = _zero_of(C)
     N4 = N - N % 4
     M2 = M - M % 2
     for j in range(0, N4, 4):  # j outer: each B row is fetched once, A stays in L1
-        r0 = br0 + j * bstride
-        r1 = r0 + bstride
-        r2 = r1 + bstride
-        r3 = r2 + bstride
-        cj = c0 + j
-        if M2 < M:
-            t0, t1, t2, t3 = _dot_row4(A, M2, B, r0, r1, r2, r3, K, zero)
-            C[M2, cj] = t0
-            C[M2, cj + 1] = t1
-            C[M2, cj + 2] = t2
-            C[M2, cj + 3] = t3
+        rj = br0 + j * bstride
         for i in range(0, M2, 2):
-            s00 = zero
-            s01 = zero
-            s02 = zero
-            s03 = zero
-            s10 = zero
-            s11 = zero
-            s12 = zero
-            s13 = zero
-            for kk in range(K):
-                a0 = A[i, kk]
-                a1 = A[i + 1, kk]
-                b0 = B[r0, kk]
-                b1 = B[r1, kk]
-                b2 = B[r2, kk]
-                b3 = B[r3, kk]
-                s00 += a0 * b0
-                s01 += a0 * b1
-                s02 += a0 * b2
-                s03 += a0 * b3
-                s10 += a1 * b0
-                s11 += a1 * b1
-                s12 += a1 * b2
-                s13 += a1 * b3
-            C[i, cj] = s00
-            C[i, cj + 1] = s01
-            C[i, cj + 2] = s02
-            C[i, cj + 3] = s03
-            C[i + 1, cj] = s10
-            C[i + 1, cj + 1] = s11
-            C[i + 1, cj + 2] = s12
-            C[i + 1, cj + 3] = s13
+            dot_tile_nt_2x4(A, i, B, rj, bstride, C, i, c0 + j, K)
+        if M2 < M:
+            dot_tile_nt_1x4(A, M2, B, rj, bstride, C, M2, c0 + j, K)
     for j in range(N4, N):
         rj = br0 + j * bstride
         for i in range(0, M2, 2):
-            s0, s1 = _dot_rows2(A, i, B, rj, K, zero)
-            C[i, c0 + j] = s0
-            C[i + 1, c0 + j] = s1
+            dot_tile_nt_2x1(A, i, B, rj, bstride, C, i, c0 + j, K)
         if M2 < M:
-            t = zero
-            for kk in range(K):
-                t += A[M2, kk] * B[rj, kk]
-            C[M2, c0 + j] = t
+            dot_tile_nt_1x1(A, M2, B, rj, bstride, C, M2, c0 + j, K)
+
+
+# Index note for the Numba loops below: the innermost index is always a bare
+# loop variable. Numba wraps negative indices, and for ``offset + kk`` with a
+# run-time offset that check cannot be proved away, which turns contiguous
+# loads into gathers; row offsets are fine because they are loop invariant.
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
@@ -626,51 +581,15 @@ def _row_max(S, r, n, init):
 def _exp2_row_sum(S, r, n, mx):
     """In place S[r, :n] <- 2**(S[r, :n] - mx); returns their sum, in a fixed order.
 
-    Eight independent lane sums (lane u takes j = u mod 8), added pairwise at
-    the end: the order is written here rather than left to ``reassoc``, so
-    every compile of the kernel (fresh or loaded from the Numba cache) adds in
-    the same order, and the eight lanes still map onto one vector register.
+    Two passes over the row (in L1): the exponentials, a loop without a
+    reduction that LLVM vectorises as it stands, then
+    :func:`~scalelab.kernels._tiles.row_sum`, whose lane order is written in
+    its IR. Fused into one loop the sum needs ``reassoc`` to vectorise, and
+    then every compile (fresh or from the Numba cache) may split it differently.
     """
-    zero = _zero_of(S)
-    s0 = zero
-    s1 = zero
-    s2 = zero
-    s3 = zero
-    s4 = zero
-    s5 = zero
-    s6 = zero
-    s7 = zero
-    n8 = n - n % 8
-    for j in range(0, n8, 8):
-        p0 = exp2_nonpositive(S[r, j] - mx)
-        p1 = exp2_nonpositive(S[r, j + 1] - mx)
-        p2 = exp2_nonpositive(S[r, j + 2] - mx)
-        p3 = exp2_nonpositive(S[r, j + 3] - mx)
-        p4 = exp2_nonpositive(S[r, j + 4] - mx)
-        p5 = exp2_nonpositive(S[r, j + 5] - mx)
-        p6 = exp2_nonpositive(S[r, j + 6] - mx)
-        p7 = exp2_nonpositive(S[r, j + 7] - mx)
-        S[r, j] = p0
-        S[r, j + 1] = p1
-        S[r, j + 2] = p2
-        S[r, j + 3] = p3
-        S[r, j + 4] = p4
-        S[r, j + 5] = p5
-        S[r, j + 6] = p6
-        S[r, j + 7] = p7
-        s0 += p0
-        s1 += p1
-        s2 += p2
-        s3 += p3
-        s4 += p4
-        s5 += p5
-        s6 += p6
-        s7 += p7
-    for j in range(n8, n):
-        p0 = exp2_nonpositive(S[r, j] - mx)
-        S[r, j] = p0
-        s0 += p0
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(n):
+        S[r, j] = exp2_nonpositive(S[r, j] - mx)
+    return row_sum(S, r, n)
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
@@ -841,6 +760,17 @@ def _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, end):
     return (b * Hkv + hk) * Lmax + pos, 1, end - pos
 
 
+@njit(cache=True)
+def _scores_non_finite(S, rows, n):
+    """True if S[:rows, :n] holds NaN or +-inf (``x - x`` is 0 only for finite x)."""
+    bad = False
+    for r in range(rows):
+        for j in range(n):
+            x = S[r, j]
+            bad |= (x - x) != 0
+    return bad
+
+
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
 def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                    qscale, window, split, tile, out):
@@ -853,6 +783,11 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
     Splits and tiles sit at fixed absolute key positions (multiples of
     ``split`` / ``tile``) for both layouts, so the result never depends on the
     thread count and paged and contiguous caches do the same arithmetic.
+
+    Returns whether a score was not finite. Given a finite q that happens
+    exactly when a key it read holds NaN or inf (or a product overflowed); a
+    non-finite value it read makes ``out`` non-finite (``0 * inf`` is NaN), so
+    the caller learns of bad inputs without a separate pass over the cache.
     """
     B, Hq, D = q.shape
     Dv = out.shape[2]
@@ -861,6 +796,7 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
     part_m = np.empty((B, Hkv, nsplit, group), dtype=q.dtype)
     part_l = np.empty((B, Hkv, nsplit, group), dtype=q.dtype)
     part_o = np.empty((B, Hkv, nsplit, group, Dv), dtype=q.dtype)
+    bad = np.zeros(B * nsplit, dtype=np.bool_)  # (B * nsplit,) per work item: no shared write
     for item in prange(B * nsplit):
         s = item % nsplit
         b = item // nsplit
@@ -908,6 +844,8 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
                 row0, rstride, cnt = _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, a1)
                 _mm_nt_store(qh, K2, row0, rstride, S, pos - a0, group, cnt, D)
                 pos += cnt
+            if _scores_non_finite(S, group, a1 - a0):
+                bad[item] = True
             _online_softmax(S, m, l, alpha, group, a1 - a0)
             for r in range(group):
                 a = alpha[r]
@@ -940,6 +878,7 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
             inv = 1.0 / tot
             for c in range(Dv):
                 out[b, h, c] *= inv
+    return bad.any()
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
@@ -984,6 +923,33 @@ def _pack_strips(k, v, dtype):
     vp = aligned_empty((B, Hkv, Dv // W, Lk, W), dtype)
     _pack_strips_kernel(k, v, kp, vp)
     return kp, vp
+
+
+# --------------------------------------------------------------------------- decode's finiteness rule
+# Every slot below lengths[b] must be finite, as the references check up front.
+# The kernel reads the slots a window keeps and reports bad ones itself, so
+# the cache is read once; only the slots it skips are checked beforehand. Either
+# way a failure reruns the full check, which names the first bad input in the
+# references' order.
+
+
+def _check_unread_slots(check_cache, lengths, window):
+    """Check the slots a window keeps the kernel from reading (none without a window)."""
+    if window is None:
+        return
+    stop = np.maximum(lengths - window, 0)  # (B,) first slot the kernel reads
+    if stop.any():
+        try:
+            check_cache(stop)
+        except ValueError:
+            check_cache()  # raises for the first bad slot in the references' order
+            raise
+
+
+def _check_read_slots(check_cache, flagged, out):
+    """After the kernel: a non-finite score or output means a bad slot or an overflow; tell which."""
+    if flagged or not np.isfinite(out).all():
+        check_cache()  # raises naming the input; passes if only a finite product overflowed
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -1052,20 +1018,27 @@ def decode_attention(q, k_cache, v_cache, lengths, *, scale=None, window=None):
     out : ndarray, shape (B, Hq, Dv); zeros for sequences of length 0.
     """
     q, k_cache, v_cache, lengths, scale, window, dtype = _check_decode(
-        q, k_cache, v_cache, lengths, scale, window
+        q, k_cache, v_cache, lengths, scale, window, check_cache=False
     )
     B, Hq, D = q.shape
     Hkv, Lmax, Dv = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+
+    def check_cache(stop=None):
+        _check_decode_cache(k_cache, v_cache, lengths, stop)
+
     out = np.zeros((B, Hq, Dv), dtype=dtype)
     if out.size == 0 or Lmax == 0:
+        check_cache()
         return out
+    _check_unread_slots(check_cache, lengths, window)
     qc = np.ascontiguousarray(q, dtype=dtype)
     K2 = np.ascontiguousarray(k_cache, dtype=dtype).reshape(B * Hkv * Lmax, D)  # (B*Hkv*Lmax, D)
     V2 = np.ascontiguousarray(v_cache, dtype=dtype).reshape(B * Hkv * Lmax, Dv)  # (B*Hkv*Lmax, Dv)
     dummy_table = np.zeros((1, 1), dtype=np.int64)
-    _decode_kernel(qc, K2, V2, lengths, dummy_table, False, 1, Hkv, Lmax,
-                   dtype.type(scale * LOG2E), 0 if window is None else window,
-                   DECODE_SPLIT, DECODE_TILE, out)
+    flagged = _decode_kernel(qc, K2, V2, lengths, dummy_table, False, 1, Hkv, Lmax,
+                             dtype.type(scale * LOG2E), 0 if window is None else window,
+                             DECODE_SPLIT, DECODE_TILE, out)
+    _check_read_slots(check_cache, flagged, out)
     return out
 
 
@@ -1089,18 +1062,25 @@ def paged_decode_attention(q, k_pages, v_pages, block_table, lengths, *, scale=N
     out : ndarray, shape (B, Hq, Dv)
     """
     q, k_pages, v_pages, block_table, lengths, scale, window, dtype = _check_paged(
-        q, k_pages, v_pages, block_table, lengths, scale, window
+        q, k_pages, v_pages, block_table, lengths, scale, window, check_cache=False
     )
     B, Hq, D = q.shape
     num_pages, page_size, Hkv, _ = k_pages.shape
     Dv = v_pages.shape[3]
+
+    def check_cache(stop=None):
+        _check_paged_cache(k_pages, v_pages, block_table, lengths, stop)
+
     out = np.zeros((B, Hq, Dv), dtype=dtype)
     if out.size == 0 or block_table.shape[1] == 0:
+        check_cache()
         return out
+    _check_unread_slots(check_cache, lengths, window)
     qc = np.ascontiguousarray(q, dtype=dtype)
     K2 = np.ascontiguousarray(k_pages, dtype=dtype).reshape(num_pages * page_size * Hkv, D)
     V2 = np.ascontiguousarray(v_pages, dtype=dtype).reshape(num_pages * page_size * Hkv, Dv)
-    _decode_kernel(qc, K2, V2, lengths, np.ascontiguousarray(block_table), True, page_size, Hkv,
-                   block_table.shape[1] * page_size, dtype.type(scale * LOG2E),
-                   0 if window is None else window, DECODE_SPLIT, DECODE_TILE, out)
+    flagged = _decode_kernel(qc, K2, V2, lengths, np.ascontiguousarray(block_table), True, page_size, Hkv,
+                             block_table.shape[1] * page_size, dtype.type(scale * LOG2E),
+                             0 if window is None else window, DECODE_SPLIT, DECODE_TILE, out)
+    _check_read_slots(check_cache, flagged, out)
     return out

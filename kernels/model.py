@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scalelab.kernels._common import check_int_array
+from scalelab.kernels._threads import thread_budget, threads_for
 from scalelab.kernels.attention import attention, paged_decode_attention
 from scalelab.kernels.decoder_shape import check_decoder_shape
 from scalelab.kernels.moe import moe_layer, swiglu_ffn
@@ -463,7 +464,24 @@ class LlamaModel:
             return np.zeros((0, c.vocab_size), dtype=np.float32)
         return self._run(checked, cache, all_logits=bool(all_logits))
 
+    def step_flops(self, chunks: list[SeqChunk], *, all_logits: bool = False) -> float:
+        """Floating-point operations of one forward over ``chunks``: matmuls plus attention's two products."""
+        c = self.config
+        D, d = c.qk_dim, c.d_model
+        ffn = 3 * d * (c.experts_per_token * (c.d_ff_expert or c.d_ff) if c.n_experts > 1 else c.d_ff)
+        per_token = c.n_layers * (d * (c.n_heads + 2 * c.n_kv_heads) * D + c.n_heads * D * d + ffn)
+        n = np.array([ch.tokens.size for ch in chunks], dtype=np.float64)  # (n_chunks,)
+        start = np.array([ch.start for ch in chunks], dtype=np.float64)  # (n_chunks,)
+        pairs = float(np.sum(n * start + n * (n + 1) / 2))  # (query, key) pairs attended
+        logit_rows = n.sum() if all_logits else n.size
+        return 2.0 * (n.sum() * per_token + logit_rows * d * c.vocab_size) + 4.0 * c.n_layers * c.n_heads * D * pairs
+
     def _run(self, chunks: list[SeqChunk], cache: PagedKVCache | None, *, all_logits: bool) -> np.ndarray:
+        # small steps run on one thread (see kernels._threads): the logits are the same bits either way
+        with thread_budget(threads_for(self.step_flops(chunks, all_logits=all_logits))):
+            return self._forward(chunks, cache, all_logits=all_logits)
+
+    def _forward(self, chunks: list[SeqChunk], cache: PagedKVCache | None, *, all_logits: bool) -> np.ndarray:
         c = self.config
         Hq, Hkv, D = c.n_heads, c.n_kv_heads, c.qk_dim
         sizes = np.array([ch.tokens.size for ch in chunks])  # (n,)

@@ -71,10 +71,16 @@ Variants, in rising sophistication, and why each is faster
    channels and heads; the oracles.
 1. ``mamba_scan``: a work item is (sequence, block of up to
    ``SCAN_CHANNELS`` channels, chunk of the sequence); the state of a block
-   (``(256, N)`` float32 = 16 KB at N=16) stays in L1 and the innermost loop
-   runs over ``n`` and updates only the state in place, so it vectorises,
-   ``exp`` included (the float32 ``exp2`` polynomial of
-   :mod:`kernels.attention`). Blocks of 256 channels rather than 16 (one
+   is kept as ``(N, 256)`` float32 (16 KB at N=16, in L1) with the channels
+   contiguous. Per token the loop over ``n`` is outside and the loop over
+   the block's channels inside: every vector lane is its own channel, so the
+   update ``h = exp2(dt A) h + dt x B`` and the output sum ``y = D x + sum_n
+   C_n h_n`` vectorise (``exp2`` included) without a horizontal sum and
+   without reassociation, and ``y`` adds its terms in the order of ``n``
+   whatever the vector width. The inner loops index 1-D row views
+   (``delta[b, t, d0:d0 + nd]``); with the 3-D indices written inside them
+   LLVM did not vectorise, and the same loops ran 4.4x slower (one thread,
+   interleaved, bitwise-equal outputs). Blocks of 256 channels rather than 16 (one
    cache line of ``x`` per token): a work item walks its sequence with a
    ``D``-element stride, and 16-channel blocks touched a new 4 KB page of
    ``x``, ``delta`` and ``y`` for every 64 bytes read; at B=1, L=4096,
@@ -330,61 +336,77 @@ def _check_rwkv(r, k, v, w, u, state, step):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _scan_block(x, delta, A2, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum):
-    """Scan tokens ``[t0, t1)`` of sequence ``b``, channels ``[d0, d0 + nd)``, from state ``h (nd, N)``.
+def _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum, dx, acc):
+    """Scan tokens ``[t0, t1)`` of sequence ``b``, channels ``[d0, d0 + nd)``, from state ``h (N, nd)``.
 
-    ``y`` gets ``C . h + D x``; ``h`` ends as the final state and ``dsum[j]``
-    as ``sum_t delta`` of channel ``d0 + j``. The loop over ``n`` is innermost
-    and updates only ``h`` in place (plus a scalar sum), the shape LLVM
-    vectorises, ``exp2`` included.
+    ``y`` gets ``D x + sum_n C_n h_n`` (summed in the order of ``n``); ``h``
+    ends as the final state and ``dsum[j]`` as ``sum_t delta`` of channel
+    ``d0 + j``. ``dx`` and ``acc`` are scratch rows of ``nd``. The channel
+    loop is innermost: every lane is its own channel, so the loop (``exp2``
+    included) vectorises with no horizontal sum and no reassociation.
     """
-    N = A2.shape[1]
+    N = A2t.shape[0]
     for j in range(nd):
         dsum[j] = 0
     for t in range(t0, t1):
+        dl = delta[b, t, d0:d0 + nd]  # (nd,) row views: with 3-D indices inside, the loops did not vectorise
+        xr = x[b, t, d0:d0 + nd]
         for j in range(nd):
-            d = d0 + j
-            dt = delta[b, t, d]
-            xv = x[b, t, d]
-            dx = dt * xv
-            dsum[j] += dt
-            acc = Dv[d] * xv
-            for n in range(N):
-                hv = exp2_nonpositive(dt * A2[d, n]) * h[j, n] + dx * Bm[b, t, n]
-                h[j, n] = hv
-                acc += C[b, t, n] * hv
-            y[b, t, d] = acc
+            dsum[j] += dl[j]
+            dx[j] = dl[j] * xr[j]
+            acc[j] = Dv[d0 + j] * xr[j]
+        for n in range(N):
+            bn = Bm[b, t, n]
+            cn = C[b, t, n]
+            ar = A2t[n, d0:d0 + nd]
+            hr = h[n]
+            for j in range(nd):
+                hv = exp2_nonpositive(dl[j] * ar[j]) * hr[j] + dx[j] * bn
+                hr[j] = hv
+                acc[j] += cn * hv
+        yr = y[b, t, d0:d0 + nd]
+        for j in range(nd):
+            yr[j] = acc[j]
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _carry_block(delta, A2, C, y, b, d0, nd, t0, t1, carry, s):
-    """Add ``C_t . (exp(A sum_{t0<=s<=t} delta_s) * carry)`` to ``y`` over tokens ``[t0, t1)`` (log-space decay)."""
-    N = A2.shape[1]
+def _carry_block(delta, A2t, C, y, b, d0, nd, t0, t1, carry, s, acc):
+    """Add ``C_t . (exp(A sum_{t0<=s<=t} delta_s) * carry)`` to ``y`` over tokens ``[t0, t1)`` (log-space decay).
+
+    ``carry (N, nd)``; ``s`` and ``acc`` are scratch rows of ``nd``; channels innermost, as in :func:`_scan_block`.
+    """
+    N = A2t.shape[0]
     for j in range(nd):
         s[j] = 0
     for t in range(t0, t1):
+        dl = delta[b, t, d0:d0 + nd]  # (nd,)
+        yr = y[b, t, d0:d0 + nd]
         for j in range(nd):
-            d = d0 + j
-            s[j] += delta[b, t, d]
-            sj = s[j]
-            acc = y[b, t, d]
-            for n in range(N):
-                acc += C[b, t, n] * exp2_nonpositive(sj * A2[d, n]) * carry[j, n]
-            y[b, t, d] = acc
+            s[j] += dl[j]
+            acc[j] = yr[j]
+        for n in range(N):
+            cn = C[b, t, n]
+            ar = A2t[n, d0:d0 + nd]
+            cr = carry[n]
+            for j in range(nd):
+                acc[j] += cn * exp2_nonpositive(s[j] * ar[j]) * cr[j]
+        for j in range(nd):
+            yr[j] = acc[j]
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
-def _mamba_kernel(x, delta, A2, Bm, C, Dv, y, state, chunk, cb):
+def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
     """Driver: pass 1 over (sequence, channel block, chunk), a serial carry pass, pass 2 (see the module docstring).
 
-    ``state (B, D, N)`` holds the initial state on entry and the final state on exit; ``cb`` channels per
-    work item.
+    ``A2t (N, D)`` is ``A`` transposed and times ``log2 e``; ``state (B, D, N)`` holds the initial state on
+    entry and the final state on exit; ``cb`` channels per work item, whose states are kept as
+    ``(N, cb)`` (channels contiguous).
     """
     nb, L, d = x.shape
-    N = A2.shape[1]
+    N = A2t.shape[0]
     nblk = (d + cb - 1) // cb
     nch = max(1, (L + chunk - 1) // chunk)
-    hend = np.zeros((nb, nblk, nch, cb, N), dtype=y.dtype)  # each chunk's final state from its start state
+    hend = np.zeros((nb, nblk, nch, N, cb), dtype=y.dtype)  # each chunk's final state from its start state
     dsum = np.zeros((nb, nblk, nch, cb), dtype=y.dtype)  # (B, blocks, chunks, channels)
     for item in prange(nb * nblk * nch):
         b, rest = item // (nblk * nch), item % (nblk * nch)
@@ -393,9 +415,13 @@ def _mamba_kernel(x, delta, A2, Bm, C, Dv, y, state, chunk, cb):
         nd = min(cb, d - d0)
         h = hend[b, blk, c]
         if c == 0:  # the first chunk starts from the given state, later ones from zero
-            h[:nd] = state[b, d0:d0 + nd]
-        _scan_block(x, delta, A2, Bm, C, Dv, y, b, d0, nd, c * chunk, min(L, (c + 1) * chunk), h, dsum[b, blk, c])
-    carries = np.zeros((nb, nblk, nch, cb, N), dtype=y.dtype)  # state entering each chunk
+            for j in range(nd):
+                for n in range(N):
+                    h[n, j] = state[b, d0 + j, n]
+        scratch = np.empty((2, cb), dtype=y.dtype)
+        _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, c * chunk, min(L, (c + 1) * chunk), h,
+                    dsum[b, blk, c], scratch[0], scratch[1])
+    carries = np.zeros((nb, nblk, nch, N, cb), dtype=y.dtype)  # state entering each chunk
     for item in prange(nb * nblk):
         b, blk = item // nblk, item % nblk
         d0 = blk * cb
@@ -403,16 +429,19 @@ def _mamba_kernel(x, delta, A2, Bm, C, Dv, y, state, chunk, cb):
         run = hend[b, blk, 0].copy()
         for c in range(1, nch):  # in chunk order: the one serial step
             carries[b, blk, c] = run
-            for j in range(nd):
-                for n in range(N):
-                    run[j, n] = exp2_nonpositive(dsum[b, blk, c, j] * A2[d0 + j, n]) * run[j, n] + hend[b, blk, c, j, n]
-        state[b, d0:d0 + nd] = run[:nd]
+            for n in range(N):
+                for j in range(nd):
+                    run[n, j] = exp2_nonpositive(dsum[b, blk, c, j] * A2t[n, d0 + j]) * run[n, j] + hend[b, blk, c, n, j]
+        for j in range(nd):
+            for n in range(N):
+                state[b, d0 + j, n] = run[n, j]
     for item in prange(nb * nblk * (nch - 1)):
         b, rest = item // (nblk * (nch - 1)), item % (nblk * (nch - 1))
         blk, c = rest // (nch - 1), rest % (nch - 1) + 1
         d0 = blk * cb
-        _carry_block(delta, A2, C, y, b, d0, min(cb, d - d0), c * chunk, min(L, (c + 1) * chunk),
-                     carries[b, blk, c], np.empty(cb, dtype=y.dtype))
+        scratch = np.empty((2, cb), dtype=y.dtype)
+        _carry_block(delta, A2t, C, y, b, d0, min(cb, d - d0), c * chunk, min(L, (c + 1) * chunk),
+                     carries[b, blk, c], scratch[0], scratch[1])
 
 
 def _channel_block(d):
@@ -429,9 +458,9 @@ def _scan_chunk(L, d):
 
 def _run_mamba(x, delta, A, B, C, D, state, dtype, chunk):
     cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
-    A2 = A.astype(dtype) * dtype.type(LOG2E)  # (D, N): exp(dt A) = exp2(dt A log2 e)
+    A2t = np.ascontiguousarray((A.astype(dtype) * dtype.type(LOG2E)).T)  # (N, D): exp(dt A) = exp2(dt A log2 e)
     y = np.empty(x.shape, dtype=dtype)
-    _mamba_kernel(cast(x), cast(delta), A2, cast(B), cast(C), cast(D), y, state, int(chunk),
+    _mamba_kernel(cast(x), cast(delta), A2t, cast(B), cast(C), cast(D), y, state, int(chunk),
                   _channel_block(x.shape[2]))
     return y
 
@@ -493,17 +522,20 @@ def _wkv_token(r, k, v, w, u, S, y, b, t, hh, acc):
     """One token of one head: ``y[b, t, hh] = r (S + diag(u) k^T v)``, then ``S = diag(w) S + k^T v``."""
     K, V = S.shape
     zero = y.dtype.type(0)
+    rt, kt, wt, vt, uh = r[b, t, hh], k[b, t, hh], w[b, t, hh], v[b, t, hh], u[hh]  # 1-D rows
     for j in range(V):
         acc[j] = zero
     for i in range(K):
-        ri, ki, wi, ui = r[b, t, hh, i], k[b, t, hh, i], w[b, t, hh, i], u[hh, i]
+        ri, ki, wi, ui = rt[i], kt[i], wt[i], uh[i]
+        Si = S[i]
         for j in range(V):
-            kv = ki * v[b, t, hh, j]
-            s = S[i, j]
+            kv = ki * vt[j]
+            s = Si[j]
             acc[j] += ri * (s + ui * kv)
-            S[i, j] = wi * s + kv
+            Si[j] = wi * s + kv
+    yt = y[b, t, hh]
     for j in range(V):
-        y[b, t, hh, j] = acc[j]
+        yt[j] = acc[j]
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
@@ -530,13 +562,15 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
     Vp = S.shape[1]
     zero = y.dtype.type(0)
     one = y.dtype.type(1)
-    # R[i] = r_i * prod_{t0 <= m < i} w_m (decay from the chunk start); alpha = prod over the chunk
-    for i in range(K):
-        alpha[i] = one
+    # R[i] = r_i * prod_{t0 <= m < i} w_m (decay from the chunk start); alpha = prod over the chunk.
+    # Inner loops index 1-D row views (r[b, t, hh] is (K,)): written with 4-D indices they did not vectorise.
+    for c in range(K):
+        alpha[c] = one
     for i in range(T):
+        ri, wi, Ri = r[b, t0 + i, hh], w[b, t0 + i, hh], R[i]
         for c in range(K):
-            R[i, c] = r[b, t0 + i, hh, c] * alpha[c]
-            alpha[c] *= w[b, t0 + i, hh, c]
+            Ri[c] = ri[c] * alpha[c]
+            alpha[c] *= wi[c]
     for i in range(T, Tp):
         for c in range(K):
             R[i, c] = zero
@@ -546,31 +580,40 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
     for c in range(K):
         q[c] = one
     for j in range(T - 1, -1, -1):
+        kj, wj = k[b, t0 + j, hh], w[b, t0 + j, hh]
         for c in range(K):
-            KT[c, j] = k[b, t0 + j, hh, c] * q[c]
-            q[c] *= w[b, t0 + j, hh, c]
+            KT[c, j] = kj[c] * q[c]
+            q[c] *= wj[c]
     for c in range(K):
         for j in range(T, Tp):
             KT[c, j] = zero
-    # P[i, j] = sum_c r_i k_j prod_{j < m < i} w_m for j < i; P[i, i] = sum_c r_i u k_i
+    # P[i, j] = sum_c r_i,c k_j,c prod_{j < m < i} w_m,c for j < i and P[i, i] = sum_c r_i,c u_c k_i,c,
+    # built row by row from Dm[c, j] = k_j,c prod_{j < m < i} w_m,c (channels by keys, keys contiguous)
+    # with Dm[c, i] = u_c k_i,c: row i is sum_c r_i,c Dm[c, :i + 1], one axpy per channel in the order
+    # of c, so the loop over keys vectorises with no horizontal sum (a dot product over c per entry
+    # would need reassociation to vectorise); then Dm[:, :i] *= w_i and Dm[:, i] = k_i.
     for i in range(Tp):
         for j in range(Tp):
             P[i, j] = zero
-    for j in range(T):
-        acc = zero
-        for c in range(K):
-            q[c] = k[b, t0 + j, hh, c]
-            acc += r[b, t0 + j, hh, c] * u[hh, c] * q[c]
-        P[j, j] = acc
-        for i in range(j + 1, T):
-            acc = zero
-            for c in range(K):
-                acc += r[b, t0 + i, hh, c] * q[c]
-                q[c] *= w[b, t0 + i, hh, c]
-            P[i, j] = acc
+    Dm = np.empty((K, Tp), dtype=y.dtype)
+    uh = u[hh]
     for i in range(T):
+        ri, ki, wi, Pi = r[b, t0 + i, hh], k[b, t0 + i, hh], w[b, t0 + i, hh], P[i]
+        for c in range(K):
+            Dm[c, i] = uh[c] * ki[c]
+        for c in range(K):
+            rc, Dc = ri[c], Dm[c]
+            for j in range(i + 1):
+                Pi[j] += rc * Dc[j]
+        for c in range(K):
+            Dc, wc = Dm[c], wi[c]
+            for j in range(i):
+                Dc[j] *= wc
+            Dc[i] = ki[c]
+    for i in range(T):
+        vi, Vi = v[b, t0 + i, hh], Vc[i]
         for c in range(V):
-            Vc[i, c] = v[b, t0 + i, hh, c]
+            Vi[c] = vi[c]
     # Y = R S + P V (rows in tiles of 4, columns in tiles of cw, one register row)
     for i in range(0, Tp, TILE_ROWS):
         for jc in range(0, Vp, cw):
@@ -581,8 +624,9 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
         for jc in range(0, Vp, cw):
             mm_tile_rescale_add(KT, i, Vc, 0, jc, S, jc, Tp, alpha)
     for i in range(T):
+        yi, Yi = y[b, t0 + i, hh], Y[i]
         for c in range(V):
-            y[b, t0 + i, hh, c] = Y[i, c]
+            yi[c] = Yi[c]
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)

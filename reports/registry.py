@@ -22,6 +22,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("energy", "scalelab.report.sections.energy", "Electricity"),
     SectionSpec("inference", "scalelab.report.sections.inference", "Inference cost"),
     SectionSpec("serving", "scalelab.report.sections.serving", "Serving under load"),
+    SectionSpec("closed_loop", "scalelab.report.sections.closed_loop", "Simulator against the live engine"),
     SectionSpec("recurrent", "scalelab.report.sections.recurrent", "Beyond attention"),
     SectionSpec("kernels", "scalelab.report.sections.kernels", "Kernel performance"),
     SectionSpec("test_time_compute", "scalelab.report.sections.test_time_compute", "Test-time compute"),

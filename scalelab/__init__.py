@@ -11,7 +11,17 @@ here:
 * :mod:`scalelab.bench` (``scalelab/bench/``): the regression gate and asv-results reading.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# Idle OpenMP worker threads sleep instead of spinning (unless the user chose otherwise).
+# Numba's parallel kernels run on GNU OpenMP here, whose workers spin-wait by default; on a
+# machine where another process holds a core, the spinning threads take the CPU time the
+# working ones need. Measured with the live engine (2 threads, load average 11): a 512-token
+# prefill step took 880 ms with spinning workers and 83 ms with sleeping ones, in fresh
+# processes one after the other (kernels/_threads.py has the numbers). It must be set before
+# libgomp loads, at Numba's first parallel call, so here, at the package's first import.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 try:
     __version__ = version("scalelab")

@@ -45,6 +45,7 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from scalelab.kernels._common import aligned_empty, numba_threads
+from scalelab.kernels._tiles import row_sum
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE_UNFUSED, exp_nonpositive_clamped, log_1_to_4
 
 #: Huber threshold on log-loss residuals (Hoffmann et al. 2022, App. D.2: delta = 1e-3).
@@ -224,24 +225,25 @@ def fit_scaling_law_scipy_reference(log_n, log_d, log_loss, *, n_bootstrap=4000,
 # ----------------------------------------------------------------------- Numba kernels
 
 
-@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED, error_model="numpy")
-def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
-    """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
+#: Rows of the objective's per-run workspace (see :func:`_objective_terms`).
+_TERMS = 6
 
-    Branch-free (selects only, no libm calls, no zero-division checks) so LLVM
-    vectorizes the loop over runs; the max-shifted log-sum-exp never overflows.
+
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED, error_model="numpy")
+def _objective_terms(theta, log_n, log_d, log_loss, w, delta, terms):
+    """Per-run summands of the objective and its gradient, written to ``terms`` (6, n).
+
+    Rows: ``w * Huber(r)`` and, with ``c = w * clip(r) / s``, the parts of
+    ``c * d LSE / d(a, b, e)`` and ``-c * u * log N``, ``-c * u * log D`` for
+    ``alpha`` and ``beta``. Branch-free (selects only, no libm calls, no
+    zero-division checks) and free of reductions, so LLVM vectorizes the loop
+    over runs without ``reassoc``; the max-shifted log-sum-exp never overflows.
     """
     a = theta[0]
     b = theta[1]
     e = theta[2]
     alpha = theta[3]
     beta = theta[4]
-    f = 0.0
-    g0 = 0.0
-    g1 = 0.0
-    g2 = 0.0
-    g3 = 0.0
-    g4 = 0.0
     for i in range(log_n.shape[0]):
         t1 = a - alpha * log_n[i]
         t2 = b - beta * log_d[i]
@@ -256,21 +258,34 @@ def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad):
         rc = r if r > -delta else -delta
         rc = rc if rc < delta else delta
         wi = w[i]
-        f += wi * rc * (r - 0.5 * rc)
         inv = wi * rc / s
         p1 = u1 * inv
         p2 = u2 * inv
-        g0 += p1
-        g1 += p2
-        g2 += u3 * inv
-        g3 -= p1 * log_n[i]
-        g4 -= p2 * log_d[i]
-    grad[0] = g0 * scale
-    grad[1] = g1 * scale
-    grad[2] = g2 * scale
-    grad[3] = g3 * scale
-    grad[4] = g4 * scale
-    return f * scale
+        terms[0, i] = wi * rc * (r - 0.5 * rc)
+        terms[1, i] = p1
+        terms[2, i] = p2
+        terms[3, i] = u3 * inv
+        terms[4, i] = -(p1 * log_n[i])
+        terms[5, i] = -(p2 * log_d[i])
+
+
+@njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED, error_model="numpy")
+def _objective_grad(theta, log_n, log_d, log_loss, w, delta, scale, grad, terms=None):
+    """Scaled objective ``scale * sum w*Huber(r)`` and its gradient (written to ``grad``).
+
+    ``terms`` is an optional (6, n) float64 workspace (allocated when absent).
+    The per-run summands come from one vectorised pass
+    (:func:`_objective_terms`); each sum then runs in the fixed lane order of
+    :func:`scalelab.kernels._tiles.row_sum`, so the result is the same for every
+    compile (fresh or loaded from the Numba cache).
+    """
+    n = log_n.shape[0]
+    if terms is None:
+        terms = np.empty((_TERMS, n))
+    _objective_terms(theta, log_n, log_d, log_loss, w, delta, terms)
+    for j in range(5):
+        grad[j] = row_sum(terms, j + 1, n) * scale
+    return row_sum(terms, 0, n) * scale
 
 
 @njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
@@ -301,7 +316,7 @@ def _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi):
 
 
 @njit(cache=True, fastmath=FASTMATH_INF_SAFE_UNFUSED)
-def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt):
+def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt, terms):
     """Strong-Wolfe line search (Nocedal & Wright 2006, Alg. 3.5/3.6) along ``d``.
 
     On success ``xt``/``gt`` hold the accepted point and its gradient; returns
@@ -324,7 +339,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
     for it in range(_MAX_LINE_SEARCH):
         for j in range(5):
             xt[j] = x[j] + a * d[j]
-        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt)
+        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt, terms)
         n_eval += 1
         if not (math.isfinite(ft) and math.isfinite(xt[0] + xt[1] + xt[2] + xt[3] + xt[4])):
             # Overshot into overflow: shrink toward the last good step.
@@ -353,7 +368,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
         a = _cubic_min(a_lo, f_lo, g_lo, a_hi, f_hi, g_hi)
         for j in range(5):
             xt[j] = x[j] + a * d[j]
-        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt)
+        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt, terms)
         n_eval += 1
         gdt = _dot5(gt, d)
         if not (math.isfinite(ft) and math.isfinite(xt[0] + xt[1] + xt[2] + xt[3] + xt[4])):
@@ -370,7 +385,7 @@ def _line_search(x, f0, gd0, d, step, log_n, log_d, log_loss, w, delta, scale, x
     if a_lo > 0.0 and f_lo < f0:
         for j in range(5):
             xt[j] = x[j] + a_lo * d[j]
-        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt)
+        ft = _objective_grad(xt, log_n, log_d, log_loss, w, delta, scale, gt, terms)
         n_eval += 1
         return ft, n_eval, True
     return f0, n_eval, False
@@ -397,7 +412,8 @@ def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
     xt = np.empty(5)
     gt = np.empty(5)
     d = np.empty(5)
-    f = _objective_grad(x, log_n, log_d, log_loss, w, delta, scale, g)
+    terms = np.empty((_TERMS, log_n.shape[0]))  # (6, n) per-run summands
+    f = _objective_grad(x, log_n, log_d, log_loss, w, delta, scale, g, terms)
     n_eval = 1
     if not math.isfinite(f):
         for j in range(5):
@@ -439,7 +455,7 @@ def _lbfgs(theta0, log_n, log_d, log_loss, w, delta, ftol, gtol, max_iter, out):
                 d[j] = -g[j]
             gd = -_dot5(g, g)
         step = 1.0 if n_stored > 0 else min(1.0, 1.0 / gmax)
-        f_new, k_eval, ok = _line_search(x, f, gd, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt)
+        f_new, k_eval, ok = _line_search(x, f, gd, d, step, log_n, log_d, log_loss, w, delta, scale, xt, gt, terms)
         n_eval += k_eval
         if not ok:
             if n_stored > 0:

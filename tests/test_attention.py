@@ -488,6 +488,38 @@ def test_decode_rejects_non_finite_visible_keys_only(paged):
             A.paged_decode_attention(q, bad, vp, table, lengths)
 
 
+# The decode kernel finds bad cache slots in its own pass; these are the cases
+# a check of the output alone would miss or misname.
+@pytest.mark.parametrize("paged", [False, True])
+@pytest.mark.parametrize("which, slot, value, window", [
+    ("k", 5, -np.inf, None),  # score -inf: weight 0, the output alone stays finite
+    ("k", 5, np.inf, None),
+    ("v", 9, np.inf, None),
+    ("v", 0, np.nan, 4),  # below lengths but outside the window: never read by the kernel
+    ("k", 1, np.nan, 4),
+    ("v", 11, np.nan, 4),  # inside the window
+])
+def test_decode_names_every_bad_slot_without_a_separate_pass(paged, which, slot, value, window):
+    rng = np.random.default_rng(8)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32)
+    kc = rng.standard_normal((2, 2, 12, 8)).astype(np.float32)
+    vc = rng.standard_normal((2, 2, 12, 8)).astype(np.float32)
+    lengths = np.array([7, 12])
+    (kc if which == "k" else vc)[1, 1, slot, 3] = value
+    if paged:
+        kp, vp, table = make_paged(rng, kc, vc, lengths, 4)
+        calls = (lambda: A.paged_decode_attention(q, kp, vp, table, lengths, window=window),
+                 lambda: A.paged_decode_attention_ref(q, kp, vp, table, lengths, window=window))
+        name = f"{which}_pages"
+    else:
+        calls = (lambda: A.decode_attention(q, kc, vc, lengths, window=window),
+                 lambda: A.decode_attention_ref(q, kc, vc, lengths, window=window))
+        name = f"{which}_cache"
+    for call in calls:
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            call()
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda q, k: A.attention(q, k, k, window=2**63), "window"),
     (lambda q, k: A.attention_ref(q, k, k, window=2**64), "window"),

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from scalelab.kernels._vecmath import max_and_bad
-from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._vecmath import VECTOR_BYTES, max_and_bad, vector_bytes_for
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_for, mm_tile_for, mm_tile_rescale_add,
+                                     mm_tile_store)
 
 
 @njit(cache=True)
@@ -113,3 +114,107 @@ def test_max_and_bad_on_a_sub_range():
     a[99] = np.nan
     assert _max_bad(a, 1, 99) == (98.0, 0)
     assert _max_bad(a, 50, 100) == (98.0, 1)
+
+
+# ------------------------------------------------------------------ dot products in a fixed lane order
+
+_DOT_CALLERS = {}
+
+
+def _dot_caller(rows, cols, vector_bytes):
+    """A jitted caller of the dot-product block at any vector width (compiled once per test run)."""
+    key = (rows, cols, vector_bytes)
+    if key not in _DOT_CALLERS:
+        dot = dot_tile_nt_for(rows, cols, vector_bytes)
+
+        @njit
+        def call(A, ia, B, rb, rstride, C, ic, jc, K):
+            dot(A, ia, B, rb, rstride, C, ic, jc, K)
+
+        _DOT_CALLERS[key] = call
+    return _DOT_CALLERS[key]
+
+
+def _lane_order_sum(b, lanes):
+    """The documented order in float32 NumPy: lanes k mod W, a halving tree, then the tail in order."""
+    kv = b.size - b.size % lanes
+    acc = np.zeros(lanes, np.float32)
+    for k0 in range(0, kv, lanes):
+        acc = acc + b[k0:k0 + lanes]
+    while acc.size > 1:
+        acc = acc[:acc.size // 2] + acc[acc.size // 2:]
+    s = acc[0]
+    for k in range(kv, b.size):
+        s = np.float32(s + b[k])
+    return s
+
+
+def test_vector_width_follows_the_cpu_features():
+    assert vector_bytes_for({"sse2", "avx", "avx2", "fma", "avx512f"}) == 64
+    assert vector_bytes_for({"sse2", "avx", "avx2", "fma"}) == 32
+    assert vector_bytes_for({"sse2", "sse4.2"}) == 16
+    assert vector_bytes_for(set()) == 16
+    assert VECTOR_BYTES in (16, 32, 64)
+
+
+# Every width on every machine: a 64-byte vector is split into the registers an AVX2 CPU has.
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+@pytest.mark.parametrize("rows, cols", [(2, 4), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_tile_matches_numpy_at_every_width(vector_bytes, rows, cols, dtype):
+    call = _dot_caller(rows, cols, vector_bytes)
+    lanes = vector_bytes // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(vector_bytes + rows)
+    for K in sorted({0, 1, lanes - 1, lanes, lanes + 1, 3 * lanes + 5, 70, 128}):
+        ia, rb, rstride, ic, jc = 1, 2, 3, 1, 2
+        A = rng.standard_normal((ia + rows + 1, K + 5)).astype(dtype)  # (M, K') row stride != K
+        B = rng.standard_normal((rb + rstride * cols + 2, K + 3)).astype(dtype)
+        C0 = rng.standard_normal((ic + rows + 1, jc + cols + 1)).astype(dtype)
+        C = C0.copy()
+        call(A, ia, B, rb, rstride, C, ic, jc, K)
+        want = C0.astype(np.float64)
+        want[ic:ic + rows, jc:jc + cols] = (A[ia:ia + rows, :K].astype(np.float64)
+                                            @ B[rb:rb + rstride * cols:rstride, :K].astype(np.float64).T)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(C, want, rtol=tol, atol=tol * max(K, 1))  # nothing else touched
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+def test_dot_tile_sums_in_the_documented_order(vector_bytes):
+    """With A = 1 every fused multiply-add is one float32 addition, so the order shows bit for bit."""
+    call = _dot_caller(1, 1, vector_bytes)
+    lanes = vector_bytes // 4
+    rng = np.random.default_rng(11)
+    for K in (lanes * 7 + 3, 128, 5):
+        b = (rng.standard_normal(K) * 10.0 ** rng.integers(-4, 5, K)).astype(np.float32)  # order-sensitive
+        C = np.zeros((1, 1), np.float32)
+        call(np.ones((1, K), np.float32), 0, b[None, :].copy(), 0, 1, C, 0, 0, K)
+        assert C[0, 0] == _lane_order_sum(b, lanes)
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+def test_tile_products_at_every_width(vector_bytes):
+    store, rescale_add = mm_tile_for(False, vector_bytes), mm_tile_for(True, vector_bytes)
+
+    @njit
+    def both(A, i, B, kb, jb, C, D, jc, K, alpha):
+        store(A, i, B, kb, jb, C, jc, K)
+        rescale_add(A, i, B, kb, jb, D, jc, K, alpha)
+
+    rng = np.random.default_rng(vector_bytes)
+    for dtype in (np.float32, np.float64):
+        W = 2 * vector_bytes // np.dtype(dtype).itemsize
+        for K in (0, 1, 7, 33):
+            A = rng.standard_normal((TILE_ROWS + 2, K + 3)).astype(dtype)  # (M, K')
+            B = rng.standard_normal((K + 1, W + 3)).astype(dtype)  # (kb + K, N)
+            C0 = rng.standard_normal((TILE_ROWS + 2, W + 2)).astype(dtype)  # (M, N)
+            alpha = rng.uniform(0, 1, TILE_ROWS + 2).astype(dtype)
+            C, D = C0.copy(), C0.copy()
+            both(A, 1, B, 1, 2, C, D, 1, K, alpha)
+            prod = A[1:1 + TILE_ROWS, :K].astype(np.float64) @ B[1:1 + K, 2:2 + W].astype(np.float64)
+            tol = dict(rtol=1e-5, atol=1e-5 * max(K, 1)) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+            want = C0.astype(np.float64)
+            want[1:1 + TILE_ROWS, 1:1 + W] = prod
+            np.testing.assert_allclose(C, want, **tol)
+            want[1:1 + TILE_ROWS, 1:1 + W] = alpha[1:1 + TILE_ROWS, None] * C0[1:1 + TILE_ROWS, 1:1 + W] + prod
+            np.testing.assert_allclose(D, want, **tol)

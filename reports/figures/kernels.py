@@ -140,59 +140,6 @@ def roofline_figure(data: pd.DataFrame, peak_flops: float, bandwidth: float):
     return fig
 
 
-def ceiling_figure(data: pd.DataFrame, peak_flops: float, bandwidth: float):
-    """Achieved rate from asv ``track_`` benchmarks against the measured ceiling, per metric.
-
-    ``data`` columns: ``label``, ``impl``, ``metric`` (``compute``/``bandwidth``), ``per_s``.
-    """
-    metrics = [m for m in ("compute", "bandwidth") if m in set(data["metric"])]
-    fig, axes = new_figure(1, max(len(metrics), 1), width=8.0 if len(metrics) < 2 else 10.0,
-                           height=max(3.2, 0.34 * data["label"].nunique() + 1.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        sub = data[data["metric"] == metric]
-        labels = list(dict.fromkeys(sub["label"]))
-        impls = list(dict.fromkeys(sub["impl"]))
-        bar_h = 0.8 / max(len(impls), 1)
-        y = np.arange(len(labels))
-        scale, unit = (1e9, "GFLOP/s") if metric == "compute" else (1e9, "GB/s")
-        ceiling = peak_flops if metric == "compute" else bandwidth
-        for i, impl in enumerate(impls):
-            s = sub[sub["impl"] == impl].groupby("label")["per_s"].max()
-            vals = np.array([s.get(label, np.nan) for label in labels]) / scale
-            style = IMPL_STYLE.get(impl, dict(label=impl, color=PALETTE[i]))
-            ax.barh(y - 0.4 + bar_h * (i + 0.5), vals, height=bar_h * 0.9, color=style["color"],
-                    label=style["label"])
-        ax.axvline(ceiling / scale, color="0.2", linestyle="--", linewidth=1.2,
-                   label=f"measured ceiling {ceiling / scale:.0f} {unit}")
-        ax.set_yticks(y, labels)
-        ax.invert_yaxis()
-        ax.grid(False, axis="y")
-        ax.set_xlabel(f"achieved {unit}")
-        ax.set_title("compute-bound kernels" if metric == "compute" else "memory-bound kernels")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7.5, frameon=False)
-    return fig
-
-
-def history_figure(data: pd.DataFrame):
-    """Our time per commit for each kernel and shape (log scale), oldest commit first.
-
-    ``data`` columns: ``commit``, ``order``, ``label``, ``numba_s``.
-    """
-    fig, ax = new_figure(width=7.2)
-    commits = data.sort_values("order")["commit"].drop_duplicates().tolist()
-    for i, (label, group) in enumerate(data.groupby("label", sort=False)):
-        g = group.sort_values("order")
-        ax.plot(g["order"], g["numba_s"] * 1e3, marker="o", markersize=4,
-                color=PALETTE[i % len(PALETTE)], linestyle="-" if i < len(PALETTE) else "--", label=label)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(commits)), commits, rotation=30, ha="right")
-    ax.set_xlabel("commit (oldest to newest)")
-    ax.set_ylabel("Numba kernel time (ms, log scale)")
-    ax.set_title("Kernel time across commits (asv)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
-    return fig
-
-
 def time_bars_figure(data: pd.DataFrame, title: str):
     """Wall time per implementation for kernels without a FLOP model (sampling, MoE).
 
@@ -220,6 +167,5 @@ def time_bars_figure(data: pd.DataFrame, title: str):
 
 
 __all__ = [
-    "IMPL_STYLE", "prefill_throughput_figure", "speedup_figure", "roofline_figure", "ceiling_figure",
-    "history_figure", "time_bars_figure",
+    "IMPL_STYLE", "prefill_throughput_figure", "speedup_figure", "roofline_figure", "time_bars_figure",
 ]

@@ -3,25 +3,26 @@
 The peers are PyTorch (when installed) and, always, the float32 NumPy
 implementations of :mod:`scalelab.kernels.peers`, written the way a competent
 NumPy user would. The float64 ``*_ref`` references are oracles written for
-clarity, not programs anyone would run for speed: they appear only in accuracy
-columns (and, for asv results recorded before the float32 peer existed, as a
-labelled fallback).
+clarity, not programs anyone would run for speed: they appear in accuracy
+columns and, in the asv time table, as a listed time, never as a peer.
 
 Two sources, in this order of preference:
 
 * **asv results** (``.asv/results/<machine>/<commit>-<env>.json`` in the
-  checkout, written by ``asv run``): speed-up over each peer per kernel and
-  shape at the newest commit, achieved GFLOP/s or GB/s from the ``track_``
-  benchmarks against this machine's measured ceilings, and the kernel time
-  across commits when several were benchmarked.
+  checkout, written by ``asv run``), read by :mod:`scalelab.report.sections.kernels_asv`:
+  per kernel family the speed-up over the hardest fair peer, small multiples of
+  every implementation's time per shape, achieved GFLOP/s and GB/s against
+  ceilings measured by the same asv run (``asv_benchmarks/roofline.py``), and
+  our time across commits when several were benchmarked.
 * otherwise a **built-in measurement** of a few seconds: causal prefill and
   decode attention (plus the sampling and MoE kernels when their modules
   exist) against the float32 NumPy peers and, when installed, PyTorch; every
   implementation timed interleaved in the same process, best of repeats,
   because this machine is shared and noisy. The page says which source it used.
 
-The roofline is measured here too (:func:`scalelab.simulations.calibration.measure_cpu`:
-BLAS fp32 matmul and a Numba read stream), never typed in.
+For the built-in measurement the roofline is measured here too
+(:func:`scalelab.simulations.calibration.measure_cpu`: BLAS fp32 matmul and a
+Numba read stream), never typed in; asv results bring their own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pandas as pd
 from scalelab.bench import asv_results
 from scalelab.report.figures import kernels as kfig
 from scalelab.report.section import FigureItem, Section, SectionContext, TableItem, TextItem
+from scalelab.report.sections import kernels_asv
 
 TITLE = "Kernel performance"
 
@@ -421,97 +423,20 @@ def _builtin_items(ctx: SectionContext, roof: dict) -> list:
     return items
 
 
-def _asv_items(frame: pd.DataFrame, results_dir, roof: dict, ctx: SectionContext) -> list:
-    items: list = []
+def _asv_items(frame: pd.DataFrame, results_dir, ctx: SectionContext) -> list:
     machine = asv_results.pick_machine(frame, socket.gethostname())
     frame = frame[frame["machine"] == machine]
     commits = asv_results.commits_in_order(frame)
     now = asv_results.latest(frame)
     info = asv_results.load_machine_info(results_dir).get(machine, {})
     cpu = info.get("cpu") or "unknown CPU"
-    items.append(TextItem(
+    intro = TextItem(
         f"From **asv results** in `{_short_path(results_dir, ctx)}`: machine `{machine}` ({cpu}, "
         f"{info.get('num_cpu', '?')} CPUs), {len(commits)} commit(s) benchmarked, newest "
         f"`{commits[-1][:8]}` ({now['date'].max():%Y-%m-%d}). Speed-ups are ratios of times measured in the same "
-        "asv run (peer time / our time, > 1 means ours is faster). Ceilings below are measured on the "
-        f"machine building this report: {roof['source']}."
-    ))
-    sp = asv_results.speedups(now)
-    if not sp.empty:
-        # Results recorded before the float32 NumPy peer existed only hold the float64
-        # reference; it is then shown, labelled as the oracle it is.
-        has_peer = sp["speedup_vs_numpy_f32"].notna().any()
-        peers = ("numpy_f32", "torch") if has_peer else ("numpy", "torch")
-        sp_show = sp.copy()
-        sp_show["threads"] = sp_show["threads"].map(lambda t: f"{t} thr" if pd.notna(t) else "")
-        long = _speedup_long(sp_show, ["kernel", "shape", "threads"], peers)
-        if not long.empty:
-            labels = " and ".join(kfig.PEER_LABEL[p] for p in peers if p in set(long["peer"]))
-            items.append(FigureItem(
-                "asv_speedup", kfig.speedup_figure(long, "Speed-up over peers at the newest commit (asv)"),
-                f"Speed-up of each Numba kernel {labels}, per kernel, shape and "
-                "thread count, from the newest asv run (bars right of the dashed line: ours is faster; a "
-                "missing bar is a peer that was skipped).",
-                data=long,
-            ))
-        if not has_peer:
-            items.append(TextItem(
-                "These asv results predate the float32 NumPy peer, so the NumPy bars compare against the "
-                "float64 reference (an oracle written for clarity, not a peer); rerun `asv run` for the fair "
-                "comparison."))
-        if sp["torch_s"].isna().all():
-            items.append(TextItem(ADD_TORCH))
-        table = sp.drop(columns=["numpy_s", "speedup_vs_numpy"] if has_peer else ["numpy_f32_s", "speedup_vs_numpy_f32"])
-        for col in ("numba_s", "numpy_s", "torch_s", "numpy_f32_s"):
-            if col in table:
-                table[col.replace("_s", "_ms")] = table.pop(col) * 1e3
-        items.append(TableItem("asv_times", table,
-                               "asv time per call (ms) of each implementation at the newest commit, and the speed-ups."))
-    tp = asv_results.throughputs(now)
-    if not tp.empty:
-        tp = tp.copy()
-        tp["label"] = (tp["kernel"] + " " + tp["shape"] + tp["threads"].map(
-            lambda t: f" {t} thr" if pd.notna(t) else "")).str.strip()
-        ceiling = np.where(tp["metric"] == "compute", roof["peak_flops"], roof["bandwidth"])
-        tp["fraction_of_ceiling"] = tp["per_s"] / ceiling
-        if (tp["fraction_of_ceiling"] > 1).any():
-            items.append(TextItem(_ABOVE_CEILING))
-        items.append(FigureItem(
-            "asv_ceiling", kfig.ceiling_figure(tp, roof["peak_flops"], roof["bandwidth"]),
-            "Achieved GFLOP/s (compute-bound kernels, left) and GB/s (memory-bound kernels, right) from the "
-            "asv `track_` benchmarks, against this machine's measured ceilings (dashed): the fp32 matmul peak "
-            "and the read-stream bandwidth.",
-            data=tp[["label", "kernel", "shape", "threads", "impl", "unit", "value", "metric", "per_s",
-                     "fraction_of_ceiling"]],
-        ))
-        items.append(TableItem("asv_throughput", tp[["kernel", "shape", "threads", "impl", "value", "unit",
-                                                     "fraction_of_ceiling"]],
-                               "asv throughput benchmarks and the fraction of the measured ceiling each reaches."))
-    compile_rows = now[(now["type"] == "timeraw") & now["value"].notna()]
-    if not compile_rows.empty:
-        items.append(TableItem(
-            "asv_compile", compile_rows[["benchmark", "params", "value"]].rename(columns={"value": "seconds"})
-            .reset_index(drop=True),
-            "Compile / first-import time benchmarks (asv `timeraw_`, a fresh process each).",
-        ))
-    if len(commits) >= 2:
-        hist = asv_results.history(frame)
-        if not hist.empty:
-            hist = hist.copy()
-            hist["label"] = (hist["kernel"] + " " + hist["shape"] + hist["threads"].map(
-                lambda t: f" {t} thr" if pd.notna(t) else "")).str.strip()
-            top = hist.groupby("label")["order"].nunique().sort_values(ascending=False)
-            keep = list(top.index[:12])  # beyond a dozen lines a chart is unreadable; the CSV holds all
-            shown = hist[hist["label"].isin(keep)]
-            items.append(FigureItem(
-                "asv_history", kfig.history_figure(shown),
-                "Numba kernel time at each benchmarked commit, oldest to newest (log scale): a line that "
-                "steps up is a regression. At most a dozen kernel/shape lines are drawn; the CSV has all.",
-                data=hist,
-            ))
-    if not items[1:]:
-        items.append(TextItem("The asv results hold no `time_` or `track_` benchmarks this section can read."))
-    return items
+        "asv run (peer time / our time, > 1 means ours is faster); ceilings come from the same run too."
+    )
+    return [intro, *kernels_asv.asv_items(frame, results_dir, machine, ctx.repo_root)]
 
 
 def _peer_labels(torch) -> dict[str, str]:
@@ -536,16 +461,15 @@ def _numba_threads() -> int:
 
 
 def build(ctx: SectionContext) -> Section:
-    ctx.progress("measuring this machine's roofline")
-    roof = measure_roofline(ctx.quick)
     results_dir = asv_results.find_results_dir(ctx.repo_root)
     frame = asv_results.load_results(results_dir) if results_dir is not None else pd.DataFrame()
     usable = not frame.empty and frame["type"].isin(["time", "track"]).any() and frame["value"].notna().any()
     if usable:
         ctx.progress("reading asv results")
-        items = _asv_items(frame, results_dir, roof, ctx)
-    else:
-        items = _builtin_items(ctx, roof)
+        return Section(TITLE, _asv_items(frame, results_dir, ctx))
+    ctx.progress("measuring this machine's roofline")
+    roof = measure_roofline(ctx.quick)
+    items = _builtin_items(ctx, roof)
     roof_table = pd.DataFrame([{
         "peak_gflops": roof["peak_flops"] / 1e9, "read_bandwidth_gbps": roof["bandwidth"] / 1e9,
         "ridge_flop_per_byte": roof["peak_flops"] / roof["bandwidth"], "measured_in_s": roof["seconds"],

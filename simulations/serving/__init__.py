@@ -10,10 +10,14 @@ module                      holds
 :mod:`.engine`              the iteration-level loop, router, preemption: :func:`simulate`
 :mod:`.metrics`             :class:`ServingResult`: TTFT, TPOT, ITL, goodput, time series
 :mod:`.planning`            :func:`plan`: the deployment search, serial or on Dask
+:mod:`.live`                the live CPU engine: continuous batching of a real model on our kernels
+:mod:`.fitted`              a step cost fitted to the live engine's iterations
+:mod:`.closed_loop`         the simulator's predictions against the live engine's measurements
 =========================  ====================================================================
 
 Every step duration comes from a ``ModelConfig`` x ``Hardware`` through the
-roofline of :mod:`simulations.inference`; none is typed by hand.
+roofline of :mod:`simulations.inference`, or from a cost fitted to the live
+engine (:mod:`.fitted`); none is typed by hand.
 """
 
 from scalelab.simulations.serving.cost import LINKS, Link, StepCostModel, expected_tokens_per_step, op_coefficients

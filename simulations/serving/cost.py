@@ -51,10 +51,39 @@ from scalelab.simulations.hardware import Hardware, get_hardware
 
 __all__ = [
     "Link", "LINKS", "get_link", "DRAFT_MODELS", "op_coefficients", "StepCostModel",
-    "ring_allreduce_time", "expected_tokens_per_step", "N_AGGREGATES",
+    "ring_allreduce_time", "expected_tokens_per_step", "N_AGGREGATES", "iteration_aggregates", "experts_touched",
 ]
 
 N_AGGREGATES = 6  # the length of the iteration vector x = [1, T, S, P, K, U]
+
+
+def experts_touched(model: ModelConfig, tokens):
+    """The MoE aggregate ``U`` of ``model`` for ``tokens`` new tokens (0 for a dense model)."""
+    if not model.is_moe:
+        return 0.0
+    return expected_experts_touched(model.n_experts, model.experts_per_token, tokens)
+
+
+def iteration_aggregates(model: ModelConfig, chunk_tokens, chunk_offsets, decode_kv, q: int = 1) -> np.ndarray:
+    """The iteration vector ``x = [1, T, S, P, K, U]`` ``(6,)`` of one iteration of ``model``.
+
+    Parameters
+    ----------
+    chunk_tokens, chunk_offsets : sequences of int
+        Prefill chunks: ``c_i`` new tokens after ``o_i`` cached ones.
+    decode_kv : sequence of int
+        Cached tokens of each decode sequence before this step.
+    q : int
+        Tokens each decode sequence verifies (1 without speculative decoding).
+    """
+    c = np.asarray(chunk_tokens, dtype=np.float64)  # (n_chunks,)
+    o = np.asarray(chunk_offsets, dtype=np.float64)  # (n_chunks,)
+    kv = np.asarray(decode_kv, dtype=np.float64)  # (n_decode,)
+    n_dec = kv.size
+    t = c.sum() + q * n_dec
+    return np.array([1.0, t, c.size + q * n_dec,
+                     float(np.sum(c * o + c * (c + 1) / 2)) + q * kv.sum() + n_dec * q * (q + 1) / 2,
+                     float(np.sum(o + c)) + kv.sum() + n_dec * q, experts_touched(model, t)])  # (6,)
 
 
 @dataclass(frozen=True)
@@ -226,30 +255,17 @@ class StepCostModel:
         self._allreduce_per_token = 2 * self.model.n_layers * ring * self.model.d_model * dtype_bytes \
             / self.link.bandwidth_bytes_per_s
         self._allreduce_fixed = 2 * self.model.n_layers * 2.0 * (self.tp - 1) * self.link.latency_s
-        self._moe = self.model.is_moe
 
     def aggregates(self, chunk_tokens, chunk_offsets, decode_kv, q: int = 1) -> np.ndarray:
         """The iteration vector for prefill chunks ``(c_i, o_i)`` and decode sequences with ``decode_kv`` cached tokens.
 
         Each decode sequence verifies ``q`` tokens (1 without speculative decoding).
         """
-        c = np.asarray(chunk_tokens, dtype=np.float64)  # (n_chunks,)
-        o = np.asarray(chunk_offsets, dtype=np.float64)  # (n_chunks,)
-        kv = np.asarray(decode_kv, dtype=np.float64)  # (n_decode,)
-        n_dec = kv.size
-        t = c.sum() + q * n_dec
-        x = np.array([1.0, t, c.size + q * n_dec,
-                      float(np.sum(c * o + c * (c + 1) / 2)) + q * kv.sum() + n_dec * q * (q + 1) / 2,
-                      float(np.sum(o + c)) + kv.sum() + n_dec * q, 0.0])  # (6,)
-        if self._moe:
-            x[5] = expected_experts_touched(self.model.n_experts, self.model.experts_per_token, t)
-        return x
+        return iteration_aggregates(self.model, chunk_tokens, chunk_offsets, decode_kv, q)
 
     def touched(self, tokens):
         """The MoE aggregate ``U`` for ``tokens`` new tokens (0 for a dense model)."""
-        if not self._moe:
-            return 0.0
-        return expected_experts_touched(self.model.n_experts, self.model.experts_per_token, tokens)
+        return experts_touched(self.model, tokens)
 
     def time(self, x: np.ndarray):
         """Seconds for iteration vector(s) ``x``: ``(6,)`` -> float, ``(k, 6)`` -> ``(k,)``."""

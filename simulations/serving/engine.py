@@ -468,10 +468,15 @@ def simulate(model, hw, workload: Workload, *, scheduler="chunked", tp: int = 1,
     reserve_bytes : activation reserve per device (default: :func:`~simulations.serving.memory.activation_reserve_bytes`).
     dtype_bytes : bytes per value (default 2).
     horizon_s : stop the clock here; requests not finished are reported with ``finished = False``.
+    cost_model : an object with ``time(x)`` and ``touched(tokens)`` that prices iterations instead of
+        the roofline, e.g. a :class:`~simulations.serving.fitted.FittedStepCost` fitted to a real
+        engine (not with ``spec_k``).
+    kv_blocks : KV blocks of 16 tokens per instance, instead of sizing the cache from ``hw``'s memory
+        (to replay a real engine whose cache size is known).
     """
     known = {"n_prefill", "n_decode", "link", "transfer_link", "router", "max_prefill_tokens", "draft_model",
              "efficiency_compute", "efficiency_bandwidth", "utilization", "reserve_bytes", "dtype_bytes",
-             "horizon_s"}
+             "horizon_s", "cost_model", "kv_blocks"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"simulate() got unknown option(s) {unknown}; known: {sorted(known)}")
@@ -502,6 +507,13 @@ def simulate(model, hw, workload: Workload, *, scheduler="chunked", tp: int = 1,
     cost = StepCostModel(m, h, tp=int(tp), link=options.get("link", "nvlink4"),
                          efficiency_compute=options.get("efficiency_compute", 1.0),
                          efficiency_bandwidth=options.get("efficiency_bandwidth", 1.0), dtype_bytes=dtype_bytes)
+    custom = options.get("cost_model")
+    if custom is not None:
+        if not (callable(getattr(custom, "time", None)) and callable(getattr(custom, "touched", None))):
+            raise TypeError(f"cost_model must have time(x) and touched(tokens) methods, got {type(custom).__name__}")
+        if spec_k:
+            raise ValueError("cost_model prices the target model only; it cannot be combined with spec_k")
+        cost = custom
     draft = None
     if spec_k:
         draft = StepCostModel(get_draft_model(options.get("draft_model", "llama-3.2-1b")), h, tp=int(tp),
@@ -517,7 +529,12 @@ def simulate(model, hw, workload: Workload, *, scheduler="chunked", tp: int = 1,
                                            dtype_bytes=dtype_bytes)
     cap = kv_capacity_blocks(m, h, tp=int(tp), utilization=options.get("utilization", GPU_MEMORY_UTILIZATION),
                              reserve_bytes=reserve, dtype_bytes=dtype_bytes)
-    if draft is not None:  # the draft's weights and cache share the memory: shrink the target's blocks to match
+    if options.get("kv_blocks") is not None:
+        cap = options["kv_blocks"]
+        if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 1:
+            raise ValueError(f"kv_blocks must be an int >= 1, got {cap!r}")
+        cap = int(cap)
+    elif draft is not None:  # the draft's weights and cache share the memory: shrink the target's blocks to match
         d_per_tok = kv_cache_bytes_per_token(draft.model, dtype_bytes=dtype_bytes)
         t_per_tok = kv_cache_bytes_per_token(m, dtype_bytes=dtype_bytes)
         cap = int((cap - draft.model.params_total * dtype_bytes / tp / (t_per_tok / tp * BLOCK_TOKENS))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scalelab.kernels._threads import thread_budget, threads_for
 from scalelab.kernels.model import LlamaConfig, LlamaModel, PagedKVCache, SeqChunk
 from scalelab.kernels.sampling import sample
 from scalelab.simulations.inference import ModelConfig
@@ -200,6 +201,7 @@ class Engine:
         self.decoding: list[int] = []
         self.rows: list[tuple] = []
         self.itl: list[tuple[float, int]] = []
+        self.batches: list[tuple[list[int], list[int], list[int], float]] = []
         self._t0 = time.perf_counter()
         self._n_in_system = 0
 
@@ -233,6 +235,7 @@ class Engine:
 
     def _step(self) -> None:
         req = self.req
+        begin = self._now()
         if self.decoding:
             self._make_room()
         chunks, decode = self.sched.form_batch(self)
@@ -251,24 +254,26 @@ class Engine:
             work.append(SeqChunk(np.array([req.generated[rid][-1]]), req.done[rid], req.blocks[rid]))
             kinds.append((rid, "decode", 1))
         start = self._now()
-        logits = self.model.forward_cached(self.cache, work)  # (len(work), V)
-        emit_rows, emit_rids = [], []
-        joined = []
-        for row, (rid, kind, c) in enumerate(kinds):
-            req.done[rid] += c
-            if kind == "decode":
-                req.decode_steps[rid] += 1
-                emit_rows.append(row)
-                emit_rids.append(rid)
-            elif req.done[rid] == req.target[rid]:
-                self.prefilling.remove(rid)
-                if req.generated[rid]:  # a recompute: its next token comes from a decode step
-                    joined.append(rid)
-                else:
+        # a small step (forward and sampling) runs on one thread: a busy core cannot stall it
+        with thread_budget(threads_for(self.model.step_flops(work))):
+            logits = self.model.forward_cached(self.cache, work)  # (len(work), V)
+            emit_rows, emit_rids = [], []
+            joined = []
+            for row, (rid, kind, c) in enumerate(kinds):
+                req.done[rid] += c
+                if kind == "decode":
+                    req.decode_steps[rid] += 1
                     emit_rows.append(row)
                     emit_rids.append(rid)
-        if emit_rows:
-            self._sample(logits[emit_rows], emit_rids)
+                elif req.done[rid] == req.target[rid]:
+                    self.prefilling.remove(rid)
+                    if req.generated[rid]:  # a recompute: its next token comes from a decode step
+                        joined.append(rid)
+                    else:
+                        emit_rows.append(row)
+                        emit_rids.append(rid)
+            if emit_rows:
+                self._sample(logits[emit_rows], emit_rids)
         now = self._now()
         for rid in emit_rids:
             req.token_times[rid].append(now)
@@ -281,6 +286,10 @@ class Engine:
         self.decoding.extend(r for r in joined if r not in self.decoding)
         if dec:
             self.itl.append((now - start, len(dec)))
+        # what the iteration did, for fitting a step-cost model (simulations.serving.fitted):
+        # prefill chunks (tokens, offset), decode sequences' cached tokens, wall seconds of the whole step
+        self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks],
+                             [req.done[r] - 1 for r in dec], self._now() - begin))
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
                           len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
 

@@ -1,0 +1,125 @@
+"""A step-cost model fitted to the live engine, and the simulator replaying it (the closed loop's parts)."""
+
+import numpy as np
+import pytest
+
+from scalelab.kernels.model import LlamaModel
+from scalelab.simulations.serving import poisson_workload, simulate
+from scalelab.simulations.serving.closed_loop import _calibration_batches, _hardware_for
+from scalelab.simulations.serving.cost import StepCostModel, iteration_aggregates
+from scalelab.simulations.serving.fitted import FittedStepCost, engine_iterations, fit_step_cost
+from scalelab.simulations.serving.live import Engine, get_engine_model
+
+TINY = get_engine_model("tiny")
+
+
+def _synthetic(coef, seed=0, n=60):
+    """Iterations like an engine's (prefill chunks and decode batches) timed exactly by ``coef``."""
+    rng = np.random.default_rng(seed)
+    X = []
+    for _ in range(n):
+        chunks = rng.integers(1, 300, rng.integers(0, 3))
+        offs = rng.integers(0, 500, chunks.size)
+        kv = rng.integers(1, 900, rng.integers(0 if chunks.size else 1, 20))
+        X.append(iteration_aggregates(TINY, chunks, offs, kv))
+    X = np.array(X)  # (n, 6)
+    return X, X @ np.asarray(coef)
+
+
+def test_aggregates_are_the_roofline_models():
+    cost = StepCostModel("llama-3-8b", "h100-sxm")
+    x = iteration_aggregates(cost.model, [100, 7], [0, 50], [10, 300, 4])
+    np.testing.assert_array_equal(x, cost.aggregates([100, 7], [0, 50], [10, 300, 4]))
+    # T = 107 + 3 tokens; S = 2 chunks + 3 rows; P = 100*101/2 + 7*50 + 7*8/2 + (314 + 3); K = 100 + 57 + 314 + 3
+    np.testing.assert_array_equal(x, [1, 110, 5, 5050 + 350 + 28 + 317, 474, 0])
+
+
+def test_fit_recovers_known_coefficients():
+    coef = [2e-3, 1e-5, 3e-5, 2e-9, 4e-8, 0.0]
+    X, y = _synthetic(coef)
+    f = fit_step_cost(TINY, X, y)
+    np.testing.assert_allclose(f.coef, coef, rtol=1e-6, atol=1e-12)
+    assert f.rel_err_p90 < 1e-6 and f.n_iterations == 60
+    np.testing.assert_allclose(f.time(X), y, rtol=1e-6)
+    assert isinstance(f.time(X[0]), float)
+    assert "fixed=0.002" in repr(f)
+
+
+def test_fit_keeps_coefficients_non_negative_on_noisy_data():
+    X, y = _synthetic([1e-3, 2e-5, 0, 0, 1e-7, 0], seed=3, n=200)
+    noisy = y * np.random.default_rng(4).uniform(0.8, 1.25, y.size)
+    f = fit_step_cost(TINY, X, noisy)
+    assert (f.coef >= 0).all()
+    assert f.coef[0] == pytest.approx(1e-3, rel=0.3)
+    assert 0.01 < f.rel_err_p50 < 0.25
+
+
+def test_fit_rejects_data_that_cannot_identify_it():
+    X, y = _synthetic([1e-3, 1e-5, 0, 0, 0, 0], n=40)
+    with pytest.raises(ValueError, match="y must have shape"):
+        fit_step_cost(TINY, X, y[:-1])
+    with pytest.raises(ValueError, match=r"X must have shape \(k, 6\)"):
+        fit_step_cost(TINY, X[:, :5], y)
+    with pytest.raises(ValueError, match="finite times > 0"):
+        fit_step_cost(TINY, X, np.where(np.arange(y.size) == 3, 0.0, y))
+    with pytest.raises(ValueError, match="at least"):
+        fit_step_cost(TINY, X[:4], y[:4])
+    # decode batches of one sequence at one context only: tokens, rows, pairs and reads move together
+    same = np.array([iteration_aggregates(TINY, [], [], [100 + i % 2]) for i in range(30)])
+    same[:, 3] = same[:, 4] = 101  # T, S vary with nothing else: make every column but T and S constant
+    same[:, 1] = same[:, 2] = 1 + np.arange(30) % 3
+    with pytest.raises(ValueError, match="cannot separate"):
+        fit_step_cost(TINY, same, np.full(30, 1e-3))
+
+
+def test_fitted_cost_validates_its_coefficients():
+    with pytest.raises(ValueError, match="shape"):
+        FittedStepCost(TINY, [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        FittedStepCost(TINY, [1e-3, -1e-6, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="above zero"):
+        FittedStepCost(TINY, [0, 0, 1e-6, 0, 0, 0])
+
+
+def test_simulator_on_a_fixed_cost_per_iteration_counts_iterations():
+    """With 10 ms per iteration and nothing else, latencies are iteration counts times 10 ms."""
+    f = FittedStepCost(TINY, [0.01, 0, 0, 0, 0, 0])
+    w = poisson_workload(1e-3, 2, prompt_len=700, output_len=5, seed=0)  # far apart: each request alone
+    r = simulate(TINY, _hardware_for(f), w, scheduler="chunked", token_budget=512, cost_model=f, kv_blocks=256,
+                 dtype_bytes=4)
+    req = r.requests
+    np.testing.assert_allclose(req["first_token"] - req["arrival"], 0.02)  # two chunks: 512 + 188 tokens
+    np.testing.assert_allclose(req["finish"] - req["first_token"], 0.04)  # four decode steps
+    assert r.config["kv_capacity_blocks"] == 256
+    with pytest.raises(ValueError, match="kv_blocks must be an int >= 1"):
+        simulate(TINY, _hardware_for(f), w, cost_model=f, kv_blocks=0)
+    with pytest.raises(TypeError, match="cost_model must have time"):
+        simulate(TINY, _hardware_for(f), w, cost_model=object(), kv_blocks=256)
+    with pytest.raises(ValueError, match="spec_k"):
+        simulate(TINY, _hardware_for(f), w, cost_model=f, kv_blocks=256, spec_k=2, spec_accept=0.5)
+
+
+def test_engine_logs_what_each_iteration_did():
+    cfg = get_engine_model("tiny")
+    engine = Engine(LlamaModel.random(cfg, seed=0), token_budget=64)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, cfg.vocab_size, n) for n in (100, 10, 40)]
+    engine.generate(prompts, max_new_tokens=6)
+    X, y = engine_iterations(cfg, engine.batches)
+    assert X[:, 1].sum() == 150 + 3 * 5  # every prompt token once, then 5 decode tokens per request
+    assert (X[:, 1] <= 64 + 3).all()  # the token budget holds
+    assert (y > 0).all() and len(y) == len(engine.rows)
+    # decode step j of a request with prompt p attends to p + j cached tokens
+    kvs = sorted(k for _, _, kv, _ in engine.batches for k in kv)
+    assert kvs == sorted(p.size + j for p in prompts for j in range(5))
+    # prefill chunks tile each prompt from offset 0
+    ends = sorted(o + c for cs, os_, _, _ in engine.batches for c, o in zip(cs, os_))
+    starts = sorted(o for cs, os_, _, _ in engine.batches for o in os_)
+    assert starts.count(0) == 3 and {100, 10, 40} <= set(ends) and sorted(set(starts) - {0}) == sorted(set(ends) - {100, 10, 40})
+
+
+def test_calibration_set_spans_what_the_fit_needs():
+    runs = _calibration_batches(4096, 512)
+    assert {n for n, _, _ in runs} >= {1, 32} and max(p for _, p, _ in runs) > 512
+    assert all(p <= 2048 for _, p, _ in _calibration_batches(4096, 512))
+    assert all(p <= 64 for _, p, _ in _calibration_batches(128, 512))
