@@ -8,6 +8,8 @@ not a FLOP budget), objects, and NaN or infinity. Messages show plain numbers
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -46,3 +48,21 @@ def as_positive_array(name: str, value, *, allow_zero: bool = False) -> np.ndarr
         what = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be {what} and finite, got {show(arr[~ok].ravel()[0])}")
     return arr
+
+
+def check_positive(**values) -> None:
+    """Each keyword's value is a real number, finite and > 0 (``TypeError``/``ValueError`` naming it)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be positive and finite, got {show(value)}")
+
+
+def check_count(**values) -> None:
+    """Each keyword's value is an integer (not a bool) and > 0 (``TypeError``/``ValueError`` naming it)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {show(value)}")
