@@ -99,6 +99,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--arms", default="serial,batched,per-config")
+    ap.add_argument("--save-cpu", help="write the per-configuration CPU seconds of the serial run here")
     args = ap.parse_args(argv)
     arms = args.arms.split(",")
     w = _workload()
@@ -114,6 +115,7 @@ def main(argv=None) -> None:
             df = _run(arm, w, n, cpu_round)
             if arm == "serial" and (not cpu or sum(cpu_round) < sum(cpu)):
                 cpu = cpu_round  # the least disturbed serial round
+                print(f"serial CPU time {sum(cpu):.1f} s", flush=True)
             times[arm].append(time.perf_counter() - t0)
             if reference is None:
                 reference = df
@@ -131,6 +133,9 @@ def main(argv=None) -> None:
                       f"median {statistics.median(ratios):.2f}x")
     if cpu:
         quiet_estimate(cpu, min(empty_cluster_seconds() for _ in range(2)))
+        if args.save_cpu:
+            with open(args.save_cpu, "w") as f:
+                f.write("\n".join(f"{x:.6f}" for x in cpu) + "\n")
 
 
 if __name__ == "__main__":  # LocalCluster starts worker processes that re-import this module

@@ -123,6 +123,8 @@ def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, spa
         ``None`` or ``"none"`` runs serially in this process.
     target_rate : requests/s to provision for; adds ``gpus_for_target`` (see :func:`gpus_for_rate`).
     progress : print a progress bar to stderr.
+        A script that plans on a ``LocalCluster`` needs an ``if __name__ == "__main__":`` guard:
+        the worker processes are spawned and import the script's main module again.
     tasks_per_worker : on Dask, the configurations go out in ``n_workers * tasks_per_worker`` batches
         (one task each), dealt round-robin so every batch holds a similar mix.
 
@@ -185,8 +187,8 @@ def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
               batches_per_worker: int = BATCHES_PER_WORKER) -> list[dict]:
     from dask.distributed import Client, LocalCluster, as_completed
 
-    # Closed in reverse order of opening (client, then cluster), each inside the other's
-    # context: a cluster closed under a live client makes the client's heartbeat fail.
+    # Closed in reverse order of opening (client, then cluster), also when opening either fails
+    # or a task raises: a scheduler that goes away under a live client leaves it retrying.
     with contextlib.ExitStack() as stack:
         if address.lower() == "local":
             cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
