@@ -33,10 +33,12 @@ SPACE_KEYS = ("scheduler", "tp", "replicas", "token_budget", "max_batch", "n_pre
 #: Acceptance rate assumed when a configuration drafts tokens (a stated assumption: Leviathan et al. 2023,
 #: Table 3, report alpha between about 0.5 and 0.9 depending on the draft and the task).
 DEFAULT_SPEC_ACCEPT = 0.7
-#: Batches handed to each Dask worker. One task per configuration paid the scheduler's
-#: per-task round trip 252 times; one batch per worker leaves a worker idle while the
-#: other finishes its slow configurations. Four per worker keeps the tail short.
-BATCHES_PER_WORKER = 4
+#: Batches handed to each Dask worker. Fewer, larger tasks save scheduler round trips, but
+#: configurations differ in cost (0.05 to 1 s of CPU each over the default space, 67 s in all,
+#: measured by tools/bench_plan_dask.py), so large batches leave one worker idle at the end:
+#: replaying the measured costs on two idle workers gives a 37.3 s makespan with 4 batches per
+#: worker, 34.5 s with 16 and 33.7 s (the ideal) with one task per configuration.
+BATCHES_PER_WORKER = 16
 
 
 def default_space() -> dict[str, list]:
