@@ -259,23 +259,50 @@ def attention_flops(Lq, Lk, D, Dv=None, causal=True, window=None):
 
     Counts only the unmasked part (what a kernel that skips masked tiles must do),
     so causal prefill at Lq = Lk = L counts ``2 * L * (L + 1) / 2 * (D + Dv)``.
-    Multiply by batch * query heads for a whole call.
+    Multiply by batch * query heads for a whole call. Exact integer arithmetic
+    in O(1), whatever the lengths. Lengths and widths are integers >= 0
+    (``ValueError``/``TypeError`` naming the argument otherwise).
     """
-    Dv = D if Dv is None else Dv
-    if window is not None and window < 1:
-        raise ValueError(f"window must be >= 1 or None, got {window}")
-    lo, hi = _visible_range(np.arange(int(Lq), dtype=np.int64), int(Lq), int(Lk), causal, window)
-    pairs = int(np.maximum(hi - lo + 1, 0).sum())
-    return 2 * pairs * (int(D) + int(Dv))
+    Lq, Lk = check_int("Lq", Lq, lo=0), check_int("Lk", Lk, lo=0)
+    D = check_int("D", D, lo=0)
+    Dv = D if Dv is None else check_int("Dv", Dv, lo=0)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    window = _check_window(window)
+    # Query i sees keys [lo, hi] (see _visible_range): hi + 1 = min(Lk, i + Lk - Lq + 1)
+    # when causal, else Lk; the window keeps at most `window` of them. So row i sees
+    # clamp(x_i, 0, cap) keys with cap = min(Lk, window) and x_i = i + first (causal).
+    cap = Lk if window is None else min(Lk, window)
+    if not causal:
+        return 2 * Lq * cap * (D + Dv)
+    first = Lk - Lq + 1
+
+    def clamped_prefix(n):  # sum of clamp(x, 0, cap) over x = 0 .. n-1, for n >= 0
+        ramp = min(n, cap + 1)
+        return ramp * (ramp - 1) // 2 + max(0, n - cap - 1) * cap
+
+    pairs = clamped_prefix(max(first + Lq, 0)) - clamped_prefix(max(first, 0))
+    return 2 * pairs * (D + Dv)
 
 
 def kv_bytes_read(lengths, Hkv, D, Dv=None, itemsize=4, window=None):
-    """Bytes of K and V a decode step must read: visible keys x Hkv x (D + Dv) x itemsize."""
-    Dv = D if Dv is None else Dv
-    n = np.asarray(lengths, dtype=np.int64)
+    """Bytes of K and V a decode step must read: visible keys x Hkv x (D + Dv) x itemsize.
+
+    ``lengths`` are integers >= 0 (an int or an array of them); ``Hkv`` and
+    ``itemsize`` integers >= 1, ``D`` and ``Dv`` integers >= 0.
+    """
+    n = check_int_array("lengths", lengths)
+    if n.size and int(n.min()) < 0:
+        raise ValueError(f"lengths must be >= 0, got {int(n.min())}")
+    Hkv = check_int("Hkv", Hkv, lo=1)
+    D = check_int("D", D, lo=0)
+    Dv = D if Dv is None else check_int("Dv", Dv, lo=0)
+    itemsize = check_int("itemsize", itemsize, lo=1)
+    window = _check_window(window)
     if window is not None:
-        n = np.minimum(n, int(window))
-    return int(n.sum()) * int(Hkv) * (int(D) + int(Dv)) * int(itemsize)
+        n = np.minimum(n, window)
+    keys = int(n.sum(dtype=object))  # Python ints: no int64 wrap-around however many lengths
+    return keys * Hkv * (D + Dv) * itemsize
 
 
 # --------------------------------------------------------------------------- validation

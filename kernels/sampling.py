@@ -1308,16 +1308,17 @@ def _check_seq(token_logprobs, lengths):
     N, T = lp.shape
     if N == 0:
         raise ValueError("token_logprobs must hold at least one candidate (N >= 1)")
+    # compared before any cast to int64, so a huge uint64 length is named as given, not wrapped to -1
     ln = np.asarray(lengths)
     if ln.dtype.kind not in "iu":
         raise TypeError(f"lengths must be an integer array, got {ln.dtype}")
     if ln.shape != (N,):
         raise ValueError(f"lengths must have shape ({N},), got {ln.shape}")
-    ln = ln.astype(np.int64)
     badl = (ln < 1) | (ln > T)
     if badl.any():
         i = int(np.nonzero(badl)[0][0])
-        raise ValueError(f"lengths must be in [1, T={T}] (first bad candidate {i}, got {ln[i]})")
+        raise ValueError(f"lengths must be in [1, T={T}] (first bad candidate {i}, got {int(ln[i])})")
+    ln = ln.astype(np.int64)
     valid = np.arange(T)[None, :] < ln[:, None]
     badv = valid & ~(lp <= 0)  # NaN or positive log-probability
     if badv.any():

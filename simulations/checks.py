@@ -8,6 +8,7 @@ not a FLOP budget), objects, and NaN or infinity. Messages show plain numbers
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -87,3 +88,21 @@ def lookup_preset(arg: str, name, presets: dict, passes, *, expected: str, known
     if name not in presets:
         raise ValueError(f"unknown {arg} {name!r}; {known}: {', '.join(sorted(presets) if sort else presets)}")
     return presets[name]
+
+
+def check_positive(**values) -> None:
+    """Each keyword's value is a real number, finite and > 0 (``TypeError``/``ValueError`` naming it)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be positive and finite, got {show(value)}")
+
+
+def check_count(**values) -> None:
+    """Each keyword's value is an integer (not a bool) and > 0 (``TypeError``/``ValueError`` naming it)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {show(value)}")

@@ -117,7 +117,7 @@ def recurrent_ops(m, phase: str, batch: int, t, dt: float, add, linear, norm) ->
     ``t`` is the number of tokens in the step (``batch * prompt_len`` or
     ``batch``); ``add(name, layers, flops, bytes)``, ``linear(name, layers,
     tokens, d_in, d_out)`` and ``norm(name, layers, tokens, width)`` are the
-    per-layer helpers of :func:`simulations.inference._ops`. The state is
+    per-layer helpers of :func:`simulations.roofline._ops`. The state is
     written once in prefill (from zeros) and read and written once per decode
     step.
     """

@@ -16,12 +16,52 @@ def test_request_latency_memory_does_not_grow_with_gen_len():
     assert peak < 64 * 2**20  # one float64 array of the whole generation would be 16 MB, several are made per op
 
 
-def test_request_latency_chunks_agree_with_the_direct_sum():
-    m, h = inf.get_model("llama-3-8b"), inf.get_hardware("h100-sxm")
-    gen = inf.DECODE_CHUNK * 2 + 7
-    lat = inf.request_latency(m, h, batch=4, prompt_len=100, gen_len=gen)
-    direct = inf._decode_times(m, h, 4, 100 + np.arange(1, gen, dtype=np.float64), 2).sum()
-    assert lat.tpot_s * (gen - 1) == pytest.approx(direct, rel=1e-12)
+def test_request_latency_work_does_not_grow_with_gen_len(monkeypatch):
+    # the decode steps are summed in closed form: the roofline's operations are built
+    # the same number of times, on arrays of the same size, for 2 tokens or 16M
+    from scalelab.simulations import roofline
+
+    seen = []
+    real_ops = roofline._ops
+
+    def spy(m, phase, batch, seq_len, dt):
+        seen.append(np.size(seq_len))
+        return real_ops(m, phase, batch, seq_len, dt)
+
+    monkeypatch.setattr(roofline, "_ops", spy)
+    calls = []
+    for gen in (2, 1000, inf.MAX_TOKENS - 16):
+        seen.clear()
+        inf.request_latency("llama-3-8b", "h100-sxm", batch=1, prompt_len=16, gen_len=gen)
+        calls.append(list(seen))
+    assert calls[0] == calls[1] == calls[2] and max(calls[0]) <= 2
+    tracemalloc.start()
+    inf.request_latency("llama-3-8b", "h100-sxm", batch=1, prompt_len=16, gen_len=inf.MAX_TOKENS - 16)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 256 * 2**10  # the chunked sum held 512 KB per array, several per operation
+
+
+SLOW_RIDGE = inf.Hardware("ridge 2 FLOP/B", peak_flops=2e12, bandwidth_bytes_per_s=1e12, memory_bytes=None,
+                          tdp_w=None)  # attention turns compute-bound a few tokens in: the lines cross
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "mixtral-8x7b", "deepseek-v3", "jamba-v0.1", "mamba-2.8b"])
+@pytest.mark.parametrize("hw", ["h100-sxm", SLOW_RIDGE], ids=["h100", "ridge2"])
+def test_closed_form_decode_sum_equals_the_step_by_step_sum(model, hw):
+    m, h = inf.get_model(model), inf.get_hardware(hw)
+    for batch, prompt, gen in [(1, 1, 2), (1, 1, 3), (64, 1, 40), (4, 300, 257), (1, 3, 9)]:
+        contexts = prompt + np.arange(1, gen, dtype=np.float64)  # (gen - 1,)
+        step_by_step = inf._decode_times(m, h, batch, contexts, 2).sum()
+        lat = inf.request_latency(m, h, batch=batch, prompt_len=prompt, gen_len=gen)
+        assert lat.tpot_s * (gen - 1) == pytest.approx(step_by_step, rel=1e-12)
+        bon = inf.best_of_n_cost(m, h, n=batch, prompt_len=prompt, gen_len=gen)
+        assert bon.decode_s == pytest.approx(inf._decode_times(m, h, batch, contexts, 2).sum(), rel=1e-12)
+        # every step counts every operation (the old array sum counted context-independent ones once)
+        flops = sum(float(np.sum(np.broadcast_to(f, contexts.shape)))
+                    for _, _, f, _ in inf._ops(m, "decode", batch, contexts, 2))
+        pre = inf.prefill_cost(m, h, batch=1, prompt_len=prompt).flops
+        assert bon.flops == pytest.approx(pre + flops, rel=1e-12)
 
 
 def test_request_latency_rejects_sequences_past_the_bound():

@@ -480,3 +480,10 @@ def test_per_row_top_k_beyond_int64_is_rejected_not_disabled():
     for fn in (S.filter_logits, S.filter_logits_ref):
         with pytest.raises(ValueError, match="top_k"):
             fn(logits, top_k=k)
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, 2**63, 4])
+def test_sequence_logprob_names_a_huge_uint64_length_as_given(value):
+    # cast to int64 first, 2**64 - 1 used to be reported as -1
+    with pytest.raises(ValueError, match=rf"got {value}\)"):
+        S.sequence_logprob(np.zeros((1, 3)), np.array([value], np.uint64))

@@ -264,11 +264,31 @@ def test_plan_on_dask_equals_serial():
     w = poisson_workload(8.0, 100, prompt_len=LogNormal(1024, 0.5, 4000), output_len=LogNormal(64, 0.5, 512), seed=3)
     space = {"scheduler": ["continuous", "chunked", "disaggregated"], "tp": [1, 2]}
     serial = plan(MODEL, HW, w, slo_ttft=0.3, slo_tpot=0.01, space=space, scheduler_address=None, target_rate=40.0)
+    # one batch per worker: 3 configurations per task, reassembled in search order
     cluster = plan(MODEL, HW, w, slo_ttft=0.3, slo_tpot=0.01, space=space, scheduler_address="local",
-                   target_rate=40.0)
+                   target_rate=40.0, tasks_per_worker=1)
     pd.testing.assert_frame_equal(serial, cluster)
     assert len(serial) == 6 and serial["feasible"].all()
     assert serial["goodput_per_gpu"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("n_items, n_batches", [(252, 8), (6, 2), (5, 8), (1, 1), (0, 4), (7, 3)])
+def test_split_batches_deals_every_configuration_once(n_items, n_batches):
+    from scalelab.simulations.serving.planning import split_batches
+
+    batches = split_batches(n_items, n_batches)
+    assert sorted(i for b in batches for i in b) == list(range(n_items))
+    assert len(batches) == min(n_items, n_batches) and all(batches)
+    sizes = [len(b) for b in batches]
+    assert max(sizes, default=0) - min(sizes, default=0) <= 1  # dealt round-robin: equal to one item
+    assert all(b == list(range(b[0], n_items, len(batches))) for b in batches)
+
+
+def test_plan_rejects_bad_worker_counts():
+    w = poisson_workload(1.0, 3)
+    for kw in (dict(n_workers=0), dict(tasks_per_worker=0), dict(tasks_per_worker=1.5)):
+        with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
+            plan(MODEL, HW, w, slo_ttft=1.0, slo_tpot=0.1, scheduler_address="local", **kw)
 
 
 def test_plan_marks_configs_that_do_not_fit():

@@ -19,7 +19,7 @@ iteration is the vector ``x = [1, T, S, P, K, U]``:
 =====  =====================================================================
 
 :func:`op_coefficients` reads each operation's coefficients off the phase
-model itself (``simulations.inference._ops`` at a few (batch, length)
+model itself (``simulations.roofline._ops`` at a few (batch, length)
 points), and :class:`StepCostModel` keeps them as two matrices, so an
 iteration costs one small matrix product: ``time = sum_ops max(F x, B x)``. A
 lone prefill of ``L`` tokens is ``x = [1, L, 1, L (L + 1) / 2, L, U(L)]`` and

@@ -15,6 +15,7 @@ rate needs are ``n_gpus * ceil(target / goodput)``, minimised over configuration
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import sys
@@ -22,6 +23,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from scalelab.simulations.checks import check_count
 from scalelab.simulations.serving.engine import simulate
 from scalelab.simulations.serving.workload import Workload
 
@@ -31,6 +33,12 @@ SPACE_KEYS = ("scheduler", "tp", "replicas", "token_budget", "max_batch", "n_pre
 #: Acceptance rate assumed when a configuration drafts tokens (a stated assumption: Leviathan et al. 2023,
 #: Table 3, report alpha between about 0.5 and 0.9 depending on the draft and the task).
 DEFAULT_SPEC_ACCEPT = 0.7
+#: Batches handed to each Dask worker. Fewer, larger tasks save scheduler round trips, but
+#: configurations differ in cost (0.05 to 1 s of CPU each over the default space, 67 s in all,
+#: measured by tools/bench_plan_dask.py), so large batches leave one worker idle at the end:
+#: replaying the measured costs on two idle workers gives a 37.3 s makespan with 4 batches per
+#: worker, 34.5 s with 16 and 33.7 s (the ideal) with one task per configuration.
+BATCHES_PER_WORKER = 16
 
 
 def default_space() -> dict[str, list]:
@@ -106,7 +114,7 @@ def _gpus(c: dict) -> int:
 
 def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, space: dict | None = None,
          scheduler_address: str | None = "local", target_rate: float | None = None, progress: bool = False,
-         n_workers: int = 2) -> pd.DataFrame:
+         n_workers: int = 2, tasks_per_worker: int = BATCHES_PER_WORKER) -> pd.DataFrame:
     """Rank deployment configurations by goodput per GPU for ``workload`` under the two SLOs.
 
     Parameters
@@ -117,6 +125,10 @@ def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, spa
         ``None`` or ``"none"`` runs serially in this process.
     target_rate : requests/s to provision for; adds ``gpus_for_target`` (see :func:`gpus_for_rate`).
     progress : print a progress bar to stderr.
+        A script that plans on a ``LocalCluster`` needs an ``if __name__ == "__main__":`` guard:
+        the worker processes are spawned and import the script's main module again.
+    tasks_per_worker : on Dask, the configurations go out in ``n_workers * tasks_per_worker`` batches
+        (one task each), dealt round-robin so every batch holds a similar mix.
 
     Returns one row per configuration, sorted by ``goodput_per_gpu`` (ties: fewer GPUs, then search
     order): the configuration, ``feasible``, ``n_gpus``, goodput, SLO attainment and latency percentiles.
@@ -137,7 +149,8 @@ def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, spa
             if progress:
                 _bar(i + 1, len(configs))
     elif isinstance(scheduler_address, str):
-        rows = _run_dask(configs, args, scheduler_address, n_workers, progress)
+        check_count(n_workers=n_workers, tasks_per_worker=tasks_per_worker)
+        rows = _run_dask(configs, args, scheduler_address, n_workers, progress, tasks_per_worker)
     else:
         raise TypeError(f"scheduler_address must be 'local', an address, 'none' or None, got {scheduler_address!r}")
     df = pd.DataFrame(rows)
@@ -155,28 +168,54 @@ def gpus_for_rate(goodput_rps: float, n_gpus: int, target_rate: float) -> float:
     return float(n_gpus * math.ceil(target_rate / goodput_rps - 1e-9))
 
 
-def _run_dask(configs, args, address: str, n_workers: int, progress: bool) -> list[dict]:
+def evaluate_batch(configs: list[dict], model, hw, workload: Workload, slo_ttft: float, slo_tpot: float) -> list[dict]:
+    """:func:`evaluate_config` over a list of configurations (one Dask task)."""
+    return [evaluate_config(c, model, hw, workload, slo_ttft, slo_tpot) for c in configs]
+
+
+def split_batches(n_items: int, n_batches: int) -> list[list[int]]:
+    """Indices ``0..n_items-1`` dealt round-robin into at most ``n_batches`` non-empty batches.
+
+    Dealing rather than cutting gives every batch the same mix of the search space (whose
+    order groups configurations by scheduler and tensor-parallel degree, i.e. by cost).
+    """
+    if n_items == 0:
+        return []
+    n_batches = max(1, min(int(n_batches), n_items))
+    return [list(range(b, n_items, n_batches)) for b in range(n_batches)]
+
+
+def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
+              batches_per_worker: int = BATCHES_PER_WORKER) -> list[dict]:
     from dask.distributed import Client, LocalCluster, as_completed
 
-    cluster = None
-    if address.lower() == "local":
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(address)
-    try:
+    # Closed in reverse order of opening (client, then cluster), also when opening either fails
+    # or a task raises: a scheduler that goes away under a live client leaves it retrying.
+    with contextlib.ExitStack() as stack:
+        if address.lower() == "local":
+            cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(Client(address))
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         model, hw, workload, slo_ttft, slo_tpot = args
         wl = client.scatter(workload, broadcast=True)
-        futures = client.map(evaluate_config, configs, model=model, hw=hw, workload=wl, slo_ttft=slo_ttft,
-                             slo_tpot=slo_tpot, pure=False)
+        batches = split_batches(len(configs), n_workers * batches_per_worker)
+        futures = client.map(evaluate_batch, [[configs[i] for i in b] for b in batches], model=model, hw=hw,
+                             workload=wl, slo_ttft=slo_ttft, slo_tpot=slo_tpot, pure=False)
         if progress:
-            for i, _ in enumerate(as_completed(futures)):
-                _bar(i + 1, len(futures))
-        return client.gather(futures)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+            size = {f.key: len(b) for f, b in zip(futures, batches)}
+            done = 0
+            for f in as_completed(futures):
+                done += size[f.key]
+                _bar(done, len(configs))
+        results = client.gather(futures)
+    rows: list[dict] = [{}] * len(configs)
+    for b, batch_rows in zip(batches, results):
+        for i, row in zip(b, batch_rows):
+            rows[i] = row
+    return rows
 
 
 def _bar(done: int, total: int, width: int = 30) -> None:

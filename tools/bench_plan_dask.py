@@ -1,0 +1,142 @@
+"""Capacity planning on Dask against the serial run, measured interleaved in one process.
+
+The bar (>= 1.7x on a 2-worker ``LocalCluster``, cluster start-up included) is a ratio of
+two wall times, so both are measured here back to back, round after round, in the same
+process: serial, batched cluster (the default), one-task-per-configuration cluster (the
+old way), and the ratios taken per round (median over rounds). The machine's load average
+is printed before and after, since a shared machine moves both numerators and
+denominators. Same workload and space as ``asv_benchmarks/serving.py:PlanSweep``.
+
+On a loaded machine the wall-time ratio says little about two idle cores, so the
+serial arm also records each configuration's CPU time, and the script replays those
+times on two idle workers (each takes the next task when free, as the Dask scheduler
+hands them out) for several batch counts, adding the measured cost of starting and
+closing an empty cluster: an estimate of the quiet ratio, labelled as such.
+
+Run:  python tools/bench_plan_dask.py [--rounds 3] [--arms serial,batched,per-config]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+
+def _workload():
+    from scalelab.simulations.serving import poisson_workload
+    from scalelab.simulations.serving.workload import LogNormal
+
+    return poisson_workload(8.0, 100, prompt_len=LogNormal(1024, 0.5, 4000),
+                            output_len=LogNormal(128, 0.5, 1024), seed=0)
+
+
+def _run(arm: str, workload, n_configs: int, cpu: list[float] | None = None):
+    from scalelab.simulations.serving import planning
+    from scalelab.simulations.serving.planning import plan
+
+    kw = dict(slo_ttft=0.5, slo_tpot=0.01)
+    if arm == "serial":
+        real = planning.evaluate_config
+
+        def timed(*a, **k):  # plan() looks evaluate_config up in its module at each call
+            t0 = time.process_time()
+            try:
+                return real(*a, **k)
+            finally:
+                if cpu is not None:
+                    cpu.append(time.process_time() - t0)
+
+        planning.evaluate_config = timed
+        try:
+            return plan("llama-3-8b", "h100-sxm", workload, scheduler_address=None, **kw)
+        finally:
+            planning.evaluate_config = real
+    per_worker = n_configs if arm == "per-config" else None  # n_configs per worker: one task each
+    extra = {} if per_worker is None else {"tasks_per_worker": per_worker}
+    return plan("llama-3-8b", "h100-sxm", workload, scheduler_address="local", **kw, **extra)
+
+
+def makespan(task_seconds: list[float], n_workers: int = 2) -> float:
+    """Finish time of ``task_seconds`` handed in order to whichever of ``n_workers`` is free first."""
+    free = [0.0] * n_workers
+    for t in task_seconds:
+        i = free.index(min(free))
+        free[i] += t
+    return max(free)
+
+
+def empty_cluster_seconds(n_workers: int = 2) -> float:
+    """Wall time to start a LocalCluster like plan()'s, import the simulator in its workers, and close it."""
+    import importlib
+
+    from dask.distributed import Client, LocalCluster
+
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        with Client(c) as client:
+            client.run(importlib.import_module, "scalelab.simulations.serving.planning")
+    return time.perf_counter() - t0
+
+
+def quiet_estimate(cpu: list[float], overhead_s: float) -> None:
+    from scalelab.simulations.serving.planning import split_batches
+
+    total = sum(cpu)
+    print(f"quiet-machine estimate (not measured): serial CPU {total:.1f} s over {len(cpu)} configurations; "
+          f"cluster start, worker imports and close {overhead_s:.1f} s (measured under the load above)")
+    for per_worker in (1, 2, 4, 8, 16, len(cpu)):
+        batches = split_batches(len(cpu), 2 * per_worker)
+        span = makespan([sum(cpu[i] for i in b) for b in batches])
+        print(f"  {per_worker:>4} tasks/worker: 2-worker makespan {span:6.1f} s, "
+              f"ratio {total / (span + overhead_s):.2f}x with start-up, {total / span:.2f}x without")
+
+
+def main(argv=None) -> None:
+    from scalelab.simulations.serving.planning import default_space, expand_space
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--arms", default="serial,batched,per-config")
+    ap.add_argument("--save-cpu", help="write the per-configuration CPU seconds of the serial run here")
+    args = ap.parse_args(argv)
+    arms = args.arms.split(",")
+    w = _workload()
+    n = len(expand_space(default_space()))
+    print(f"{n} configurations; load average before: {os.getloadavg()}")
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    cpu: list[float] = []
+    reference = None
+    for r in range(args.rounds):
+        for arm in arms:
+            cpu_round: list[float] = []
+            t0 = time.perf_counter()
+            df = _run(arm, w, n, cpu_round)
+            if arm == "serial" and (not cpu or sum(cpu_round) < sum(cpu)):
+                cpu = cpu_round  # the least disturbed serial round
+                print(f"serial CPU time {sum(cpu):.1f} s", flush=True)
+            times[arm].append(time.perf_counter() - t0)
+            if reference is None:
+                reference = df
+            else:  # every way must return the same table
+                assert df.equals(reference), f"{arm} differs from the first run"
+            print(f"round {r} {arm:>10}: {times[arm][-1]:6.1f} s  load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    for arm in arms:
+        print(f"{arm:>10}: median {statistics.median(times[arm]):6.1f} s  best {min(times[arm]):6.1f} s")
+    if "serial" in times:
+        for arm in arms:
+            if arm != "serial":
+                ratios = [s / c for s, c in zip(times["serial"], times[arm])]
+                print(f"serial / {arm}: per round {[round(x, 2) for x in ratios]}, "
+                      f"median {statistics.median(ratios):.2f}x")
+    if cpu:
+        quiet_estimate(cpu, min(empty_cluster_seconds() for _ in range(2)))
+        if args.save_cpu:
+            with open(args.save_cpu, "w") as f:
+                f.write("\n".join(f"{x:.6f}" for x in cpu) + "\n")
+
+
+if __name__ == "__main__":  # LocalCluster starts worker processes that re-import this module
+    main()
