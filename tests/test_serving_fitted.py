@@ -123,3 +123,19 @@ def test_calibration_set_spans_what_the_fit_needs():
     assert {n for n, _, _ in runs} >= {1, 32} and max(p for _, p, _ in runs) > 512
     assert all(p <= 2048 for _, p, _ in _calibration_batches(4096, 512))
     assert all(p <= 64 for _, p, _ in _calibration_batches(128, 512))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loads", "2"], "--loads must be comma-separated numbers in (0, 1]"),
+    (["--loads", "0.3,x"], "--loads must be comma-separated numbers in (0, 1]"),
+    (["--duration", "0"], "--duration must be a positive number"),
+    (["--prompt", "1"], "--prompt must be an integer >= 2"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--model", "gpt-5"], "unknown engine model 'gpt-5'"),
+])
+def test_cli_closed_loop_bad_input_is_one_line(capsys, argv, message):
+    from scalelab.cli.cli import main
+
+    assert main(["engine", "closed-loop", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

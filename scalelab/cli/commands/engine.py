@@ -1,11 +1,15 @@
 """``scalelab engine``: serve a workload on the live CPU engine and measure its latencies.
 
     scalelab engine run --model tiny --qps 2 --duration 30 [--scheduler chunked] [--compare]
+    scalelab engine closed-loop --model tiny --loads 0.3,0.8 --duration 40
 
 ``run`` replays Poisson arrivals in real time through :class:`~scalelab.simulations.serving.live.Engine`
 (a seeded random-weight model, or ``--weights FILE.safetensors``) and prints the measured latency
 table in the format of ``scalelab serve simulate``; ``--compare`` also prints the simulator's
 prediction for the same workload on this CPU's ceilings, measured first (a few seconds).
+``closed-loop`` fits a step cost to the engine's own iterations, then serves Poisson traffic at
+fractions of the predicted capacity and prints predicted beside measured TTFT and TPOT
+(:mod:`~scalelab.simulations.serving.closed_loop`); exit 0 whether or not the rows meet the bars.
 Bad input is one line on stderr and exit 2.
 """
 
@@ -36,6 +40,16 @@ def register(subparsers) -> None:
     run.add_argument("--compare", action="store_true",
                      help="also print the simulator's prediction on this CPU's measured ceilings")
     run.set_defaults(func=run_engine)
+    loop = sub.add_parser(
+        "closed-loop", help="the simulator against the live engine: predicted vs measured TTFT/TPOT at two loads",
+        description="Calibrate a step cost on the live engine, then serve Poisson traffic at fractions of its "
+                    "capacity and compare the simulator's prediction with the measured latencies.")
+    loop.add_argument("--model", default="tiny", help="engine model preset: tiny, llama-3.2-1b (default tiny)")
+    loop.add_argument("--loads", default="0.3,0.8", help="fractions of the capacity, comma-separated (default 0.3,0.8)")
+    loop.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per load (default 40)")
+    types.request_length_args(loop, prompt=128, output=32)
+    loop.add_argument("--seed", type=int, default=0, help="seed of the workloads and sampling (default 0)")
+    loop.set_defaults(func=run_closed_loop)
 
 
 def _print_result(title: str, r) -> None:
@@ -90,4 +104,31 @@ def run_engine(args: argparse.Namespace) -> int:
         print()
         t = compare_latencies(r, p)
         print_table(list(t.columns), t.itertuples(index=False))
+    return 0
+
+
+def run_closed_loop(args: argparse.Namespace) -> int:
+    from scalelab.simulations.serving.closed_loop import closed_loop
+
+    try:
+        loads = tuple(float(x) for x in args.loads.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--loads must be comma-separated numbers in (0, 1], got {args.loads!r}") from None
+    if not loads or not all(0 < x <= 1 for x in loads):
+        raise ValueError(f"--loads must be comma-separated numbers in (0, 1], got {args.loads!r}")
+    if not (args.duration > 0 and math.isfinite(args.duration)):
+        raise ValueError(f"--duration must be a positive number, got {args.duration}")
+    for name in ("prompt", "output"):
+        if getattr(args, name) < 2:
+            raise ValueError(f"--{name} must be an integer >= 2, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    res = closed_loop(args.model, loads=loads, duration_s=args.duration, prompt=args.prompt, output=args.output,
+                      seed=args.seed)
+    print(res.fit)
+    print(f"predicted capacity: {res.capacity_rps:.3g} requests/s")
+    t = res.table.drop(columns=["bar"])
+    print_table(list(t.columns), t.itertuples(index=False))
+    print(f"{int(res.table['within_bar'].sum())} of {len(res.table)} rows within the bars "
+          "(p50 +-25%, p99 +-40%)")
     return 0
