@@ -167,14 +167,17 @@ def test_every_headline_entry_selects_a_benchmark_of_this_suite(suite, index):
 def test_a_pull_request_times_our_kernels_at_one_thread_and_the_headline_as_named(suite, index):
     s = sel.select_benchmarks(["kernels/sampling.py"], index)
     names = sel.pull_request_names(s, suite)
-    assert "sampling.TopK.time_top_k(1, 32000, 1)" in names and "gate_probe.TopKProbe.time_top_k(4)" in names
+    assert "sampling.TopK.time_top_k(1, 256000, 1)" in names and "gate_probe.TopKProbe.time_top_k(4)" in names
     assert not [n for n in names if n.startswith("sampling.") and (n.endswith(", 2)") or "numpy" in n
                                                                    or "torch" in n.lower())]
     assert set(h for h in s.headline if not h.endswith(".")) <= set(names)
+    # one-number track_ rates never gate (n/a): skipped; the sampled normalized ratios stay
+    assert not [n for n in names if "track_top_k_bandwidth" in n]
+    assert "normalized.DecodeAttention.track_decode_vs_reference" in names
     assert regress.selected_names(suite, sel.names_regex(names)) == names
     with_peers = sel.pull_request_names(sel.select_benchmarks(["kernels/sampling.py", "kernels/peers.py"], index),
                                         suite)
-    assert "sampling.TopK.time_top_k_numpy_f32(1, 32000, 1)" in with_peers
+    assert "sampling.TopK.time_top_k_numpy_f32(1, 256000, 1)" in with_peers
 
 
 def _git(cwd, *args):

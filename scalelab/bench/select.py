@@ -75,6 +75,12 @@ PEER_IMPLS = frozenset({"torch", "torch_dense", "numpy", "numpy_f32", "scipy", "
 #: (docs/regression-gate.md); the 2-thread cases run nightly, with the history check.
 PR_THREADS = (None, 1)
 
+#: Units of the ``track_`` benchmarks that return samples (``normalized.py``'s
+#: ``{"samples": [...]}`` ratios). Every other ``track_`` returns one number derived
+#: from a call its ``time_`` twin already times; the gate can test no significance
+#: on one number and reports it "n/a", never gating, so a pull request skips it.
+SAMPLED_TRACK_UNITS = frozenset({"ratio"})
+
 #: Paths that are not inert but map to no benchmark module: the headline set covers them.
 HEADLINE_ONLY = (".github/workflows/benchmarks.yml", "scalelab/bench/*")
 
@@ -211,14 +217,23 @@ def scan_tree(root: Path | str) -> TreeIndex:
 
 
 def _closure(index: TreeIndex, rel: str) -> set[str]:
-    """Every project file ``rel`` imports, directly or transitively."""
+    """Every project file ``rel`` imports, directly or transitively.
+
+    Through the shared files of :data:`EVERYTHING` the search goes one step only:
+    what ``asv_benchmarks/_util.py`` imports counts (the float32 peers), what those
+    import does not (``_util.best_time`` loads ``simulations/calibration.py``, which
+    imports the attention kernels to measure the machine, not to benchmark them).
+    """
     seen: set[str] = set()
     todo = [rel]
     while todo:
-        for dep in index.modules.get(todo.pop(), ()):
+        node = todo.pop()
+        shared = node != rel and _matches(node, EVERYTHING)
+        for dep in index.modules.get(node, ()):
             if dep not in seen:
                 seen.add(dep)
-                todo.append(dep)
+                if not shared:
+                    todo.append(dep)
     return seen
 
 
@@ -299,8 +314,9 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
     """asv names a pull request times among ``suite`` (asv's discovery output) for ``selection``.
 
     Of what :func:`bench_regex` selects, keeps our own implementations (not
-    :data:`PEER_IMPLS`, unless ``kernels/peers.py`` changed) at :data:`PR_THREADS`.
-    Headline entries are kept as named.
+    :data:`PEER_IMPLS`, unless ``kernels/peers.py`` changed) at :data:`PR_THREADS`,
+    and of the ``track_`` benchmarks only those that return samples
+    (:data:`SAMPLED_TRACK_UNITS`). Headline entries are kept as named.
     """
     from scalelab.bench.asv_results import _literal, classify
     from scalelab.bench.regress import asv_name
@@ -309,16 +325,22 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
     rx = re.compile(bench_regex(selection) or "")
     headline = {h for h in selection.headline if not h.endswith(".")}
     names = []
+    whole = tuple(h for h in selection.headline if h.endswith("."))  # headline modules run as they are
     for b in suite:
+        track = b["name"].rpartition(".")[2].startswith("track_")
         combos = list(itertools.product(*b["params"])) if b.get("params") else [()]
         for combo in combos:
             name = asv_name(b["name"], ", ".join(combo))
             if not rx.search(name):
                 continue
-            if name not in headline:
+            if name not in headline and not name.startswith(whole):
                 params = dict(zip(b.get("param_names") or [], (_literal(c) for c in combo)))
                 _, impl, threads, _ = classify(b["name"], params)
-                if (impl in PEER_IMPLS and not selection.peers_changed) or threads not in PR_THREADS:
+                if track:  # a sampled ratio runs whatever its name says; a one-number rate never gates
+                    keep = b.get("unit") in SAMPLED_TRACK_UNITS
+                else:
+                    keep = impl not in PEER_IMPLS or selection.peers_changed
+                if not keep or threads not in PR_THREADS:
                     continue
             names.append(name)
     return names
