@@ -17,7 +17,9 @@ EXIT_CODES = """\
 exit codes, each with the table of a real run on this 2-core VM:
 
   0  no benchmark is slower by more than --factor with p < 0.002, or a flag was
-     not repeated by the confirmation run ("unconfirmed"). A/A: HEAD changes
+     not repeated by the confirmation run ("unconfirmed"), or --select auto
+     found nothing the diff can affect (docs, tests, tools only: it says so per
+     path and builds nothing). A/A: HEAD changes
      only README.md; B=1 flagged at 1.52x, its confirmation measured 0.91x:
 
      Benchmarks, base `d05979a3f6` vs head `aa4d8d3230` (regression = slower by more than 1.5x with p < 0.002):
