@@ -315,8 +315,11 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
 
     Of what :func:`bench_regex` selects, keeps our own implementations (not
     :data:`PEER_IMPLS`, unless ``kernels/peers.py`` changed) at :data:`PR_THREADS`,
-    and of the ``track_`` benchmarks only those that return samples
-    (:data:`SAMPLED_TRACK_UNITS`). Headline entries are kept as named.
+    of the ``track_`` benchmarks only those that return samples
+    (:data:`SAMPLED_TRACK_UNITS`), and no ``timeraw_`` benchmark (cold Numba
+    compiles: the gate's ``repeat`` makes each sample a fresh interpreter that
+    compiles for up to minutes, so 4 rounds x 20 samples x 2 revisions would take
+    hours; compile time is followed nightly). Headline entries are kept as named.
     """
     from scalelab.bench.asv_results import _literal, classify
     from scalelab.bench.regress import asv_name
@@ -327,7 +330,8 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
     names = []
     whole = tuple(h for h in selection.headline if h.endswith("."))  # headline modules run as they are
     for b in suite:
-        track = b["name"].rpartition(".")[2].startswith("track_")
+        method = b["name"].rpartition(".")[2]
+        track = method.startswith("track_")
         combos = list(itertools.product(*b["params"])) if b.get("params") else [()]
         for combo in combos:
             name = asv_name(b["name"], ", ".join(combo))
@@ -340,7 +344,7 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
                     keep = b.get("unit") in SAMPLED_TRACK_UNITS
                 else:
                     keep = impl not in PEER_IMPLS or selection.peers_changed
-                if not keep or threads not in PR_THREADS:
+                if not keep or threads not in PR_THREADS or method.startswith("timeraw_"):
                     continue
             names.append(name)
     return names
