@@ -280,3 +280,11 @@ def test_check_history_judges_the_newest_run_against_the_earlier_ones(tmp_path):
     assert check.benchmark == "mod.T.time_k" and check.nights == 8 and check.verdict == "slower"
     text = history.format_history([check])
     assert "1 slower" in text and "`mod.T.time_k`" in text
+
+
+def test_the_module_prints_a_selection_and_the_headline_pattern(capsys, suite):
+    assert sel.main(["--root", str(REPO), "docs/x.md"]) == 0
+    assert capsys.readouterr().out.startswith("selected: nothing")
+    assert sel.main(["--root", str(REPO), "--headline"]) == 0
+    pattern = capsys.readouterr().out.strip()
+    assert "gate_probe.DecodeProbe.time_decode_attention" in regress.selected_names(suite, pattern)

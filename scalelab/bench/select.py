@@ -366,3 +366,31 @@ def changed_paths(repo: Path | str, base: str, head: str) -> list[str]:
         msg = (proc.stderr.strip().splitlines() or ["git diff failed"])[-1]
         raise ValueError(f"cannot list the changed files between {base} and {head}: {msg}")
     return [line for line in proc.stdout.splitlines() if line]
+
+
+def main(argv=None) -> int:
+    """``python -m scalelab.bench.select [--headline] [PATH ...]``: print a selection and its reasons.
+
+    With paths: what a diff changing them selects (``--bench`` pattern last). With
+    ``--headline``: only the headline set's ``--bench`` pattern (for ``tools/aa_experiment.py``).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m scalelab.bench.select", description=main.__doc__)
+    parser.add_argument("paths", nargs="*", help="changed paths, relative to the repository root")
+    parser.add_argument("--headline", action="store_true", help="print the headline set's --bench pattern")
+    parser.add_argument("--root", default=".", help="repository root (default: .)")
+    args = parser.parse_args(argv)
+    index = scan_tree(args.root)
+    if args.headline:
+        print(bench_regex(Selection(False, (), _headline_present(index), ())))
+        return 0
+    selection = select_benchmarks(args.paths, index)
+    print(selection.describe())
+    if not selection.empty:
+        print(bench_regex(selection) or "(no --bench: the whole suite)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
