@@ -6,7 +6,7 @@ has the figures), so the gate runs
 * every benchmark module that **imports**, directly or through other project
   modules, a file the diff changes (``kernels/sampling.py`` ->
   ``asv_benchmarks/sampling.py``, and also ``gate_probe.py``, which imports
-  ``top_k``); the import graph is read from the source with :mod:`ast`, so a
+  ``top_k``); the import graph is read from the source text, so a
   new benchmark module or a new import needs no table edited here;
 * **everything** when a file every benchmark depends on changes (the shared
   kernel helpers, ``asv_benchmarks/_util.py``, ``asv.conf.json``, the
@@ -25,7 +25,6 @@ diff. :func:`changed_paths` reads a diff from git.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import fnmatch
 import itertools
@@ -165,26 +164,34 @@ def _dotted(path: str) -> str | None:
     return ".".join(parts)
 
 
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+([\w. \t,]+)", re.M)
+_FROM = re.compile(r"^[ \t]*from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]+)", re.M)
+_MODULE_STRING = re.compile(r"""["']((?:scalelab|asv_benchmarks)(?:\.\w+)+)["']""")
+
+
 def _imported_names(source: str, dotted: str, is_package: bool) -> set[str]:
-    """Every dotted name a module imports (anywhere, also inside functions), plus module-name strings."""
-    tree = ast.parse(source)
+    """Every dotted name a module's source imports, plus module-name strings.
+
+    Read with regular expressions rather than :mod:`ast`: imports anywhere count
+    (inside functions, and inside the source strings of ``timeraw_`` benchmarks,
+    which run in their own interpreter), and walking the syntax trees of the
+    whole project took seconds.
+    """
     package = dotted if is_package else dotted.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            names.add(mod)
-            names.update(f"{mod}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and re.fullmatch(r"(scalelab|asv_benchmarks)(\.\w+)+", node.value):
-            names.add(node.value)  # importlib.import_module("scalelab.kernels.peers")
+    for m in _IMPORT.finditer(source):
+        names.update(part.split()[0] for part in m.group(1).split(",") if part.split())
+    for m in _FROM.finditer(source):
+        level, module = len(m.group(1)), m.group(2)
+        if level:
+            base = package.split(".")
+            base = base[: len(base) - (level - 1)]
+            module = ".".join(base + ([module] if module else []))
+        names.add(module)
+        for part in m.group(3).strip("()").replace("\\", " ").split(","):
+            if part.split():
+                names.add(f"{module}.{part.split()[0]}")
+    names.update(_MODULE_STRING.findall(source))  # importlib.import_module("scalelab.kernels.peers")
     return names
 
 
@@ -203,7 +210,7 @@ def scan_tree(root: Path | str) -> TreeIndex:
         try:
             names = _imported_names((root / rel).read_text(encoding="utf-8"), dotted,
                                     rel.endswith("__init__.py"))
-        except (SyntaxError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             names = set()
         deps = {files[n] for n in names if n in files}
         parts = dotted.split(".")
