@@ -329,7 +329,6 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
     hours; compile time is followed nightly). Headline entries are kept as named.
     """
     from scalelab.bench.asv_results import _literal, classify
-    from scalelab.bench.regress import asv_name
 
     suite = list(suite)
     rx = re.compile(bench_regex(selection) or "")
@@ -341,7 +340,7 @@ def pull_request_names(selection: Selection, suite: Iterable[dict]) -> list[str]
         track = method.startswith("track_")
         combos = list(itertools.product(*b["params"])) if b.get("params") else [()]
         for combo in combos:
-            name = asv_name(b["name"], ", ".join(combo))
+            name = f"{b['name']}({', '.join(combo)})" if combo else b["name"]  # as asv's --bench sees it
             if not rx.search(name):
                 continue
             if name not in headline and not name.startswith(whole):
