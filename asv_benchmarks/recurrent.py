@@ -9,7 +9,7 @@ Peers side by side in one run (the ``impl`` parameter), float32, 2 threads
   implementations without the CUDA kernel run). ``track_read_bw_fraction``
   is the bytes the scan must move (:func:`kernels.recurrent.mamba_scan_bytes`)
   per second over this machine's read-stream bandwidth, measured in the same
-  setup (:func:`simulations.cpu_measure.measure_stream_bandwidth`).
+  setup (:func:`simulations.calibration.measure_stream_bandwidth`).
 * ``RwkvWkv``: B=1, L=4096, H=32, head size 64. Peers: the chunked kernel,
   our token-by-token Numba loop (``rwkv_wkv_loop``), a NumPy loop and a
   PyTorch loop. ``track_gflops`` counts the recurrence's ``5 K V`` FLOPs per
@@ -130,7 +130,7 @@ class MambaScan(_PrefillPeers):
         self.fn()
 
     def track_read_bw_fraction(self, impl):
-        from scalelab.simulations.cpu_measure import measure_stream_bandwidth
+        from scalelab.simulations.calibration import measure_stream_bandwidth
 
         read_bps, _ = measure_stream_bandwidth(repeats=3, threads=THREADS)
         nbytes = R.mamba_scan_bytes(SCAN_B, SCAN_L, SCAN_D, SCAN_N)
