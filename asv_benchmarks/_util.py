@@ -13,6 +13,18 @@ this file defines none.
   time the other peers.
 * :func:`best_time` is the measurement layer's best-of timer
   (:func:`scalelab.simulations.calibration.best_time`), for ``track_`` rates.
+* :func:`tiled_normal` fills a DRAM-sized float32 array with seeded normals
+  in a fraction of the time a full ``standard_normal`` takes (setup runs once
+  per parameter combination, and a 1 GiB KV cache took seconds each time).
+* :func:`full_only` / :func:`require_full` leave out the cases that take
+  minutes per call (a 1B-parameter model, a full-size published peer) unless
+  ``SCALELAB_BENCH_FULL=1``: the default suite stays affordable on 2 cores
+  (docs/regression-gate.md has the figures); the nightly job sets it.
+* :func:`torch_peers` lists torch implementations only when torch is
+  installed (checked without importing it). asv starts a process for every
+  parameter combination, and a skipped one still pays for the interpreter and
+  the imports (seconds on a busy 2-core machine), so absent peers are left out
+  of the grid rather than skipped.
 
 The regression gate runs this suite against older revisions of the package,
 so what a revision may lack is imported when used, never at import time: a
@@ -22,11 +34,21 @@ module that fails to import fails every benchmark in it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 
 import numba
+import numpy as np
 
-__all__ = ["Threaded", "ThreadLimit", "best_time", "blas_description", "blas_info", "kernel_peers", "optional_torch",
-           "require_torch"]
+__all__ = ["FULL_ENV", "Threaded", "ThreadLimit", "best_time", "blas_description", "blas_info", "kernel_peers",
+           "full_only", "optional_torch", "require_full", "require_torch", "tiled_normal", "torch_peers"]
+
+#: Environment variable that turns on the minutes-per-call cases (see :func:`require_full`).
+FULL_ENV = "SCALELAB_BENCH_FULL"
+
+#: Distinct values behind :func:`tiled_normal`: 4 MiB of float32, larger than L2, so the
+#: repetition is invisible to a kernel streaming the array from DRAM.
+TILE_ELEMENTS = 1 << 20
 
 
 def best_time(fn, repeats: int = 5, min_time: float = 0.0) -> float:
@@ -40,6 +62,39 @@ def kernel_peers():
         return importlib.import_module("scalelab.kernels.peers")
     except ImportError:
         raise NotImplementedError("this revision has no scalelab.kernels.peers") from None
+
+
+def full_only(*values) -> list:
+    """``values`` as a list when ``SCALELAB_BENCH_FULL=1``, else an empty list (for a ``params`` grid)."""
+    return list(values) if os.environ.get(FULL_ENV) == "1" else []
+
+
+def torch_peers(*values) -> list:
+    """``values`` (torch implementation names) as a list when torch is installed, else an empty list."""
+    return list(values) if importlib.util.find_spec("torch") is not None else []
+
+
+def require_full(what: str) -> None:
+    """Raise NotImplementedError (asv: "skipped") unless ``SCALELAB_BENCH_FULL=1``; ``what`` names the case."""
+    if os.environ.get(FULL_ENV) != "1":
+        raise NotImplementedError(f"{what}: minutes per call; set {FULL_ENV}=1 to run it (the nightly job does)")
+
+
+def tiled_normal(shape, seed: int) -> np.ndarray:
+    """A float32 array of ``shape`` holding one seeded block of standard normals, repeated.
+
+    For bandwidth-bound kernels (decode attention over a KV cache), whose
+    speed does not depend on the values; a fresh ``standard_normal`` of 1 GiB
+    costs seconds of setup per parameter combination, a tiled copy a few
+    hundred milliseconds.
+    """
+    n = int(np.prod(shape))
+    block = np.random.default_rng(seed).standard_normal(min(n, TILE_ELEMENTS), dtype=np.float32)  # (tile,)
+    out = np.empty(n, dtype=np.float32)  # (n,)
+    whole = n - n % block.size
+    out[:whole].reshape(-1, block.size)[:] = block  # (n // tile, tile) broadcast copies
+    out[whole:] = block[: n - whole]
+    return out.reshape(shape)
 
 
 def optional_torch():

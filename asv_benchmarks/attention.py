@@ -2,8 +2,8 @@
 
 Peers side by side in one run (the ``impl`` parameter): our Numba kernel,
 the float32 NumPy peer (:mod:`scalelab.kernels.peers`: batched BLAS matmuls
-with a causal or length mask) and, when importable, PyTorch
-``scaled_dot_product_attention`` (skipped cleanly otherwise). The float64
+with a causal or length mask) and, when installed, PyTorch
+``scaled_dot_product_attention`` (left out of the grid otherwise). The float64
 reference is an oracle for the tests, not a peer, and is not timed. Every case
 runs with 1 and 2 threads; the thread count is applied to Numba, BLAS and torch.
 
@@ -11,9 +11,9 @@ runs with 1 and 2 threads; the thread count is applied to Numba, BLAS and torch.
   ``track_gflops`` counts 2 * (D + Dv) FLOPs per *unmasked* (query, key) pair.
 * Decode: B=8, Hq=32, Hkv in {32, 8}, D=128, kv length 4096, float32.
   ``track_kv_gbps`` reports GB/s of K and V read (each byte once).
-* Paged decode: same shape, page size 16, pages shuffled. Neither torch nor
-  the NumPy peer has a paged kernel, so their entries run on the equivalent
-  contiguous cache.
+* Paged decode: same shape, page size 16, pages shuffled; ours only. Neither
+  torch nor the NumPy peer has a paged kernel: compare with their
+  ``DecodeAttention`` entries (the equivalent contiguous cache).
 * Compile time: ``timeraw_compile_cold`` imports and compiles every kernel in
   a fresh interpreter with an empty Numba cache.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_info, kernel_peers, require_torch
+from asv_benchmarks._util import Threaded, best_time, blas_info, kernel_peers, require_torch, tiled_normal, torch_peers
 from scalelab.kernels import attention as A
 
 THREADS = [1, 2]
@@ -34,7 +34,7 @@ PAGE_SIZE = 16
 SEED = 20240601
 
 
-IMPLS = ["numba", "numpy_f32", "torch"]
+IMPLS = ["numba", "numpy_f32", *torch_peers("torch")]
 
 
 class _Impls(Threaded):
@@ -86,8 +86,9 @@ class PrefillAttention(_Impls):
 def _decode_data(Hkv):
     rng = np.random.default_rng(SEED)
     q = rng.standard_normal((DECODE_B, DECODE_HQ, DECODE_D), dtype=np.float32)  # (B, Hq, D)
-    kc = rng.standard_normal((DECODE_B, Hkv, DECODE_LEN, DECODE_D), dtype=np.float32)  # (B, Hkv, L, D)
-    vc = rng.standard_normal((DECODE_B, Hkv, DECODE_LEN, DECODE_D), dtype=np.float32)  # (B, Hkv, L, D)
+    # up to 1 GiB each: tiled seeded normals (the speed of a streaming kernel does not depend on the values)
+    kc = tiled_normal((DECODE_B, Hkv, DECODE_LEN, DECODE_D), SEED + 1)  # (B, Hkv, L, D)
+    vc = tiled_normal((DECODE_B, Hkv, DECODE_LEN, DECODE_D), SEED + 2)  # (B, Hkv, L, D)
     lengths = np.full(DECODE_B, DECODE_LEN, dtype=np.int64)
     return rng, q, kc, vc, lengths
 
@@ -125,25 +126,26 @@ class DecodeAttention(_Impls):
 
 
 class PagedDecodeAttention(DecodeAttention):
-    """The decode shape over a shuffled paged cache (page size 16, vLLM layout)."""
+    """The decode shape over a shuffled paged cache (page size 16, vLLM layout).
+
+    Ours only: neither torch nor the NumPy peer has a paged kernel, and their
+    contiguous-cache entries at the same shapes are ``DecodeAttention``'s.
+    """
+
+    params = [["numba"], DECODE_HKV, THREADS]
 
     def setup(self, impl, Hkv, threads):
         rng, q, kc, vc, lengths = _decode_data(Hkv)
-        ours = None
-        if impl == "numba":
-            B, L, D = DECODE_B, DECODE_LEN, DECODE_D
-            nblk = L // PAGE_SIZE
-            table = rng.permutation(B * nblk).reshape(B, nblk)  # (B, max_blocks)
-            kp = np.empty((B * nblk, PAGE_SIZE, Hkv, D), np.float32)  # (pages, page_size, Hkv, D)
-            vp = np.empty_like(kp)
-            # (B, Hkv, nblk, ps, D) -> (B, nblk, ps, Hkv, D), scattered to the table's pages
-            kp[table.reshape(-1)] = kc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
-            vp[table.reshape(-1)] = vc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
-            del kc, vc  # half a GiB each; the peers below are not built for this case
-            ours = lambda: A.paged_decode_attention(q, kp, vp, table, lengths)  # noqa: E731
-        # Neither torch nor the NumPy peer has a paged kernel: the contiguous equivalent is their entry.
-        self._use(impl, threads, ours, lambda: kernel_peers().decode_attention(q, kc, vc, lengths),
-                  lambda torch: _torch_decode(torch, q, kc, vc))
+        B, L, D = DECODE_B, DECODE_LEN, DECODE_D
+        nblk = L // PAGE_SIZE
+        table = rng.permutation(B * nblk).reshape(B, nblk)  # (B, max_blocks)
+        kp = np.empty((B * nblk, PAGE_SIZE, Hkv, D), np.float32)  # (pages, page_size, Hkv, D)
+        vp = np.empty_like(kp)
+        # (B, Hkv, nblk, ps, D) -> (B, nblk, ps, Hkv, D), scattered to the table's pages
+        kp[table.reshape(-1)] = kc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
+        vp[table.reshape(-1)] = vc.reshape(B, Hkv, nblk, PAGE_SIZE, D).transpose(0, 2, 3, 1, 4).reshape(-1, PAGE_SIZE, Hkv, D)
+        del kc, vc  # up to 1 GiB each
+        self._use(impl, threads, lambda: A.paged_decode_attention(q, kp, vp, table, lengths), None, None)
         self.bytes = A.kv_bytes_read(lengths, Hkv, DECODE_D, DECODE_D, itemsize=4)
 
     def time_decode(self, impl, Hkv, threads):

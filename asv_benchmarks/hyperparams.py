@@ -11,13 +11,15 @@ Peers measured in the same run:
   library replaces by ``reduceat`` over a (resamples, runs) matrix;
 * ``MupExperiment`` ``impl="one_lr_at_a_time"``: the same training with each learning rate
   run on its own instead of batched along a leading learning-rate axis (quick size only;
-  the full size would take minutes).
+  the full size would take minutes). The full size itself runs only with ``SCALELAB_BENCH_FULL=1``
+  (the nightly job sets it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from asv_benchmarks._util import full_only, require_full
 from scalelab.simulations import hyperparams as hp
 from scalelab.simulations import mup
 from scalelab.report.sections.hparams import FULL_MUP, QUICK_MUP
@@ -71,7 +73,7 @@ class SweepFit:
 class MupExperiment:
     """The muP experiment at the report's quick and full sizes, both parametrisations per call."""
 
-    params = (["quick", "full"], ["batched_lrs", "one_lr_at_a_time"])
+    params = (["quick", *full_only("full")], ["batched_lrs", "one_lr_at_a_time"])
     param_names = ["size", "impl"]
     number = 1
     repeat = (1, 3, 60.0)
@@ -80,6 +82,8 @@ class MupExperiment:
     def setup(self, size, impl):
         if size == "full" and impl == "one_lr_at_a_time":
             raise NotImplementedError("the unbatched peer runs at the quick size only")
+        if size == "full":
+            require_full("the full muP experiment (up to 2 minutes per call)")
         self.settings = QUICK_MUP if size == "quick" else FULL_MUP
         mup.mup_experiment(widths=(64,), lrs=(1e-3,), seeds=(0,), steps=2)  # warm imports and first-call paths
 

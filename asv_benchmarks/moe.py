@@ -5,8 +5,8 @@ side by side: ``numba`` (scalelab.kernels.moe), ``numpy_f32`` (the float32 NumPy
 peers of :mod:`scalelab.kernels.peers`: ``np.argpartition`` routing, stable
 ``np.argsort`` dispatch, fancy-index permute) and
 ``torch`` (``softmax``/``sigmoid`` + ``topk`` + stable ``argsort`` + ``bincount``,
-``index_select`` / ``index_add_`` for the data movement), skipped cleanly when
-torch is not importable. Every case runs with 1 and 2 threads (Numba, BLAS and
+``index_select`` / ``index_add_`` for the data movement), left out of the grid when
+torch is not installed. Every case runs with 1 and 2 threads (Numba, BLAS and
 torch are all set to the same count in ``setup``).
 
 Routing configurations (``config``):
@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_description, kernel_peers, require_torch
+from asv_benchmarks._util import Threaded, best_time, blas_description, kernel_peers, require_torch, torch_peers
 from scalelab.kernels import moe
 from scalelab.kernels._common import aligned_empty
 
 SEED = 1234
+# One prefill-sized batch of tokens: 512 tokens added little (the per-token cost is flat by then) and
+# each extra value multiplies the grid by 18 parameter combinations per method.
+TOKENS = [8192]
+IMPLS = ["numba", "numpy_f32", *torch_peers("torch")]
 D_MODEL_PERMUTE = 4096
 # moe_layer bar shape: top-2 of 8 experts, T=512, d=1024, ffn=2816 (Mixtral-like ratio ffn/d = 2.75)
 LAYER_T, LAYER_D, LAYER_FFN, LAYER_E, LAYER_K = 512, 1024, 2816, 8, 2
@@ -170,7 +174,7 @@ def permute_bytes(T, d, n_kept, k, itemsize=4) -> int:
 class RouteDispatch(_ThreadsMixin):
     """route, dispatch and both (the bar: against torch's softmax+topk+argsort)."""
 
-    params = ([512, 8192], list(CONFIGS), ["numba", "numpy_f32", "torch"], [1, 2])
+    params = (TOKENS, list(CONFIGS), IMPLS, [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
 
@@ -214,7 +218,7 @@ class RouteDispatch(_ThreadsMixin):
 class PermuteUnpermute(_ThreadsMixin):
     """permute + unpermute at d=4096 (float32) with the routing of each config."""
 
-    params = ([512, 8192], list(CONFIGS), ["numba", "numpy_f32", "torch"], [1, 2])
+    params = (TOKENS, list(CONFIGS), IMPLS, [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
 
@@ -247,12 +251,6 @@ class PermuteUnpermute(_ThreadsMixin):
         self.permute()
         self.unpermute()
 
-    def time_permute(self, *params):
-        self.permute()
-
-    def time_unpermute(self, *params):
-        self.unpermute()
-
     def time_permute_unpermute(self, *params):
         self.permute(), self.unpermute()
 
@@ -268,10 +266,11 @@ class MoELayer(_ThreadsMixin):
 
     ``dense`` is :func:`scalelab.kernels.moe.swiglu_ffn` of width 2 * 2816 on all 512
     tokens: the same FLOPs and active weights as the MoE. ``blas`` records
-    which BLAS kernel ran (threadpoolctl).
+    which BLAS kernel ran (threadpoolctl). The float64 ``moe_layer_ref`` is
+    the tests' oracle, not a peer, and is not timed.
     """
 
-    params = (["numba", "dense", "numpy_ref", "torch", "torch_dense"], [1, 2], [BLAS])
+    params = (["numba", "dense", *torch_peers("torch", "torch_dense")], [1, 2], [BLAS])
     param_names = ["impl", "threads", "blas"]
     timeout = 600
 
@@ -283,8 +282,6 @@ class MoELayer(_ThreadsMixin):
             self.fn = lambda: moe.moe_layer(x, router_w, w1, w3, w2, k)
         elif impl == "dense":
             self.fn = lambda: moe.swiglu_ffn(x, *dense)
-        elif impl == "numpy_ref":
-            self.fn = lambda: moe.moe_layer_ref(x, router_w, w1, w3, w2, k)
         else:
             torch = self.torch
             tx, tr = torch.from_numpy(x), torch.from_numpy(router_w)

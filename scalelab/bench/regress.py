@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import Iterable
 
 from scalelab.bench import asv_results
+from scalelab.bench import select as selection_rules
+from scalelab.bench.select import names_regex
 
 #: Default slowdown factor, from the A/A experiment in docs/regression-gate.md
 #: (identical revisions, 12 gate runs on this 2-core machine under load ~10):
@@ -146,6 +148,7 @@ class GateResult:
     head: str
     asv_returncode: int | None = None
     numba_cache_files: dict[str, int] = dataclasses.field(default_factory=dict)
+    selection: str = ""  # what was selected and why (``select=``), one reason per line
 
 
 # --------------------------------------------------------------------------- git
@@ -342,8 +345,7 @@ def selected_names(benchmarks: Iterable[dict], bench: str | None) -> list[str]:
 
 def selection_regex(rows: Iterable[Row]) -> str:
     """A ``--bench`` pattern selecting exactly these rows' benchmark x parameter combinations."""
-    names = sorted({asv_name(r.benchmark, r.params) for r in rows})
-    return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+    return names_regex(sorted({asv_name(r.benchmark, r.params) for r in rows}))
 
 
 def nothing_selected_message(bench: str, benchmarks: Iterable[dict]) -> str:
@@ -551,6 +553,7 @@ def run_gate(
     log_path: str | Path | None = None,
     echo=None,
     confirm: bool = True,
+    select: str | None = None,
 ) -> GateResult:
     """Run ``asv continuous`` for ``base`` vs ``head`` and judge the stored results.
 
@@ -578,6 +581,11 @@ def run_gate(
         Re-measure flagged benchmarks in a second ``asv continuous`` run; a
         regression gates only if the rerun flags it too (otherwise its verdict
         is "unconfirmed"). Costs nothing when nothing is flagged.
+    select
+        Used when ``bench`` is None. ``"auto"``: the benchmarks the diff
+        between the merge base of BASE and HEAD can affect
+        (:mod:`scalelab.bench.select`); an empty selection returns exit 0
+        without building anything. ``"all"`` or None: the whole suite.
 
     Returns
     -------
@@ -606,6 +614,17 @@ def run_gate(
 
     conf = asv_results.read_conf(root)
     results_dir = root / conf.get("results_dir", "results")
+    described_selection = ""
+    if select not in (None, "auto", "all"):
+        raise ValueError(f"--select must be 'auto' or 'all', got {select!r}")
+    if select and not bench:
+        bench, described_selection = _select(root, conf, base_sha, head_sha, select)
+        if echo:
+            echo("scalelab regress: " + described_selection.replace("\n", "\nscalelab regress: "))
+        if bench == "":
+            result = _finish(0, [], [], base_sha, head_sha, factor, output, json_output, None, {},
+                             described_selection)
+            return result
     if bench:
         # asv would build and install both revisions before telling that the
         # pattern selects nothing; discovery here takes seconds.
@@ -630,7 +649,8 @@ def run_gate(
             ensure_machine(root, machine, env)
         except RuntimeError as exc:
             problems.append(str(exc))
-            return _finish(2, [], problems, base_sha, head_sha, factor, output, json_output, None, {})
+            return _finish(2, [], problems, base_sha, head_sha, factor, output, json_output, None, {},
+                           described_selection)
 
         described: dict[str, dict] = {}
 
@@ -679,7 +699,29 @@ def run_gate(
     else:
         code = 0
     return _finish(code, rows, problems, base_sha, head_sha, factor, output, json_output, rc,
-                   cache_files)
+                   cache_files, described_selection)
+
+
+def _select(root: Path, conf: dict, base_sha: str, head_sha: str, select: str) -> tuple[str | None, str]:
+    """``--bench`` pattern for ``select`` (None: everything, "": nothing) and the lines saying why."""
+    if select == "all":
+        sel = selection_rules.select_benchmarks([], selection_rules.scan_tree(root), everything=True,
+                                                why_everything="--select all")
+        return None, sel.describe()
+    paths = selection_rules.changed_paths(root, base_sha, head_sha)
+    sel = selection_rules.select_benchmarks(paths, selection_rules.scan_tree(root))
+    text = sel.describe()
+    if sel.empty:
+        return "", text
+    if sel.everything:
+        return None, text
+    suite = discover_benchmarks(root, conf)
+    if suite is None:  # cannot list the suite here: whole modules, peers and all thread counts included
+        return selection_rules.bench_regex(sel), text + "\n  (suite not importable here: whole modules run)"
+    names = selection_rules.pull_request_names(sel, suite)
+    if not names:
+        return "", text + "\n  (no benchmark of our own code in the selected modules)"
+    return names_regex(names), text + f"\n  {len(names)} benchmark x parameter combinations: ours, 1 thread"
 
 
 def _confirmed(row: Row, rerun: Row | None) -> Row:
@@ -719,16 +761,17 @@ def _check_run(rows, base_res, head_res, base_sha, head_sha, text, rc, bench, de
 
 
 def _finish(code, rows, problems, base_sha, head_sha, factor, output, json_output, rc,
-            cache_files) -> GateResult:
+            cache_files, selection: str = "") -> GateResult:
     table = format_table(rows, base_sha, head_sha, factor) if rows else ""
     if output:
-        Path(output).write_text(table + ("\n" + "\n".join(f"- {p}" for p in problems) + "\n"
-                                         if problems else ""))
+        why = "".join(f"    {line}\n" for line in selection.splitlines())
+        Path(output).write_text((why + "\n" if why else "") + table
+                                + ("\n" + "\n".join(f"- {p}" for p in problems) + "\n" if problems else ""))
     if json_output:
         Path(json_output).write_text(json.dumps({
             "exit_code": code, "base": base_sha, "head": head_sha, "factor": factor,
             "alpha": ALPHA, "asv_returncode": rc, "problems": problems,
-            "numba_cache_index_files": cache_files,
+            "numba_cache_index_files": cache_files, "selection": selection,
             "rows": [dataclasses.asdict(r) for r in rows],
         }, indent=1, allow_nan=True))
-    return GateResult(code, rows, table, problems, base_sha, head_sha, rc, cache_files)
+    return GateResult(code, rows, table, problems, base_sha, head_sha, rc, cache_files, selection)

@@ -19,7 +19,9 @@ EXIT_CODES = """\
 exit codes, each with the table of a real run on this 2-core VM:
 
   0  no benchmark is slower by more than --factor with p < 0.002, or a flag was
-     not repeated by the confirmation run ("unconfirmed"). A/A: HEAD changes
+     not repeated by the confirmation run ("unconfirmed"), or --select auto
+     found nothing the diff can affect (docs, tests, tools only: it says so per
+     path and builds nothing). A/A: HEAD changes
      only README.md; B=1 flagged at 1.52x, its confirmation measured 0.91x:
 
      Benchmarks, base `d05979a3f6` vs head `aa4d8d3230` (regression = slower by more than 1.5x with p < 0.002):
@@ -84,6 +86,11 @@ def register(subparsers) -> None:
                              "parameterized benchmark's name with its parameters, "
                              "'name(p1, p2)', so end a pattern with '\\(' rather than '$'. "
                              "Checked before anything is built")
+    parser.add_argument("--select", choices=("auto", "all"), default="auto",
+                        help="without --bench: 'auto' (default) runs the benchmarks the diff between "
+                             "the merge base and HEAD can affect, our implementations at 1 thread, "
+                             "plus a headline set, and nothing (exit 0) for a docs-only diff; 'all' "
+                             "runs the whole suite. The choice and its reasons go to stderr")
     parser.add_argument("--output", metavar="FILE", default=None,
                         help="also write the Markdown table here")
     parser.add_argument("--json", dest="json_output", metavar="FILE", default=None,
@@ -111,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
     result = run_gate(
         args.base, args.head, factor=args.factor, bench=args.bench, output=args.output,
         json_output=args.json_output, repo=args.repo, machine=args.machine, rounds=args.rounds,
-        repeat=args.repeat, log_path=args.log, echo=echo, confirm=args.confirm,
+        repeat=args.repeat, log_path=args.log, echo=echo, confirm=args.confirm, select=args.select,
     )
+    if args.quiet and result.selection:
+        print("\n".join(f"scalelab regress: {line}" for line in result.selection.splitlines()), file=sys.stderr)
     if result.table:
         print(result.table, end="")
     for problem in result.problems:
