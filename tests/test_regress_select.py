@@ -152,6 +152,7 @@ def test_regex_selects_whole_modules_by_prefix_and_headline_entries_exactly():
 def test_this_repository_maps_kernels_to_their_benchmarks(index):
     s = sel.select_benchmarks(["kernels/sampling.py"], index)
     assert s.modules == ("gate_probe", "sampling")  # engine reaches sampling only through the model
+    assert "nightly only: busy" in s.reasons[0]  # busy imports sampling but never gates a pull request
     assert {"attention", "gate_probe", "normalized", "recurrent"} <= set(
         sel.select_benchmarks(["kernels/attention.py"], index).modules)
     assert "moe" in sel.select_benchmarks(["kernels/moe.py"], index).modules

@@ -80,6 +80,11 @@ PR_THREADS = (None, 1)
 #: on one number and reports it "n/a", never gating, so a pull request skips it.
 SAMPLED_TRACK_UNITS = frozenset({"ratio"})
 
+#: Benchmark modules a pull request never runs (the nightly job does): ``busy`` times the
+#: kernels beside a competing process, so its samples are bimodal by design and would break
+#: the gate's measured A/A false-positive rate.
+NIGHTLY_ONLY = frozenset({"busy"})
+
 #: Paths that are not inert but map to no benchmark module: the headline set covers them.
 HEADLINE_ONLY = (".github/workflows/benchmarks.yml", "scalelab/bench/*")
 
@@ -292,9 +297,12 @@ def select_benchmarks(changed: Iterable[str], index: TreeIndex, *, everything: b
             hit = sorted(n for n, d in deps.items() if any(f.startswith(top + "/") for f in d)) \
                 if top in PACKAGE_DIRS else []
             what = f"data under {top}/, used by"
+        nightly = [n for n in hit if n in NIGHTLY_ONLY]
+        hit = [n for n in hit if n not in NIGHTLY_ONLY]
         modules.update(hit)
-        reasons.append(f"{path}: {what} {', '.join(hit)}" if hit
-                       else f"{path}: no benchmark imports it; headline set")
+        reasons.append((f"{path}: {what} {', '.join(hit)}" if hit
+                        else f"{path}: no benchmark imports it; headline set")
+                       + (f" (nightly only: {', '.join(nightly)})" if nightly else ""))
     headline = tuple(h for h in _headline_present(index) if not h.startswith(tuple(m + "." for m in modules)))
     return Selection(False, tuple(sorted(modules)), headline if code_changed else (), tuple(reasons),
                      peers_changed="kernels/peers.py" in changed)
