@@ -139,3 +139,4 @@ def test_cli_closed_loop_bad_input_is_one_line(capsys, argv, message):
     assert main(["engine", "closed-loop", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+

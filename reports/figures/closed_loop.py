@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from .style import PALETTE, new_figure
 
@@ -26,6 +27,7 @@ def latency_cdf_figure(runs: dict, title: str = ""):
             _cdf(ax, predicted.requests[key] * 1e3, color, "--", f"{load:.0%} load, predicted")
     for ax, name in zip(axes, ("time to first token (ms, log scale)", "time per output token (ms, log scale)")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels on decades only: minor labels overlapped
         ax.set_xlabel(name)
         ax.set_ylabel("fraction of requests")
         ax.set_ylim(0, 1.02)
