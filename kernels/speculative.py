@@ -5,6 +5,8 @@ kernel (Numba)                 reference (NumPy)                 what it compute
 =============================  ================================  ==========================================
 ``speculative_verify``         ``speculative_verify_ref``        accepted prefix + one corrected/bonus token
 ``speculative_generate``       (plain generation, greedy)        a draft model drafts, the target verifies
+``filtered_probs``             --                                filtered, renormalised rows (float64)
+``perturbed_model``            --                                a draft: target weights plus noise
 =============================  ================================  ==========================================
 
 The rule (Leviathan et al. 2023, "Fast Inference from Transformers via Speculative Decoding",
@@ -36,7 +38,8 @@ from numba import njit, prange
 from scalelab.kernels._common import check_float_array, check_int_array
 from scalelab.kernels.sampling import _row_seeds, filter_logits, row_uniform
 
-__all__ = ["speculative_verify", "speculative_verify_ref", "speculative_generate", "SpeculativeOutput"]
+__all__ = ["speculative_verify", "speculative_verify_ref", "speculative_generate", "SpeculativeOutput",
+           "filtered_probs", "perturbed_model"]
 
 
 def _check(draft_probs, target_probs, draft_tokens, seed):
@@ -183,8 +186,13 @@ class SpeculativeOutput(NamedTuple):
     accepted: np.ndarray  # (steps,) drafted tokens accepted at each target step
 
 
-def _probs(logits, temperature, top_k, top_p, min_p):
-    """Rows of the filtered, renormalised distribution (float64), as ``sample`` draws from it."""
+def filtered_probs(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> np.ndarray:
+    """Rows (B, V) float64 of the filtered, renormalised distribution ``sample`` draws from.
+
+    The filters are :func:`~scalelab.kernels.sampling.filter_logits`' (scalars or one value per
+    row); removed tokens get probability 0. The verify kernel takes full distributions, so
+    draft and target logits both pass through here with the same parameters.
+    """
     f = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p).astype(np.float64)
     e = np.exp(f - f.max(axis=-1, keepdims=True))  # (rows, V); -inf -> 0
     return e / e.sum(axis=-1, keepdims=True)
@@ -232,14 +240,14 @@ def speculative_generate(target, draft, prompt, *, k: int, max_new_tokens: int, 
     while len(out) < max_new_tokens:
         drafts, qs, tok = [], [], pending
         for i in range(k):
-            q = _probs(draft.forward_cached(caches[1], [SeqChunk(np.array([tok]), n + i, blocks[1])]), **filt)[0]
+            q = filtered_probs(draft.forward_cached(caches[1], [SeqChunk(np.array([tok]), n + i, blocks[1])]), **filt)[0]
             c = np.cumsum(q)
             u = row_uniform(seeds, 2 * (k + 1) * step + 2 * k + 2 + i)[0]
             tok = int(min(np.searchsorted(c, u * c[-1], side="right"), q.size - 1))
             drafts.append(tok)
             qs.append(q)
         chunk = np.array([pending] + drafts)
-        pt = _probs(target.forward_cached(caches[0], [SeqChunk(chunk, n, blocks[0])], all_logits=True), **filt)
+        pt = filtered_probs(target.forward_cached(caches[0], [SeqChunk(chunk, n, blocks[0])], all_logits=True), **filt)
         verify_seed = int(np.random.SeedSequence([int(seed), step]).generate_state(1, dtype=np.uint64)[0])
         n_acc, toks = speculative_verify(np.array(qs)[None], pt[None], np.array(drafts)[None], verify_seed)
         a = int(n_acc[0])
@@ -251,3 +259,23 @@ def speculative_generate(target, draft, prompt, *, k: int, max_new_tokens: int, 
         pending = int(toks[0, a])
         step += 1
     return SpeculativeOutput(np.array(out[:max_new_tokens], dtype=np.int64), np.array(accepted, dtype=np.int64))
+
+
+def perturbed_model(model, noise: float, *, seed: int = 0):
+    """A draft for ``model``: its weights plus Gaussian noise of ``noise`` times each tensor's std.
+
+    ``noise = 0`` gives the target itself; the acceptance rate falls as ``noise`` grows, so the
+    rate a test or benchmark wants is set by this one number.
+    """
+    from scalelab.kernels.model import LlamaModel
+
+    if not isinstance(model, LlamaModel):
+        raise TypeError(f"model must be a LlamaModel, got {type(model).__name__}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating)) or not 0 <= noise < np.inf:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    state = model.hf_state()
+    return LlamaModel(model.config, {name: w + np.float32(noise * w.std()) * rng.standard_normal(w.shape, np.float32)
+                                     for name, w in state.items()})

@@ -22,6 +22,38 @@ The engine runs the same iteration-level loop the simulator models
   rounding differences of the batched matmuls, which move a draw only when it falls within
   an ulp of a token's cumulative-probability boundary).
 
+Speculative decoding (``Engine(model, draft=..., spec_k=k)``): each decode iteration the draft
+proposes ``k_r = min(k, tokens still owed - 1)`` tokens per decoding sequence (``k_r`` batched
+one-token draft steps), the target scores the pending token and the drafts as one ``k_r + 1``
+token chunk that continues its cache (all chunks in one cached forward), and
+:func:`~scalelab.kernels.speculative.speculative_verify` keeps the accepted prefix and the
+corrected token. Design choices:
+
+* the draft keeps its own :class:`~scalelab.kernels.model.PagedKVCache` with the target's
+  number of blocks, and every allocation and free is made in both caches alike, so the two
+  free lists stay identical and one block list per request indexes both; the scheduler
+  counts the target's blocks. After verification both are cut back to the accepted length
+  (blocks past it are freed). When all ``k_r`` drafts are accepted the draft has not cached
+  its last draft; the next iteration's first draft step feeds it together with the pending
+  token (a two-token chunk) instead of spending an extra draft step now.
+* probabilities: the sampling filters (temperature, top-k, top-p, min-p) are applied to the
+  draft's and the target's logits alike by :func:`~scalelab.kernels.sampling.filter_logits`
+  and renormalised in float64; these are the rows the verify kernel compares. Drafts are
+  drawn by :func:`~scalelab.kernels.sampling.sample` on the same logits and parameters (the
+  same kept set; its probabilities agree with the float64 rows to float64 rounding).
+* randomness: the draft for a request's token ``j`` and the bonus token ``j`` (all drafts
+  accepted) are drawn by ``sample`` with the plain engine's seed for token ``j``; the
+  acceptance tests and residual draws use a per-step seed that is a pure function of the
+  request's seed and the number of tokens it had generated. A uniform of a draft that was
+  discarded can be used again for a later draft of the same index; nothing emitted depended
+  on it, so emitted tokens stay distributed exactly as the target's (filtered) distribution.
+  Consequence: with ``draft`` the target itself, every draft is accepted (up to float32
+  rounding: the draft's one-token steps and the target's chunk differ in the last bits) and
+  the tokens equal the plain engine's for the same seed, again up to draws within rounding
+  of a cumulative-probability boundary. The rule of :func:`~scalelab.kernels.speculative.speculative_generate`
+  (one sequence, outside the engine) is the same but its seed stream is not: it has no
+  prefill-sampled first token, so the two agree in distribution, not token for token.
+
 It lives beside the simulator, not in ``kernels/``, because it composes both: kernels never
 import simulations.
 """
@@ -39,6 +71,7 @@ import pandas as pd
 from scalelab.kernels._threads import thread_budget, threads_for
 from scalelab.kernels.model import LlamaConfig, LlamaModel, PagedKVCache, SeqChunk
 from scalelab.kernels.sampling import sample
+from scalelab.kernels.speculative import filtered_probs, speculative_verify
 from scalelab.simulations.inference import ModelConfig
 from scalelab.simulations.serving.memory import BLOCK_TOKENS
 from scalelab.simulations.serving.metrics import ServingResult
@@ -81,12 +114,23 @@ def _token_seed(request_seed: int, j: int) -> int:
     return int(np.random.SeedSequence([request_seed, j]).generate_state(1, dtype=np.uint64)[0])
 
 
+def _verify_seed(request_seed: int, j: int) -> int:
+    """Seed of the acceptance tests of a speculative step that starts at generated token ``j``."""
+    return int(np.random.SeedSequence([request_seed, j, 1]).generate_state(1, dtype=np.uint64)[0])
+
+
 @dataclass
 class _Params:
     temperature: float
     top_k: int
     top_p: float
     min_p: float
+
+
+def _param_rows(ps: list[_Params]) -> dict[str, np.ndarray]:
+    """Per-row sampling parameters, as ``sample`` and ``filter_logits`` take them."""
+    return dict(temperature=np.array([p.temperature for p in ps]), top_k=np.array([p.top_k for p in ps]),
+                top_p=np.array([p.top_p for p in ps]), min_p=np.array([p.min_p for p in ps]))
 
 
 class _Requests:
@@ -108,6 +152,10 @@ class _Requests:
         self.token_times: list[list[float]] = []
         self.preemptions: list[int] = []
         self.decode_steps: list[int] = []
+        self.draft_done: list[int] = []  # tokens cached in the draft's cache (at most one behind ``done``)
+        self.spec_drafted: list[int] = []  # tokens the draft proposed
+        self.spec_examined: list[int] = []  # proposals the verifier looked at (up to the first rejection)
+        self.spec_accepted: list[int] = []
 
     def add(self, prompt, output, seed, params, arrival) -> int:
         self.prompt.append(prompt)
@@ -123,7 +171,8 @@ class _Requests:
         self.arrival.append(float(arrival))
         self.token_times.append([])
         self.preemptions.append(0)
-        self.decode_steps.append(0)
+        for lst in (self.decode_steps, self.draft_done, self.spec_drafted, self.spec_examined, self.spec_accepted):
+            lst.append(0)
         return len(self.prompt) - 1
 
     def tokens(self, rid: int) -> np.ndarray:
@@ -144,6 +193,9 @@ class Engine:
         :data:`~simulations.serving.memory.BLOCK_TOKENS` (16), so that is the only size accepted.
     token_budget : tokens per iteration of chunked prefill.
     max_batch : sequences held at once (default 256, vLLM's).
+    draft : LlamaModel or None
+        Speculative decoding's draft model (same vocabulary as ``model``); needs ``spec_k >= 1``.
+    spec_k : tokens the draft proposes per decoding sequence and iteration (0: plain decoding).
     """
 
     role = "colocated"
@@ -151,9 +203,22 @@ class Engine:
     tokens_per_step = 1  # tokens a decode step emits per sequence
 
     def __init__(self, model: LlamaModel, *, scheduler="chunked", kv_blocks: int | None = None,
-                 block_size: int = 16, token_budget: int = 512, max_batch: int | None = None) -> None:
+                 block_size: int = 16, token_budget: int = 512, max_batch: int | None = None,
+                 draft: LlamaModel | None = None, spec_k: int = 0) -> None:
         if not isinstance(model, LlamaModel):
             raise TypeError(f"model must be a LlamaModel, got {type(model).__name__}")
+        if isinstance(spec_k, bool) or not isinstance(spec_k, (int, np.integer)) or spec_k < 0:
+            raise ValueError(f"spec_k must be an int >= 0, got {spec_k!r}")
+        if draft is not None:
+            if not isinstance(draft, LlamaModel):
+                raise TypeError(f"draft must be a LlamaModel or None, got {type(draft).__name__}")
+            if draft.config.vocab_size != model.config.vocab_size:
+                raise ValueError(f"draft must share the model's vocabulary ({model.config.vocab_size} tokens), "
+                                 f"got a draft with {draft.config.vocab_size}")
+            if spec_k == 0:
+                raise ValueError("a draft model needs spec_k >= 1 (tokens it proposes per step), got spec_k=0")
+        elif spec_k > 0:
+            raise ValueError(f"spec_k={spec_k} needs a draft model (draft=None)")
         if block_size != BLOCK_TOKENS:
             raise ValueError(f"block_size must be {BLOCK_TOKENS} (the block the simulator's schedulers count), "
                              f"got {block_size!r}")
@@ -164,6 +229,11 @@ class Engine:
         self.model = model
         self.cache = PagedKVCache(model.config, kv_blocks, block_size)
         self.token_budget = token_budget
+        self.draft, self.spec_k = draft, int(spec_k)
+        # the draft's cache mirrors the target's block ids (see the module docstring)
+        self.draft_cache = None if draft is None else PagedKVCache(draft.config, kv_blocks, block_size)
+        self.tokens_per_decode = self.spec_k + 1  # the chunk each decoding sequence puts through the target
+        self._reset()
 
     # ------------------------------------------------------------------ what the schedulers read
     @property
@@ -174,10 +244,16 @@ class Engine:
     def n_decoding(self) -> int:
         return len(self.decoding)
 
+    def _draft_len(self, rid: int) -> int:
+        """Tokens the draft proposes for ``rid`` this step: never more than it still owes minus one."""
+        if self.draft is None:
+            return 0
+        return min(self.spec_k, self.req.output[rid] - len(self.req.generated[rid]) - 1)
+
     def _decode_need(self) -> int:
         """Blocks the decoding sequences must add for their next step."""
-        bs = self.cache.block_size
-        return sum(-(-(self.req.done[r] + 1) // bs) - self.req.blocks[r].size for r in self.decoding)
+        return sum(self.cache.blocks_for(self.req.done[r] + 1 + self._draft_len(r)) - self.req.blocks[r].size
+                   for r in self.decoding)
 
     def free_blocks(self) -> int:
         """Blocks left after the decoding sequences take their next step."""
@@ -208,14 +284,22 @@ class Engine:
     def _now(self) -> float:
         return time.perf_counter() - self._t0
 
-    def _release(self, rid: int) -> None:
-        self.cache.free(self.req.blocks[rid])
-        self.req.blocks[rid] = np.zeros(0, dtype=np.int64)
+    def _caches(self) -> list[PagedKVCache]:
+        return [self.cache] if self.draft_cache is None else [self.cache, self.draft_cache]
+
+    def _release(self, rid: int, keep: int = 0) -> None:
+        """Free ``rid``'s blocks past the first ``keep`` (in both caches)."""
+        for c in self._caches():
+            c.free(self.req.blocks[rid][keep:])
+        self.req.blocks[rid] = self.req.blocks[rid][:keep]
 
     def _grow(self, rid: int, tokens: int) -> None:
         need = self.cache.blocks_for(tokens) - self.req.blocks[rid].size
         if need > 0:
-            self.req.blocks[rid] = np.concatenate([self.req.blocks[rid], self.cache.allocate(need)])
+            ids = [c.allocate(need) for c in self._caches()]
+            if not all(np.array_equal(ids[0], i) for i in ids):  # same history of allocate/free, same ids
+                raise RuntimeError("the draft's KV cache fell out of step with the target's")
+            self.req.blocks[rid] = np.concatenate([self.req.blocks[rid], ids[0]])
 
     def _make_room(self) -> None:
         """Preempt (recompute) the latest admitted requests until the next decode step fits."""
@@ -229,7 +313,7 @@ class Engine:
                 self.decoding.remove(victim)
                 # the last generated token is fed by a decode step after the recompute
                 req.target[victim] = req.prompt[victim].size + len(req.generated[victim]) - 1
-            req.done[victim] = 0
+            req.done[victim] = req.draft_done[victim] = 0
             self._release(victim)
             self.waiting.appendleft(victim)
 
@@ -243,6 +327,8 @@ class Engine:
         if not chunks and not dec:
             raise RuntimeError(f"{len(self.waiting)} waiting request(s) can never be admitted "
                                f"(KV cache of {self.cache.n_blocks} blocks)")
+        spec = self.draft is not None
+        dec_ctx = [req.done[r] for r in dec]  # cached tokens of each decoding sequence before the step
         work, kinds = [], []
         for rid, c in chunks:
             lo = req.done[rid]
@@ -250,17 +336,22 @@ class Engine:
             work.append(SeqChunk(req.tokens(rid)[lo:lo + c], lo, req.blocks[rid]))
             kinds.append((rid, "prefill", c))
         for rid in dec:
-            self._grow(rid, req.done[rid] + 1)
-            work.append(SeqChunk(np.array([req.generated[rid][-1]]), req.done[rid], req.blocks[rid]))
-            kinds.append((rid, "decode", 1))
+            self._grow(rid, req.done[rid] + 1 + self._draft_len(rid))
+            if not spec:
+                work.append(SeqChunk(np.array([req.generated[rid][-1]]), req.done[rid], req.blocks[rid]))
+                kinds.append((rid, "decode", 1))
         start = self._now()
+        emitted: dict[int, int] = {}  # request -> tokens it emitted this step
         # a small step (forward and sampling) runs on one thread: a busy core cannot stall it
         with thread_budget(threads_for(self.model.step_flops(work))):
             logits = self.model.forward_cached(self.cache, work)  # (len(work), V)
+            if spec and chunks:  # the draft caches the same prompt chunks (its logits are not needed)
+                self.draft.forward_cached(self.draft_cache, work)
             emit_rows, emit_rids = [], []
             joined = []
             for row, (rid, kind, c) in enumerate(kinds):
                 req.done[rid] += c
+                req.draft_done[rid] = req.done[rid]
                 if kind == "decode":
                     req.decode_steps[rid] += 1
                     emit_rows.append(row)
@@ -274,9 +365,12 @@ class Engine:
                         emit_rids.append(rid)
             if emit_rows:
                 self._sample(logits[emit_rows], emit_rids)
+            emitted.update((r, 1) for r in emit_rids)
+            if spec and dec:
+                emitted.update(self._speculate(dec))
         now = self._now()
-        for rid in emit_rids:
-            req.token_times[rid].append(now)
+        for rid, n in emitted.items():
+            req.token_times[rid].extend([now] * n)
             if math.isnan(req.first[rid]):
                 req.first[rid] = now
             if len(req.generated[rid]) >= req.output[rid]:
@@ -288,18 +382,86 @@ class Engine:
             self.itl.append((now - start, len(dec)))
         # what the iteration did, for fitting a step-cost model (simulations.serving.fitted):
         # prefill chunks (tokens, offset), decode sequences' cached tokens, wall seconds of the whole step
-        self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks],
-                             [req.done[r] - 1 for r in dec], self._now() - begin))
+        self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks], dec_ctx,
+                             self._now() - begin))
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
                           len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
 
+    def _speculate(self, dec: list[int]) -> dict[int, int]:
+        """One speculative step for the decoding sequences ``dec``: draft, verify, cut caches back.
+
+        Returns the number of tokens each request emitted (``accepted + 1``).
+        """
+        req = self.req
+        ks = [self._draft_len(r) for r in dec]  # drafts per sequence
+        n0 = [req.done[r] for r in dec]  # target-cached tokens; the pending token sits at position n0
+        g0 = [len(req.generated[r]) for r in dec]  # index of the first token this step emits
+        drafts: list[list[int]] = [[] for _ in dec]
+        qs: list[list[np.ndarray]] = [[] for _ in dec]  # the draft's filtered distributions, (V,) float64
+        for i in range(max(ks)):
+            rows = [j for j, k in enumerate(ks) if k > i]
+            work = []
+            for j in rows:
+                r = dec[j]
+                if i == 0:  # catch the draft up (at most one token behind) and feed the pending token
+                    lo = req.draft_done[r]
+                    work.append(SeqChunk(req.tokens(r)[lo:n0[j] + 1], lo, req.blocks[r]))
+                else:
+                    work.append(SeqChunk(np.array([drafts[j][-1]]), n0[j] + i, req.blocks[r]))
+            logits = self.draft.forward_cached(self.draft_cache, work)  # (rows, V)
+            par = _param_rows([req.params[dec[j]] for j in rows])
+            q = filtered_probs(logits, **par)  # (rows, V) float64
+            seeds = np.array([_token_seed(req.seed[dec[j]], g0[j] + i) for j in rows], dtype=np.uint64)
+            toks = sample(logits, **par, seed=seeds)
+            for row, j in enumerate(rows):
+                drafts[j].append(int(toks[row]))
+                qs[j].append(q[row])
+        # the target scores the pending token and the drafts of every sequence in one cached forward
+        work = [SeqChunk(np.array([req.generated[r][-1]] + drafts[j], dtype=np.int64), n0[j], req.blocks[r])
+                for j, r in enumerate(dec)]
+        logits = self.model.forward_cached(self.cache, work, all_logits=True)  # (sum(k + 1), V)
+        first = np.cumsum([0] + [k + 1 for k in ks])[:-1]  # row of each sequence's first position
+        row_params = [req.params[r] for j, r in enumerate(dec) for _ in range(ks[j] + 1)]
+        p = filtered_probs(logits, **_param_rows(row_params))  # (sum(k + 1), V) float64
+        n_acc = np.zeros(len(dec), dtype=np.int64)
+        last = np.full(len(dec), -1, dtype=np.int64)  # the corrected token, or -1 when a fresh draw is due
+        for k in sorted(set(ks) - {0}):
+            js = [j for j in range(len(dec)) if ks[j] == k]
+            a, toks = speculative_verify(
+                np.stack([np.stack(qs[j]) for j in js]),  # (G, k, V)
+                np.stack([p[first[j]:first[j] + k + 1] for j in js]),  # (G, k + 1, V)
+                np.array([drafts[j] for j in js], dtype=np.int64),  # (G, k)
+                np.array([_verify_seed(req.seed[dec[j]], g0[j]) for j in js], dtype=np.uint64))
+            for g, j in enumerate(js):
+                n_acc[j] = a[g]
+                if a[g] < k:
+                    last[j] = toks[g, a[g]]
+        # all drafts accepted (or none made): the next token is a plain draw from the target with the
+        # seed the plain engine gives that token
+        fresh = np.flatnonzero(last < 0)
+        if fresh.size:
+            par = _param_rows([req.params[dec[j]] for j in fresh])
+            seeds = np.array([_token_seed(req.seed[dec[j]], g0[j] + n_acc[j]) for j in fresh], dtype=np.uint64)
+            last[fresh] = sample(logits[first[fresh] + n_acc[fresh]], **par, seed=seeds)
+        out = {}
+        for j, r in enumerate(dec):
+            a, k = int(n_acc[j]), ks[j]
+            req.generated[r].extend(drafts[j][:a] + [int(last[j])])
+            req.done[r] = n0[j] + a + 1  # the pending token and the accepted drafts
+            if k:
+                req.draft_done[r] = min(n0[j] + a + 1, n0[j] + k)  # the draft never fed its last draft
+                req.spec_drafted[r] += k
+                req.spec_examined[r] += min(a + 1, k)
+                req.spec_accepted[r] += a
+            req.decode_steps[r] += 1
+            self._release(r, keep=self.cache.blocks_for(req.done[r]))  # roll both caches back
+            out[r] = a + 1
+        return out
+
     def _sample(self, logits: np.ndarray, rids: list[int]) -> None:
         req = self.req
-        ps = [req.params[r] for r in rids]
         seeds = np.array([_token_seed(req.seed[r], len(req.generated[r])) for r in rids], dtype=np.uint64)
-        toks = sample(logits, temperature=np.array([p.temperature for p in ps]),
-                      top_k=np.array([p.top_k for p in ps]), top_p=np.array([p.top_p for p in ps]),
-                      min_p=np.array([p.min_p for p in ps]), seed=seeds)
+        toks = sample(logits, **_param_rows([req.params[r] for r in rids]), seed=seeds)
         for r, t in zip(rids, toks.tolist()):
             req.generated[r].append(int(t))
 
@@ -319,10 +481,11 @@ class Engine:
         t = self.model.check_tokens("prompt", prompt)
         if t.size == 0:
             raise ValueError("a prompt must hold at least one token")
-        longest = t.size + output - 1  # tokens cached at the last step
-        if longest > self.model.config.max_position:
-            raise ValueError(f"a request of {t.size} prompt + {output} new tokens needs {longest} positions, "
-                             f"beyond the model's context (max_position {self.model.config.max_position})")
+        longest = t.size + output - 1  # tokens cached at the last step (a draft never proposes past it)
+        for name, m in (("model", self.model), ("draft", self.draft)):
+            if m is not None and longest > m.config.max_position:
+                raise ValueError(f"a request of {t.size} prompt + {output} new tokens needs {longest} positions, "
+                                 f"beyond the {name}'s context (max_position {m.config.max_position})")
         if self.cache.blocks_for(longest) > self.cache.n_blocks:
             raise ValueError(f"a request of {t.size} prompt + {output} new tokens needs more than the KV cache's "
                              f"{self.cache.n_blocks} blocks of {self.cache.block_size} tokens")
@@ -363,6 +526,19 @@ class Engine:
         while self._has_work():
             self._step()
         return [np.asarray(g, dtype=np.int64) for g in self.req.generated]
+
+    def spec_accept(self, rid: int | None = None) -> float | None:
+        """Measured acceptance rate of the last run's drafts (of request ``rid``, or of all); None without any.
+
+        The rate is accepted / examined drafts, where a step examines its drafts up to the first
+        rejection (the ones after it are never tested): the maximum-likelihood estimate of the
+        per-token rate ``a`` of the i.i.d. model behind
+        :func:`~scalelab.simulations.serving.cost.expected_tokens_per_step`.
+        """
+        req = self.req
+        rids = range(len(req.prompt)) if rid is None else [rid]
+        examined = sum(req.spec_examined[r] for r in rids)
+        return sum(req.spec_accepted[r] for r in rids) / examined if examined else None
 
     def warm_up(self) -> None:
         """Run every code path once (prefill, paged decode, sampling) so JIT loading is not timed."""
@@ -405,6 +581,7 @@ class Engine:
             "arrival": arrival, "start": req.start, "first_token": req.first, "finish": req.finish,
             "prompt_tokens": [p.size for p in req.prompt], "output_tokens": req.output,
             "preemptions": req.preemptions, "instance": 0, "decode_steps": req.decode_steps,
+            "spec_drafted": req.spec_drafted, "spec_examined": req.spec_examined, "spec_accepted": req.spec_accepted,
         })
         timeline = pd.DataFrame(self.rows, columns=["time", "duration", "instance", "steps", "prefill_tokens",
                                                     "decode_seqs", "running", "queue_len", "kv_blocks",
@@ -414,7 +591,7 @@ class Engine:
         config = dict(model=f"LlamaModel({c.n_layers} layers, d {c.d_model})", hw="this CPU",
                       scheduler=type(self.sched).__name__, tp=1, replicas=1, n_gpus=1,
                       max_batch=getattr(self.sched, "max_batch", None), token_budget=self.token_budget,
-                      spec_k=0, spec_accept=None, kv_capacity_blocks=self.cache.n_blocks, workload=workload.name)
+                      spec_k=self.spec_k, spec_accept=self.spec_accept(), kv_capacity_blocks=self.cache.n_blocks, workload=workload.name)
         result = ServingResult(requests, timeline, config=config, n_gpus=1, slo_ttft=None, slo_tpot=None,
                                itl=(itl[:, 0], itl[:, 1]))
         result.token_times = [np.asarray(t) for t in req.token_times]
