@@ -179,3 +179,19 @@ def test_bad_speculative_arguments(model):
         Engine(model, draft=short, spec_k=2).generate([np.arange(15)], max_new_tokens=8)
     with pytest.raises(ValueError, match="noise must be"):
         perturbed_model(model, -0.1)
+
+
+def test_cli_engine_run_with_a_draft(capsys):
+    from scalelab.cli.cli import main
+
+    assert main(["engine", "run", "--model", "tiny", "--qps", "20", "--duration", "0.2", "--prompt", "8",
+                 "--output", "6", "--draft", "perturbed", "--draft-noise", "0.2", "--spec-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "finished 4/4" in out and "speculative decoding: draft perturbed, k 2; measured acceptance rate 0." in out
+    assert main(["engine", "run", "--draft", "perturbed", "--spec-k", "0"]) == 2
+    assert main(["engine", "run", "--draft", "llama-3.2-1b"]) == 2
+    assert main(["engine", "run", "--draft", "perturbed", "--draft-noise", "-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3
+    assert "--spec-k must be an integer >= 1" in err[0] and "vocabulary of 128256" in err[1]
+    assert "--draft-noise" in err[2]

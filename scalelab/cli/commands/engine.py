@@ -1,12 +1,16 @@
 """``scalelab engine``: serve a workload on the live CPU engine and measure its latencies.
 
     scalelab engine run --model tiny --qps 2 --duration 30 [--scheduler chunked] [--compare]
+                        [--draft perturbed --draft-noise 0.3 --spec-k 4]
     scalelab engine closed-loop --model tiny --loads 0.3,0.8 --duration 40
 
 ``run`` replays Poisson arrivals in real time through :class:`~scalelab.simulations.serving.live.Engine`
 (a seeded random-weight model, or ``--weights FILE.safetensors``) and prints the measured latency
 table in the format of ``scalelab serve simulate``; ``--compare`` also prints the simulator's
 prediction for the same workload on this CPU's ceilings, measured first (a few seconds).
+``--draft`` turns on speculative decoding: ``perturbed`` is the target with its weights
+perturbed by ``--draft-noise`` (sets the acceptance rate), or an engine preset with seeded
+random weights that shares the target's vocabulary; the measured acceptance rate is printed.
 ``closed-loop`` fits a step cost to the engine's own iterations, then serves Poisson traffic at
 fractions of the predicted capacity and prints predicted beside measured TTFT and TPOT
 (:mod:`~scalelab.simulations.serving.closed_loop`); exit 0 whether or not the rows meet the bars.
@@ -37,6 +41,11 @@ def register(subparsers) -> None:
     run.add_argument("--token-budget", type=int, default=512, help="tokens per chunked iteration (default 512)")
     run.add_argument("--kv-blocks", type=int, help="KV cache blocks of 16 tokens (default 1024)")
     run.add_argument("--seed", type=int, default=0, help="seed of the workload, weights and sampling (default 0)")
+    run.add_argument("--draft", help="speculative decoding's draft: 'perturbed' (the target plus noise) or an "
+                                     "engine model preset of the same vocabulary (default: none)")
+    run.add_argument("--draft-noise", type=float, default=0.3,
+                     help="noise of the perturbed draft, times each tensor's std (default 0.3)")
+    run.add_argument("--spec-k", type=int, default=4, help="tokens the draft proposes per step (default 4)")
     run.add_argument("--compare", action="store_true",
                      help="also print the simulator's prediction on this CPU's measured ceilings")
     run.set_defaults(func=run_engine)
@@ -82,10 +91,16 @@ def run_engine(args: argparse.Namespace) -> int:
                          output_len=LogNormal(args.output, 0.5, cap[1]), seed=args.seed)
     model = (LlamaModel.from_safetensors(args.weights, cfg) if args.weights
              else LlamaModel.random(cfg, seed=args.seed))
-    engine = Engine(model, scheduler=args.scheduler, kv_blocks=args.kv_blocks, token_budget=args.token_budget)
+    draft = _draft(args, model)
+    engine = Engine(model, scheduler=args.scheduler, kv_blocks=args.kv_blocks, token_budget=args.token_budget,
+                    draft=draft, spec_k=args.spec_k if draft is not None else 0)
     print(f"{cfg.name} ({engine.sched.__class__.__name__}, KV {engine.cache.n_blocks} blocks of 16); {w!r}")
     r = engine.serve(w, seed=args.seed)
     _print_result("measured (live engine, this CPU, float32):", r)
+    if draft is not None:
+        a = r.config["spec_accept"]
+        print(f"speculative decoding: draft {args.draft}, k {args.spec_k}; measured acceptance rate "
+              f"{'n/a' if a is None else f'{a:.3f}'}")
     if args.compare:
         from scalelab.simulations.calibration import cpu_hardware
         from scalelab.simulations.inference import kv_cache_bytes_per_token, weight_bytes
@@ -105,6 +120,27 @@ def run_engine(args: argparse.Namespace) -> int:
         t = compare_latencies(r, p)
         print_table(list(t.columns), t.itertuples(index=False))
     return 0
+
+
+def _draft(args: argparse.Namespace, model):
+    """The draft model ``--draft`` names, or None."""
+    from scalelab.kernels.model import LlamaModel
+    from scalelab.kernels.speculative import perturbed_model
+    from scalelab.simulations.serving.live import get_engine_model
+
+    if args.draft is None:
+        return None
+    if args.spec_k < 1:
+        raise ValueError(f"--spec-k must be an integer >= 1, got {args.spec_k}")
+    if args.draft.lower() == "perturbed":
+        if not (args.draft_noise >= 0 and math.isfinite(args.draft_noise)):
+            raise ValueError(f"--draft-noise must be a finite number >= 0, got {args.draft_noise}")
+        return perturbed_model(model, args.draft_noise, seed=args.seed + 1)
+    cfg = get_engine_model(args.draft)
+    if cfg.vocab_size != model.config.vocab_size:
+        raise ValueError(f"--draft {args.draft} has a vocabulary of {cfg.vocab_size} tokens, the model "
+                         f"{model.config.vocab_size}")
+    return LlamaModel.random(cfg, seed=args.seed + 1)
 
 
 def run_closed_loop(args: argparse.Namespace) -> int:
