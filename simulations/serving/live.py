@@ -542,7 +542,8 @@ class Engine:
 
     def warm_up(self) -> None:
         """Run every code path once (prefill, paged decode, sampling) so JIT loading is not timed."""
-        self.generate([np.zeros(2, dtype=np.int64), np.ones(3, dtype=np.int64)], max_new_tokens=2)
+        # with a draft, long enough for one full speculative step (drafts, verify kernel)
+        self.generate([np.zeros(2, dtype=np.int64), np.ones(3, dtype=np.int64)], max_new_tokens=2 + self.spec_k)
 
     def serve(self, workload: Workload, *, seed: int = 0, temperature: float = 1.0, top_k=None, top_p=None,
               min_p=None) -> ServingResult:

@@ -91,7 +91,7 @@ def run_engine(args: argparse.Namespace) -> int:
                          output_len=LogNormal(args.output, 0.5, cap[1]), seed=args.seed)
     model = (LlamaModel.from_safetensors(args.weights, cfg) if args.weights
              else LlamaModel.random(cfg, seed=args.seed))
-    draft = _draft(args, model)
+    draft, draft_cfg = _draft(args, model, cfg)
     engine = Engine(model, scheduler=args.scheduler, kv_blocks=args.kv_blocks, token_budget=args.token_budget,
                     draft=draft, spec_k=args.spec_k if draft is not None else 0)
     print(f"{cfg.name} ({engine.sched.__class__.__name__}, KV {engine.cache.n_blocks} blocks of 16); {w!r}")
@@ -112,8 +112,11 @@ def run_engine(args: argparse.Namespace) -> int:
         # the simulator sizes the KV cache from memory; reserve the rest so it holds the engine's blocks
         kv_bytes = engine.cache.n_blocks * BLOCK_TOKENS * kv_cache_bytes_per_token(cfg, dtype_bytes=4)
         reserve = hw.memory_bytes * GPU_MEMORY_UTILIZATION - weight_bytes(cfg, dtype_bytes=4) - kv_bytes
+        # speculative decoding is simulated at the acceptance rate the engine measured
+        spec = ({} if r.config["spec_accept"] is None else
+                dict(spec_k=engine.spec_k, spec_accept=r.config["spec_accept"], draft_model=draft_cfg))
         p = simulate(cfg, hw, w, scheduler=args.scheduler, token_budget=args.token_budget, dtype_bytes=4,
-                     reserve_bytes=max(0.0, reserve))
+                     reserve_bytes=max(0.0, reserve), **spec)
         print()
         _print_result(f"predicted (simulator on {hw.name}; KV capacity {p.config['kv_capacity_blocks']} blocks):", p)
         print()
@@ -122,25 +125,25 @@ def run_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _draft(args: argparse.Namespace, model):
-    """The draft model ``--draft`` names, or None."""
+def _draft(args: argparse.Namespace, model, cfg):
+    """The draft model ``--draft`` names and its ``ModelConfig`` (``cfg`` is the target's), or (None, None)."""
     from scalelab.kernels.model import LlamaModel
     from scalelab.kernels.speculative import perturbed_model
     from scalelab.simulations.serving.live import get_engine_model
 
     if args.draft is None:
-        return None
+        return None, None
     if args.spec_k < 1:
         raise ValueError(f"--spec-k must be an integer >= 1, got {args.spec_k}")
     if args.draft.lower() == "perturbed":
         if not (args.draft_noise >= 0 and math.isfinite(args.draft_noise)):
             raise ValueError(f"--draft-noise must be a finite number >= 0, got {args.draft_noise}")
-        return perturbed_model(model, args.draft_noise, seed=args.seed + 1)
-    cfg = get_engine_model(args.draft)
-    if cfg.vocab_size != model.config.vocab_size:
-        raise ValueError(f"--draft {args.draft} has a vocabulary of {cfg.vocab_size} tokens, the model "
+        return perturbed_model(model, args.draft_noise, seed=args.seed + 1), cfg
+    dcfg = get_engine_model(args.draft)
+    if dcfg.vocab_size != model.config.vocab_size:
+        raise ValueError(f"--draft {args.draft} has a vocabulary of {dcfg.vocab_size} tokens, the model "
                          f"{model.config.vocab_size}")
-    return LlamaModel.random(cfg, seed=args.seed + 1)
+    return LlamaModel.random(dcfg, seed=args.seed + 1), dcfg
 
 
 def run_closed_loop(args: argparse.Namespace) -> int:
