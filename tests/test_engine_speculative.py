@@ -181,6 +181,14 @@ def test_bad_speculative_arguments(model):
         perturbed_model(model, -0.1)
 
 
+def test_perturbed_model_noise_zero_is_the_target_and_noise_moves_the_logits(model):
+    toks = np.arange(9)
+    assert np.array_equal(perturbed_model(model, 0.0).forward(toks), model.forward(toks))
+    a, b = perturbed_model(model, 0.1, seed=1), perturbed_model(model, 0.1, seed=1)
+    assert np.array_equal(a.forward(toks), b.forward(toks))  # seeded
+    assert not np.allclose(a.forward(toks), model.forward(toks), atol=1e-3)
+
+
 def test_cli_engine_run_with_a_draft(capsys):
     from scalelab.cli.cli import main
 

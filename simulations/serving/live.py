@@ -382,6 +382,7 @@ class Engine:
             self.itl.append((now - start, len(dec)))
         # what the iteration did, for fitting a step-cost model (simulations.serving.fitted):
         # prefill chunks (tokens, offset), decode sequences' cached tokens, wall seconds of the whole step
+        # (with a draft a decode entry stands for a speculative step, which such a fit does not model)
         self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks], dec_ctx,
                              self._now() - begin))
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
