@@ -240,7 +240,8 @@ def speculative_generate(target, draft, prompt, *, k: int, max_new_tokens: int, 
     while len(out) < max_new_tokens:
         drafts, qs, tok = [], [], pending
         for i in range(k):
-            q = filtered_probs(draft.forward_cached(caches[1], [SeqChunk(np.array([tok]), n + i, blocks[1])]), **filt)[0]
+            logits = draft.forward_cached(caches[1], [SeqChunk(np.array([tok]), n + i, blocks[1])])  # (1, V)
+            q = filtered_probs(logits, **filt)[0]
             c = np.cumsum(q)
             u = row_uniform(seeds, 2 * (k + 1) * step + 2 * k + 2 + i)[0]
             tok = int(min(np.searchsorted(c, u * c[-1], side="right"), q.size - 1))

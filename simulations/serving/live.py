@@ -593,7 +593,8 @@ class Engine:
         config = dict(model=f"LlamaModel({c.n_layers} layers, d {c.d_model})", hw="this CPU",
                       scheduler=type(self.sched).__name__, tp=1, replicas=1, n_gpus=1,
                       max_batch=getattr(self.sched, "max_batch", None), token_budget=self.token_budget,
-                      spec_k=self.spec_k, spec_accept=self.spec_accept(), kv_capacity_blocks=self.cache.n_blocks, workload=workload.name)
+                      spec_k=self.spec_k, spec_accept=self.spec_accept(), kv_capacity_blocks=self.cache.n_blocks,
+                      workload=workload.name)
         result = ServingResult(requests, timeline, config=config, n_gpus=1, slo_ttft=None, slo_tpot=None,
                                itl=(itl[:, 0], itl[:, 1]))
         result.token_times = [np.asarray(t) for t in req.token_times]
