@@ -9,16 +9,17 @@ suite itself and come from the same run, machine and environment as the kernels.
 * ``ReadStream.track_read_gbps``: the read-only stream of
   :func:`scalelab.simulations.calibration.measure_stream_bandwidth` (the access
   pattern of decode): the better of two read patterns (two arrays side by side;
-  one array as four streams per thread) through explicit-lane FMA reductions that
-  run far faster than DRAM, so memory bounds them, over float32 arrays of four
-  times the last-level cache and at least 128 MiB each, filled before timing;
-  best of 7 interleaved repeats per pattern; 1 and 2 threads. About 1 s.
+  one array as four streams) through explicit-lane FMA reductions that run far
+  faster than DRAM, so memory bounds them, over float32 arrays of four times the
+  last-level cache and at least 128 MiB each, filled before timing, chunks handed
+  to threads dynamically; best of 7 interleaved repeats per pattern; 1 and 2
+  threads. About 1 s on a quiet machine.
 * ``MatmulPeak.track_sgemm_gflops``: float32 ``A @ B`` (n = 1024) through NumPy's
   BLAS, best of 7; the ``blas`` parameter records which library, version and
   kernel (OpenBLAS ``coretype``) ran, as threadpoolctl reports it.
 * ``LastLevelCache.track_mib``: the size of the largest CPU cache (Linux sysfs),
-  so the report can tell shapes whose working set fits in it (which DRAM does
-  not bound) from shapes streamed from memory. Skipped where sysfs has no cache entry.
+  so the report can tell shapes whose working set is within four times it (partly
+  cache-resident, which DRAM does not bound) from shapes streamed from memory. Skipped where sysfs has no cache entry.
 
 Ceilings are best-of-repeat figures: interference only ever slows a run down,
 so the fastest repeat is the least disturbed.

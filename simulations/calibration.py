@@ -22,8 +22,8 @@ Nothing about the CPU is typed in. Three micro-benchmarks, a few seconds in all:
   cache and writes almost nothing. Two read patterns, interleaved, each the best
   of its repeats; the ceiling is the better of the two (:func:`best_read_rate`):
   two arrays read side by side (``x[r] . y[r]`` per row, like K and V) and one
-  array read as four streams with four accumulators per thread. Each thread reads
-  a contiguous block; the reductions are the lane-order FMA intrinsics of
+  array read as four streams with four accumulators. Threads take contiguous
+  chunks of rows dynamically (16 per thread); the reductions are the lane-order FMA intrinsics of
   :mod:`scalelab.kernels._tiles`, which run several times faster than DRAM on
   cache-resident data, so memory and not the loop bounds the probe. (The
   earlier probe, a reassoc-vectorised ``sum(a * b)`` prange loop, ran at 7-8 GB/s
@@ -64,6 +64,8 @@ STREAM_ROW = 4096
 #: of one or two LLC sizes partly stays cached; the read-stream probe sizes its arrays by
 #: this multiple, and the kernel report calls a rate DRAM-bound only past it.
 DRAM_LLC_MULTIPLE = 4
+#: Chunks of rows per thread in the read probes (8 MiB each for 128 MiB arrays on 2 threads).
+READ_CHUNKS_PER_THREAD = 16
 #: Smallest read-stream array (bytes): four times a 32 MiB L3 where sysfs tells nothing.
 MIN_STREAM_BYTES = 128 * 2**20
 
@@ -76,21 +78,22 @@ _dot_1x4 = dot_tile_nt_for(1, 4)
 # prange loop ``acc += a[i] * b[i]`` with reassoc reached only 7-8 GB/s on one core on
 # L2-resident arrays here, below DRAM speed, so it measured its own loop and not memory.
 @numba.njit(parallel=True, cache=True)
-def _read_rows(x, y, nt, four_streams):
+def _read_rows(x, y, n_chunks, four_streams):
     """Read every row of ``x`` (R, C) float32 once and return a sum of dot products.
 
-    ``four_streams`` False: ``sum_r x[r] . y[r]`` (y (R, C)), two streams per
-    thread, as decode reads K and V. True: ``sum_r x[r] . y[0]`` (y (1, C) of
-    ones), each thread's block read as four quarters side by side with four
-    accumulators. Thread t owns the contiguous rows [t R / nt, (t + 1) R / nt).
+    The rows are cut into ``n_chunks`` contiguous chunks, one prange iteration
+    each (the caller sets the chunk size of the schedule: 1 hands the chunks out
+    dynamically). ``four_streams`` False: ``sum_r x[r] . y[r]`` (y (R, C)), two
+    streams, as decode reads K and V. True: ``sum_r x[r] . y[0]`` (y (1, C) of
+    ones), each chunk read as four quarters side by side with four accumulators.
     """
     rows, cols = x.shape
-    per = (rows + nt - 1) // nt
-    out = np.zeros((nt, 4), dtype=np.float32)  # (T, 4) the dot products of one step per thread
-    partial = np.zeros(nt, dtype=np.float64)  # (T,)
-    for t in prange(nt):
-        o = out[t:t + 1]
-        lo = t * per
+    per = (rows + n_chunks - 1) // n_chunks
+    out = np.zeros((n_chunks, 4), dtype=np.float32)  # (chunks, 4) the dot products of one step per chunk
+    partial = np.zeros(n_chunks, dtype=np.float64)  # (chunks,)
+    for c in prange(n_chunks):
+        o = out[c:c + 1]
+        lo = c * per
         hi = min(rows, lo + per)
         quarter = max(hi - lo, 0) // 4 if four_streams else 0
         acc = 0.0
@@ -100,7 +103,7 @@ def _read_rows(x, y, nt, four_streams):
         for r in range(lo + 4 * quarter, hi):  # one row at a time (all of them with two arrays)
             _dot_1x1(y, 0 if four_streams else r, x, r, 1, o, 0, 0, cols)
             acc += o[0, 0]
-        partial[t] = acc
+        partial[c] = acc
     return partial.sum()
 
 
@@ -139,17 +142,21 @@ def best_read_rate(arrays: StreamArrays, repeats: int, nt: int) -> float:
     """The best read rate (bytes/s) of the two read patterns, interleaved, best of ``repeats`` each.
 
     Patterns: two arrays read side by side (``x . y`` per row, decode's K and V)
-    and one array read as four streams per thread. The maximum of their best
-    repeats is the ceiling: each is a way to read memory, and interference only
-    ever slows a run down.
+    and one array read as four streams. The maximum of their best repeats is
+    the ceiling: each is a way to read memory, and interference only ever slows
+    a run down. The rows go out in :data:`READ_CHUNKS_PER_THREAD` contiguous
+    chunks per thread, handed out dynamically, so a thread the OS deschedules
+    for a while does not hold the others up at the final barrier.
     """
     x, y, ones = arrays
-    patterns = ((lambda: _read_rows(x, y, nt, False), x.nbytes + y.nbytes),
-                (lambda: _read_rows(x, ones, nt, True), x.nbytes))
+    chunks = READ_CHUNKS_PER_THREAD * nt
+    patterns = ((lambda: _read_rows(x, y, chunks, False), x.nbytes + y.nbytes),
+                (lambda: _read_rows(x, ones, chunks, True), x.nbytes))
     best = [math.inf] * len(patterns)
-    for _ in range(repeats):
-        for i, (call, _n) in enumerate(patterns):
-            best[i] = min(best[i], best_time(call, 1))
+    with numba.parallel_chunksize(1):
+        for _ in range(repeats):
+            for i, (call, _n) in enumerate(patterns):
+                best[i] = min(best[i], best_time(call, 1))
     return max(n / t for (_call, n), t in zip(patterns, best))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -18,16 +19,16 @@ from scalelab.simulations import calibration as cal
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (1, 7), (3, 8), (5, 33), (8, 64), (13, 24), (64, 4096)])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_read_patterns_compute_the_sums_they_claim(rows, cols, threads):
-    """Every row is read exactly once, whatever rows / threads / quarters leave over."""
+@pytest.mark.parametrize("threads, chunks", [(1, 1), (2, 2), (2, 5), (2, 32)])
+def test_read_patterns_compute_the_sums_they_claim(rows, cols, threads, chunks):
+    """Every row is read exactly once, whatever rows / chunks / quarters leave over."""
     rng = np.random.default_rng(rows * 100 + cols)
     x = rng.standard_normal((rows, cols), dtype=np.float32)  # (R, C)
     y = rng.standard_normal((rows, cols), dtype=np.float32)  # (R, C)
     ones = np.ones((1, cols), dtype=np.float32)  # (1, C)
-    with numba_threads(threads) as nt:
-        two = cal._read_rows(x, y, nt, False)
-        four = cal._read_rows(x, ones, nt, True)
+    with numba_threads(threads), numba.parallel_chunksize(1):
+        two = cal._read_rows(x, y, chunks, False)
+        four = cal._read_rows(x, ones, chunks, True)
     exact_dot = float(np.dot(x.astype(np.float64).ravel(), y.astype(np.float64).ravel()))
     exact_sum = float(x.astype(np.float64).sum())
     tol = float(1e-5 * (np.abs(x).sum() + np.abs(x * y).sum())) + 1e-6
