@@ -202,6 +202,12 @@ def test_ceilings_come_from_the_same_run(frame):
     ceil = kasv.ceilings_of(now)
     assert set(ceil["read"]) == {1, 2} and set(ceil["sgemm"]) == {1, 2}
     assert ceil["llc_bytes"] and ceil["llc_bytes"] >= 2**20 and ceil["blas"]
+    roof = now[(now["module"] == "roofline") & (now["type"] == "track")]
+    for kind, method in (("read", "track_read_gbps"), ("sgemm", "track_sgemm_gflops")):
+        measured = roof[roof["method"] == method].set_index("threads")["value"] * 1e9
+        # never below the same run's figure at that thread count, and never falling with more threads
+        assert all(ceil[kind][t] >= measured[t] for t in (1, 2)) and ceil[kind][2] >= ceil[kind][1]
+        assert ceil[kind][2] == max(measured[1], measured[2]) and ceil[kind][1] == measured[1]
 
 
 @pytest.mark.xfail(strict=True, reason=(
