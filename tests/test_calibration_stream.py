@@ -46,7 +46,8 @@ def test_stream_arrays_are_whole_rows_filled_before_timing():
 
 
 def test_default_stream_size_is_past_the_last_level_cache(monkeypatch):
-    assert cal.default_stream_bytes() >= max(cal.MIN_STREAM_BYTES, cal.DRAM_LLC_MULTIPLE * (cal.last_level_cache_bytes() or 0))
+    llc = cal.last_level_cache_bytes() or 0
+    assert cal.default_stream_bytes() >= max(cal.MIN_STREAM_BYTES, cal.DRAM_LLC_MULTIPLE * llc)
     monkeypatch.setattr(cal, "last_level_cache_bytes", lambda: 96 * 2**20)
     assert cal.default_stream_bytes() == cal.DRAM_LLC_MULTIPLE * 96 * 2**20
     monkeypatch.setattr(cal, "last_level_cache_bytes", lambda: None)

@@ -133,7 +133,8 @@ def roofline_figure(roof: pd.DataFrame, ceilings: dict, noise: float):
 
     Two stacked panels, compute (GFLOP/s vs the fp32 matmul peak) and memory
     (GB/s vs the read stream); a bar whose working set is within a few times the
-    last-level cache (``in_llc``: partly cache-resident) is hatched, and the DRAM line does not bound it. ``roof`` columns:
+    last-level cache (``in_llc``: partly cache-resident) is hatched, and the DRAM
+    line does not bound it. ``roof`` columns:
     ``family``, ``label``, ``impl``, ``metric``, ``per_s``, ``threads``, ``in_llc``.
     """
     metrics = [m for m in ("compute", "bandwidth") if m in set(roof["metric"])]
