@@ -64,7 +64,7 @@ STREAM_ROW = 4096
 #: of one or two LLC sizes partly stays cached; the read-stream probe sizes its arrays by
 #: this multiple, and the kernel report calls a rate DRAM-bound only past it.
 DRAM_LLC_MULTIPLE = 4
-#: Chunks of rows per thread in the read probes (8 MiB each for 128 MiB arrays on 2 threads).
+#: Chunks of rows per thread in the read probes (4 MiB of each array per chunk: 128 MiB arrays, 2 threads).
 READ_CHUNKS_PER_THREAD = 16
 #: Smallest read-stream array (bytes): four times a 32 MiB L3 where sysfs tells nothing.
 MIN_STREAM_BYTES = 128 * 2**20
@@ -74,7 +74,7 @@ _dot_1x4 = dot_tile_nt_for(1, 4)
 
 
 # The read probes reduce through the lane-order intrinsics of kernels/_tiles.py (explicit
-# 256-bit FMAs, the decode kernel's own loads) instead of a reassoc-vectorised loop: a
+# host-width vector FMAs, the decode kernel's own loads) instead of a reassoc-vectorised loop: a
 # prange loop ``acc += a[i] * b[i]`` with reassoc reached only 7-8 GB/s on one core on
 # L2-resident arrays here, below DRAM speed, so it measured its own loop and not memory.
 @numba.njit(parallel=True, cache=True)
