@@ -132,8 +132,9 @@ def roofline_figure(roof: pd.DataFrame, ceilings: dict, noise: float):
     """Achieved rate of each ``track_`` benchmark at the highest thread count against this run's ceilings.
 
     Two stacked panels, compute (GFLOP/s vs the fp32 matmul peak) and memory
-    (GB/s vs the read stream); a bar whose working set fits in the last-level
-    cache is hatched, and the DRAM line does not bound it. ``roof`` columns:
+    (GB/s vs the read stream); a bar whose working set is within a few times the
+    last-level cache (``in_llc``: partly cache-resident) is hatched, and the DRAM
+    line does not bound it. ``roof`` columns:
     ``family``, ``label``, ``impl``, ``metric``, ``per_s``, ``threads``, ``in_llc``.
     """
     metrics = [m for m in ("compute", "bandwidth") if m in set(roof["metric"])]
@@ -176,7 +177,9 @@ def roofline_figure(roof: pd.DataFrame, ceilings: dict, noise: float):
     if roof["in_llc"].any():
         from matplotlib.patches import Patch
 
-        handles["working set fits in the last-level cache (no DRAM bound)"] = Patch(
+        from scalelab.simulations.calibration import DRAM_LLC_MULTIPLE
+
+        handles[f"working set within {DRAM_LLC_MULTIPLE}x the last-level cache (no DRAM bound)"] = Patch(
             facecolor="0.7", hatch="////", edgecolor="white")
     fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncols=2, frameon=False,
                fontsize=7.5)

@@ -77,9 +77,18 @@ def impl_of(text: str) -> str | None:
     """``torch`` / ``numpy_f32`` / ``numpy`` / ``numba`` if ``text`` names one, else None.
 
     ``numpy_f32`` is the fair float32 NumPy peer (:mod:`scalelab.kernels.peers`),
-    ``numpy`` the float64 reference (an oracle, not a peer).
+    ``numpy`` the float64 reference (an oracle, not a peer). A name with the
+    word ``dense`` is a dense baseline (the MoE layer's dense FFN with the same
+    active parameters): a different computation, a ceiling-like comparison and
+    not a peer doing the same work, so ``torch_dense`` stays ``torch_dense``
+    (never ``torch``, whose time the speed-ups would otherwise take as the
+    faster of the two) and a plain ``dense`` is not named here.
     """
     low = str(text).lower()
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", str(text)).lower()  # TorchDense -> torch_dense
+    if re.search(r"(^|[_\W])dense($|[_\W])", words):
+        base = impl_of(re.sub(r"dense", " ", low))
+        return f"{base}_dense" if base else None
     if "torch" in low or "sdpa" in low:
         return "torch"
     if "numpy" in low and re.search(r"f(loat)?32|peer", low):
