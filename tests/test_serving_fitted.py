@@ -5,7 +5,7 @@ import pytest
 
 from scalelab.kernels.model import LlamaModel
 from scalelab.simulations.serving import poisson_workload, simulate
-from scalelab.simulations.serving.closed_loop import _calibration_batches, _hardware_for
+from scalelab.simulations.serving.closed_loop import Calibration, _calibration_batches, _hardware_for, calibrate_engine
 from scalelab.simulations.serving.cost import StepCostModel, iteration_aggregates
 from scalelab.simulations.serving.fitted import FittedStepCost, engine_iterations, fit_step_cost
 from scalelab.simulations.serving.live import Engine, get_engine_model
@@ -123,6 +123,36 @@ def test_calibration_set_spans_what_the_fit_needs():
     assert {n for n, _, _ in runs} >= {1, 32} and max(p for _, p, _ in runs) > 512
     assert all(p <= 2048 for _, p, _ in _calibration_batches(4096, 512))
     assert all(p <= 64 for _, p, _ in _calibration_batches(128, 512))
+
+
+class _ScriptedEngine:
+    """Stands in for the live engine: logs whole-prompt prefill then decode steps, timed exactly by ``coef``."""
+
+    token_budget = 512
+
+    def __init__(self, coef):
+        self.coef = np.asarray(coef)
+        self.batches = []
+
+    def warm_up(self):
+        pass
+
+    def generate(self, prompts, *, max_new_tokens, seed):
+        n, p = len(prompts), prompts[0].size
+        steps = [([p] * n, [0] * n, [])] + [([], [], [p + j] * n) for j in range(max_new_tokens - 1)]
+        self.batches = [(c, o, kv, float(iteration_aggregates(TINY, c, o, kv) @ self.coef)) for c, o, kv in steps]
+
+
+def test_calibration_returns_its_iterations_and_leaves_the_engine_alone():
+    coef = [2e-3, 1e-5, 3e-5, 2e-9, 4e-8, 0.0]
+    engine = _ScriptedEngine(coef)
+    cal = calibrate_engine(engine, TINY, seed=1, quick=True)
+    assert isinstance(cal, Calibration) and not hasattr(engine, "calibration_batches")
+    runs = _calibration_batches(TINY.max_position, 512, quick=True)
+    assert len(cal.batches) == sum(k for _, _, k in runs)  # every run's iterations, not only the last run's
+    assert cal.batches[-len(engine.batches):] == tuple(engine.batches)
+    assert cal.fit.n_iterations == len(cal.batches)
+    np.testing.assert_allclose(cal.fit.coef, coef, rtol=1e-6, atol=1e-15)
 
 
 @pytest.mark.parametrize("argv, message", [
