@@ -45,7 +45,7 @@ import numpy as np
 from scalelab.kernels._common import check_int_array
 from scalelab.kernels._threads import thread_budget, threads_for
 from scalelab.kernels.attention import attention, paged_decode_attention
-from scalelab.kernels.decoder_shape import check_decoder_shape
+from scalelab.kernels.decoder_shape import DecoderShape, check_decoder_shape
 from scalelab.kernels.moe import moe_layer, swiglu_ffn
 
 __all__ = ["LlamaConfig", "LlamaModel", "PagedKVCache", "SeqChunk", "WeightError", "llama_forward_ref",
@@ -57,8 +57,12 @@ class WeightError(ValueError):
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
-    """Shape of a Llama-architecture decoder (defaults: Hugging Face ``LlamaConfig``'s)."""
+class LlamaConfig(DecoderShape):
+    """Shape of a Llama-architecture decoder (defaults: Hugging Face ``LlamaConfig``'s).
+
+    Derived sizes (``qk_dim``, ``expert_width``, the weights a token multiplies by) come
+    from :class:`~scalelab.kernels.decoder_shape.DecoderShape`, shared with ``ModelConfig``.
+    """
 
     n_layers: int
     d_model: int
@@ -93,14 +97,6 @@ class LlamaConfig:
         check_decoder_shape(self)
         if self.qk_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.qk_dim}")
-
-    @property
-    def qk_dim(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
-
-    @property
-    def expert_width(self) -> int:
-        return self.d_ff_expert if self.d_ff_expert is not None else self.d_ff
 
     def is_moe_layer(self, i: int) -> bool:
         return self.n_experts > 1 and i >= self.n_dense_layers
@@ -468,8 +464,7 @@ class LlamaModel:
         """Floating-point operations of one forward over ``chunks``: matmuls plus attention's two products."""
         c = self.config
         D, d = c.qk_dim, c.d_model
-        ffn = 3 * d * (c.experts_per_token * (c.d_ff_expert or c.d_ff) if c.n_experts > 1 else c.d_ff)
-        per_token = c.n_layers * (d * (c.n_heads + 2 * c.n_kv_heads) * D + c.n_heads * D * d + ffn)
+        per_token = c.layer_matmul_params_per_token()  # weights, LM head excluded
         n = np.array([ch.tokens.size for ch in chunks], dtype=np.float64)  # (n_chunks,)
         start = np.array([ch.start for ch in chunks], dtype=np.float64)  # (n_chunks,)
         pairs = float(np.sum(n * start + n * (n + 1) / 2))  # (query, key) pairs attended

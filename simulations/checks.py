@@ -51,6 +51,24 @@ def as_positive_array(name: str, value, *, allow_zero: bool = False) -> np.ndarr
     return arr
 
 
+def as_count_array(name: str, value, *, minimum: int = 0) -> np.ndarray:
+    """``value`` as a 1-D float64 array of whole numbers ``>= minimum`` (an empty sequence passes).
+
+    Integer and whole float entries are accepted (``[3, 4.0]``); strings, booleans,
+    objects (``TypeError``), other ranks, fractions, NaN and infinity (``ValueError``)
+    are not.
+    """
+    if isinstance(value, (list, tuple)) and len(value) == 0:
+        return np.zeros(0)
+    arr = _numeric_array(name, value)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of counts, got shape {arr.shape}")
+    ok = np.isfinite(arr) & (arr >= minimum) & (arr == np.floor(arr))
+    if not np.all(ok):
+        raise ValueError(f"{name} must hold whole numbers >= {minimum}, got {show(arr[~ok][0])}")
+    return arr
+
+
 def check_int(name: str, value, minimum: int) -> int:
     """``value`` as a Python int ``>= minimum``; booleans and floats are a ``TypeError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

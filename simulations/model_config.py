@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from scalelab.kernels.decoder_shape import check_decoder_shape
+from scalelab.kernels.decoder_shape import DecoderShape, check_decoder_shape
 from scalelab.simulations import recurrent_cost as rc
 from scalelab.simulations.checks import check_positive as _check_positive
 
@@ -21,7 +21,7 @@ __all__ = ["ModelConfig", "MODELS", "get_model"]
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DecoderShape):
     """A decoder-only transformer as the cost model sees it (SwiGLU MLP, RMSNorm).
 
     Sizes are counts, not bytes. ``n_experts == 1`` is a dense model. For an MoE
@@ -110,37 +110,7 @@ class ModelConfig:
         if self.n_rwkv_layers and self.d_model % self.rwkv_head_size:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by rwkv_head_size ({self.rwkv_head_size})")
 
-    # -- derived sizes
-    @property
-    def qk_dim(self) -> int:
-        """Query/key width per head."""
-        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
-
-    @property
-    def v_dim(self) -> int:
-        """Value width per head."""
-        return self.v_head_dim if self.v_head_dim is not None else self.qk_dim
-
-    @property
-    def expert_width(self) -> int:
-        return self.d_ff_expert if self.d_ff_expert is not None else self.d_ff
-
-    @property
-    def is_moe(self) -> bool:
-        return self.n_experts > 1
-
-    @property
-    def is_mla(self) -> bool:
-        return self.kv_latent_dim > 0
-
-    @property
-    def n_moe_layers(self) -> int:
-        return (self.n_layers - self.n_dense_layers) // self.moe_every if self.is_moe else 0
-
-    @property
-    def n_attention_layers(self) -> int:
-        return self.layer_pattern.count("A") if self.layer_pattern else self.n_layers
-
+    # -- derived sizes (head and expert widths, MoE and attention layer counts: DecoderShape)
     @property
     def n_mamba_layers(self) -> int:
         return self.layer_pattern.count("M")
@@ -158,32 +128,7 @@ class ModelConfig:
         """Numbers of recurrent state one sequence keeps over all layers (independent of its length)."""
         return self.n_mamba_layers * rc.mamba_state_elems(self) + self.n_rwkv_layers * rc.rwkv_state_elems(self)
 
-    @property
-    def n_mlp_matrices(self) -> int:
-        return 3 if self.gated_mlp else 2
-
     # -- parameter counts
-    def attention_params_per_layer(self) -> int:
-        d, h = self.d_model, self.n_heads
-        if self.q_latent_dim:
-            q = d * self.q_latent_dim + self.q_latent_dim + self.q_latent_dim * h * self.qk_dim
-        else:
-            q = d * h * self.qk_dim
-        if self.is_mla:
-            nope = self.qk_dim - self.kv_rope_dim
-            kv = (d * (self.kv_latent_dim + self.kv_rope_dim) + self.kv_latent_dim
-                  + self.kv_latent_dim * h * (nope + self.v_dim))
-        else:
-            kv = d * self.n_kv_heads * (self.qk_dim + self.v_dim)
-        return q + kv + h * self.v_dim * d
-
-    def expert_params(self) -> int:
-        """Parameters of one routed (or shared) expert."""
-        return self.n_mlp_matrices * self.d_model * self.expert_width
-
-    def dense_mlp_params(self) -> int:
-        return self.n_mlp_matrices * self.d_model * self.d_ff
-
     def _embedding_params(self) -> int:
         return self.vocab_size * self.d_model * (1 if self.tie_embeddings else 2) + self.d_model
 
@@ -211,10 +156,15 @@ class ModelConfig:
         return self.params_total - idle
 
     def matmul_params_active(self) -> int:
-        """Weights one token multiplies by: active parameters minus the embedding lookup and norms."""
-        norms = (2 if self.has_mlp else 1) * self.d_model * self.n_layers + self.d_model
-        lookup = 0 if self.tie_embeddings else self.vocab_size * self.d_model
-        return self.params_active - norms - lookup
+        """Weights one token multiplies by: active parameters minus the embedding lookup and norms.
+
+        The attention and MLP layers' share is :meth:`DecoderShape.layer_matmul_params_per_token`
+        (the live engine counts its FLOPs with the same method); recurrent mixers and the LM
+        head are added here.
+        """
+        recurrent = (self.n_mamba_layers * rc.mamba_layer_params(self)
+                     + self.n_rwkv_layers * rc.rwkv_layer_params(self))
+        return self.layer_matmul_params_per_token() + recurrent + self.vocab_size * self.d_model
 
     def flops_per_token(self, context_len: int) -> float:
         """Forward FLOPs to process one token that attends to ``context_len`` tokens.

@@ -425,3 +425,12 @@ def test_selection_simulation_coverage_and_selectors():
         acc["coverage (oracle picks any correct)"] + 1e-12, axis=0)).all().all()
     with pytest.raises(ValueError):
         simulate_selection(0, [1], seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_matmul_params_are_active_params_less_lookup_and_norms(name):
+    """Two ways to count the weights a token multiplies by agree on every preset (MoE, MLA, recurrent)."""
+    m = MODELS[name]
+    norms = (2 if m.has_mlp else 1) * m.d_model * m.n_layers + m.d_model
+    lookup = 0 if m.tie_embeddings else m.vocab_size * m.d_model
+    assert m.matmul_params_active() == m.params_active - norms - lookup

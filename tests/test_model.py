@@ -77,6 +77,40 @@ def test_model_config_converts_and_presets_keep_defaults():
                                             vocab_size=50, kv_latent_dim=16))
 
 
+def _matmul_weights_one_token_uses(m):
+    """Count the weights a token multiplies by off the model's own arrays (LM head included)."""
+    total = m.lm_head.size
+    for L in m.layers:
+        total += L["wqkv"].size + L["wo"].size
+        if "router" in L:
+            total += L["router"].size + m.config.experts_per_token * (L["w1"][0].size + L["w3"][0].size
+                                                                      + L["w2"][0].size)
+        else:
+            total += L["w1"].size + L["w3"].size + L["w2"].size
+    return total
+
+
+MORE_SHAPES = {
+    "moe-all-layers": LlamaConfig(n_layers=3, d_model=32, n_heads=2, n_kv_heads=1, d_ff=40, vocab_size=77,
+                                  n_experts=8, experts_per_token=3, max_position=64),
+    "moe-top1-tied": LlamaConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=4, d_ff=40, vocab_size=77,
+                                 n_experts=3, experts_per_token=1, d_ff_expert=24, tie_embeddings=True,
+                                 max_position=64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(MORE_SHAPES))
+def test_engine_flops_agree_with_cost_model_and_weights(name):
+    """``step_flops`` and ``ModelConfig.flops_per_token`` count one token alike; both match the arrays."""
+    c = {**CONFIGS, **MORE_SHAPES}[name]
+    m = LlamaModel.random(c, seed=0)
+    mc = ModelConfig(name=name, **{f: getattr(c, f) for f in c.__dataclass_fields__})
+    assert mc.matmul_params_active() == _matmul_weights_one_token_uses(m)
+    for start in (0, 7, 40):
+        one = m.step_flops([SeqChunk(np.zeros(1, np.int64), start, np.zeros(0, np.int64))])
+        assert one == mc.flops_per_token(start + 1)
+
+
 def test_rope_is_rotate_half():
     """Position p rotates the pair (i, i + D/2) by p * theta^(-2i/D): checked on a unit vector."""
     from scalelab.kernels.model import _rope, rope_tables

@@ -1,11 +1,13 @@
 """A step-cost model fitted to the live engine, and the simulator replaying it (the closed loop's parts)."""
 
+import re
+
 import numpy as np
 import pytest
 
 from scalelab.kernels.model import LlamaModel
 from scalelab.simulations.serving import poisson_workload, simulate
-from scalelab.simulations.serving.closed_loop import _calibration_batches, _hardware_for
+from scalelab.simulations.serving.closed_loop import Calibration, _calibration_batches, _hardware_for, calibrate_engine
 from scalelab.simulations.serving.cost import StepCostModel, iteration_aggregates
 from scalelab.simulations.serving.fitted import FittedStepCost, engine_iterations, fit_step_cost
 from scalelab.simulations.serving.live import Engine, get_engine_model
@@ -60,7 +62,7 @@ def test_fit_rejects_data_that_cannot_identify_it():
         fit_step_cost(TINY, X, y[:-1])
     with pytest.raises(ValueError, match=r"X must have shape \(k, 6\)"):
         fit_step_cost(TINY, X[:, :5], y)
-    with pytest.raises(ValueError, match="finite times > 0"):
+    with pytest.raises(ValueError, match="y must be positive and finite, got 0.0"):
         fit_step_cost(TINY, X, np.where(np.arange(y.size) == 3, 0.0, y))
     with pytest.raises(ValueError, match="at least"):
         fit_step_cost(TINY, X[:4], y[:4])
@@ -70,6 +72,65 @@ def test_fit_rejects_data_that_cannot_identify_it():
     same[:, 1] = same[:, 2] = 1 + np.arange(30) % 3
     with pytest.raises(ValueError, match="cannot separate"):
         fit_step_cost(TINY, same, np.full(30, 1e-3))
+
+
+@pytest.mark.parametrize("args, exc, message", [
+    ((TINY, [-5], [0], []), ValueError, "chunk_tokens must hold whole numbers >= 1, got -5.0"),
+    ((TINY, [0], [0], []), ValueError, "chunk_tokens must hold whole numbers >= 1, got 0.0"),
+    ((TINY, [4], [-1], []), ValueError, "chunk_offsets must hold whole numbers >= 0, got -1.0"),
+    ((TINY, [], [], [3, float("nan")]), ValueError, "decode_kv must hold whole numbers >= 0, got nan"),
+    ((TINY, [], [], [2.5]), ValueError, "decode_kv must hold whole numbers >= 0, got 2.5"),
+    ((TINY, [], [], [[1, 2]]), ValueError, "decode_kv must be a 1-D sequence of counts, got shape (1, 2)"),
+    ((TINY, ["7"], [0], []), TypeError, "chunk_tokens must be a number or an array of numbers"),
+    ((TINY, [True], [0], []), TypeError, "chunk_tokens must be a number or an array of numbers"),
+    ((TINY, [4, 5], [0], []), ValueError, "chunk_offsets must hold one offset per chunk (2), got 1"),
+    ((TINY, [], [], []), ValueError, "an iteration needs at least one prefill chunk"),
+    ((TINY, [], [], [3], 0), ValueError, "q must be >= 1, got 0"),
+    ((TINY, [], [], [3], 1.5), TypeError, "q must be an integer, got float"),
+    ((3, [], [], [3]), TypeError, "model must be a preset name or a ModelConfig, got int"),
+])
+def test_aggregates_reject_bad_counts(args, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        iteration_aggregates(*args)
+
+
+def test_aggregates_accept_whole_floats_and_arrays_like_lists():
+    a = iteration_aggregates(TINY, [100, 7], [0, 50], [10, 300, 4])
+    np.testing.assert_array_equal(iteration_aggregates(TINY, np.array([100.0, 7.0]), (0, 50), np.array([10, 300, 4])), a)
+    np.testing.assert_array_equal(iteration_aggregates(TINY, [], [], np.array([5], np.uint8)),
+                                  iteration_aggregates(TINY, [], [], [5]))
+
+
+@pytest.mark.parametrize("batches, exc, message", [
+    ([], ValueError, "batches must hold at least one iteration"),
+    (5, TypeError, "batches must be a list of (chunk_tokens, chunk_offsets, decode_kv, seconds), got int"),
+    (np.zeros((2, 4)), TypeError, "batches must be a list"),
+    ([3], TypeError, "batches[0] must be a tuple (chunk_tokens, chunk_offsets, decode_kv, seconds), got int"),
+    ([([4], [0], [], 0.1), ([4], [0], [])], ValueError, "batches[1] must have 4 entries"),
+    ([([4], [0], [], float("nan"))], ValueError, "batches[0]: seconds must be positive and finite, got nan"),
+    ([([4], [0], [], -0.1)], ValueError, "batches[0]: seconds must be positive and finite, got -0.1"),
+    ([([4], [0], [], "0.1")], TypeError, "batches[0]: seconds must be a number, got str"),
+    ([([4], [0], [], 0.1), ([-4], [0], [], 0.1)], ValueError, "batches[1]: chunk_tokens must hold whole numbers"),
+])
+def test_engine_iterations_reject_bad_logs(batches, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        engine_iterations(TINY, batches)
+
+
+@pytest.mark.parametrize("X, y, exc, message", [
+    (np.zeros((0, 6)), np.zeros(0), ValueError, "X must hold at least one iteration"),
+    ([["a"] * 6] * 20, np.ones(20), TypeError, "X must be a number or an array of numbers"),
+    (np.ones((20, 6), bool), np.ones(20), TypeError, "X must be a number or an array of numbers"),
+    (np.full((20, 6), np.nan), np.ones(20), ValueError, "X must be non-negative and finite, got nan"),
+    (-np.ones((20, 6)), np.ones(20), ValueError, "X must be non-negative and finite, got -1.0"),
+    (np.ones((20, 5)), np.ones(20), ValueError, "X must have shape (k, 6), got (20, 5)"),
+    (np.ones((20, 6)), np.ones(19), ValueError, "y must have shape (20,)"),
+    (np.ones((20, 6)), np.full(20, np.inf), ValueError, "y must be positive and finite, got inf"),
+    (np.ones((20, 6)), "fast", TypeError, "y must be a number or an array of numbers, got str"),
+])
+def test_fit_rejects_bad_input_by_name(X, y, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        fit_step_cost(TINY, X, y)
 
 
 def test_fitted_cost_validates_its_coefficients():
@@ -123,6 +184,36 @@ def test_calibration_set_spans_what_the_fit_needs():
     assert {n for n, _, _ in runs} >= {1, 32} and max(p for _, p, _ in runs) > 512
     assert all(p <= 2048 for _, p, _ in _calibration_batches(4096, 512))
     assert all(p <= 64 for _, p, _ in _calibration_batches(128, 512))
+
+
+class _ScriptedEngine:
+    """Stands in for the live engine: logs whole-prompt prefill then decode steps, timed exactly by ``coef``."""
+
+    token_budget = 512
+
+    def __init__(self, coef):
+        self.coef = np.asarray(coef)
+        self.batches = []
+
+    def warm_up(self):
+        pass
+
+    def generate(self, prompts, *, max_new_tokens, seed):
+        n, p = len(prompts), prompts[0].size
+        steps = [([p] * n, [0] * n, [])] + [([], [], [p + j] * n) for j in range(max_new_tokens - 1)]
+        self.batches = [(c, o, kv, float(iteration_aggregates(TINY, c, o, kv) @ self.coef)) for c, o, kv in steps]
+
+
+def test_calibration_returns_its_iterations_and_leaves_the_engine_alone():
+    coef = [2e-3, 1e-5, 3e-5, 2e-9, 4e-8, 0.0]
+    engine = _ScriptedEngine(coef)
+    cal = calibrate_engine(engine, TINY, seed=1, quick=True)
+    assert isinstance(cal, Calibration) and not hasattr(engine, "calibration_batches")
+    runs = _calibration_batches(TINY.max_position, 512, quick=True)
+    assert len(cal.batches) == sum(k for _, _, k in runs)  # every run's iterations, not only the last run's
+    assert cal.batches[-len(engine.batches):] == tuple(engine.batches)
+    assert cal.fit.n_iterations == len(cal.batches)
+    np.testing.assert_allclose(cal.fit.coef, coef, rtol=1e-6, atol=1e-15)
 
 
 @pytest.mark.parametrize("argv, message", [

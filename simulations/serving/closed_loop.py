@@ -44,7 +44,7 @@ from scalelab.simulations.serving.fitted import FittedStepCost, engine_iteration
 from scalelab.simulations.serving.metrics import ServingResult
 from scalelab.simulations.serving.workload import LogNormal, Workload, poisson_workload
 
-__all__ = ["calibrate_engine", "engine_capacity_rps", "closed_loop", "ClosedLoop", "BARS"]
+__all__ = ["Calibration", "calibrate_engine", "engine_capacity_rps", "closed_loop", "ClosedLoop", "BARS"]
 
 #: Seconds of arrivals of the second calibration pass (a served workload near capacity).
 CALIBRATION_SERVE_S = 15.0
@@ -65,7 +65,20 @@ def _calibration_batches(max_position: int, token_budget: int, quick: bool = Fal
     return [(n, min(p, limit), k) for n, p, k in runs]
 
 
-def calibrate_engine(engine, model: ModelConfig, *, seed: int = 0, quick: bool = False) -> FittedStepCost:
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate_engine`: the fitted step cost and the iterations it was fitted on.
+
+    ``batches`` holds the engine's iteration log entries ``(chunk_tokens, chunk_offsets,
+    decode_kv, seconds)`` of every calibration run, in order; a later fit can add more
+    iterations to them.
+    """
+
+    fit: FittedStepCost
+    batches: tuple
+
+
+def calibrate_engine(engine, model: ModelConfig, *, seed: int = 0, quick: bool = False) -> Calibration:
     """Fit a step-cost model to ``engine``'s iterations on a fixed calibration set.
 
     Parameters
@@ -78,6 +91,11 @@ def calibrate_engine(engine, model: ModelConfig, *, seed: int = 0, quick: bool =
         Seed of the prompts.
     quick : bool
         A smaller calibration set (about a third of the iterations).
+
+    Returns
+    -------
+    Calibration
+        The fit and the calibration iterations it was made from.
     """
     rng = np.random.default_rng(seed)
     engine.warm_up()
@@ -87,9 +105,8 @@ def calibrate_engine(engine, model: ModelConfig, *, seed: int = 0, quick: bool =
         prompts = [rng.integers(0, V, p) for _ in range(n)]
         engine.generate(prompts, max_new_tokens=k, seed=int(rng.integers(0, 2**31)))
         batches.extend(engine.batches)
-    engine.calibration_batches = batches
     X, y = engine_iterations(model, batches)
-    return fit_step_cost(model, X, y)
+    return Calibration(fit_step_cost(model, X, y), tuple(batches))
 
 
 def _hardware_for(fitted: FittedStepCost) -> Hardware:
@@ -166,16 +183,15 @@ def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, pro
     cap_o = max(2, min(cfg.max_position // 2, 8 * output))
     plen, olen = LogNormal(prompt, 0.5, cap_p), LogNormal(output, 0.5, cap_o)
     engine = Engine(LlamaModel.random(cfg, seed=weights_seed), scheduler=scheduler, token_budget=token_budget)
-    fit = calibrate_engine(engine, cfg, seed=seed, quick=quick)
-    capacity = engine_capacity_rps(fit, engine, scheduler, prompt_len=plen, output_len=olen, seed=seed)
+    calibration = calibrate_engine(engine, cfg, seed=seed, quick=quick)
+    capacity = engine_capacity_rps(calibration.fit, engine, scheduler, prompt_len=plen, output_len=olen, seed=seed)
     # second calibration pass: the fixed set's batches are uniform (equal prompts, equal contexts), a
     # served workload's are mixed; serve a calibration workload (its own seed, never studied) near the
     # first estimate of capacity and refit on both sets of iterations
-    batches = list(engine.calibration_batches)
     n_cal = max(40, round(0.9 * capacity * (CALIBRATION_SERVE_S / 3 if quick else CALIBRATION_SERVE_S)))
     engine.serve(poisson_workload(0.9 * capacity, n_cal, prompt_len=plen, output_len=olen, seed=seed + 10_000),
                  seed=seed + 10_000)
-    X, y = engine_iterations(cfg, batches + engine.batches)
+    X, y = engine_iterations(cfg, [*calibration.batches, *engine.batches])
     fit = fit_step_cost(cfg, X, y)
     capacity = engine_capacity_rps(fit, engine, scheduler, prompt_len=plen, output_len=olen, seed=seed)
     rows, runs = [], {}

@@ -47,6 +47,7 @@ import numpy as np
 from scalelab.simulations.inference import (
     ModelConfig, _check_positive, _ops, expected_experts_touched, get_model, kv_cache_bytes_per_token,
 )
+from scalelab.simulations.checks import as_count_array, check_int
 from scalelab.simulations.hardware import Hardware, get_hardware
 
 __all__ = [
@@ -75,10 +76,26 @@ def iteration_aggregates(model: ModelConfig, chunk_tokens, chunk_offsets, decode
         Cached tokens of each decode sequence before this step.
     q : int
         Tokens each decode sequence verifies (1 without speculative decoding).
+
+    Raises
+    ------
+    TypeError
+        ``model`` not a ``ModelConfig`` or preset name; counts that are not numbers; ``q`` not an int.
+    ValueError
+        Counts that are not 1-D sequences of whole numbers (``chunk_tokens`` >= 1, the others
+        >= 0), ``chunk_offsets`` not one per chunk, ``q`` < 1, or an iteration with neither
+        a prefill chunk nor a decode sequence.
     """
-    c = np.asarray(chunk_tokens, dtype=np.float64)  # (n_chunks,)
-    o = np.asarray(chunk_offsets, dtype=np.float64)  # (n_chunks,)
-    kv = np.asarray(decode_kv, dtype=np.float64)  # (n_decode,)
+    model = get_model(model)
+    c = as_count_array("chunk_tokens", chunk_tokens, minimum=1)  # (n_chunks,)
+    o = as_count_array("chunk_offsets", chunk_offsets)  # (n_chunks,)
+    kv = as_count_array("decode_kv", decode_kv)  # (n_decode,)
+    q = check_int("q", q, 1)
+    if o.shape != c.shape:
+        raise ValueError(f"chunk_offsets must hold one offset per chunk ({c.size}), got {o.size}")
+    if c.size + kv.size == 0:
+        raise ValueError("an iteration needs at least one prefill chunk (chunk_tokens) or decode sequence "
+                         "(decode_kv); both are empty")
     n_dec = kv.size
     t = c.sum() + q * n_dec
     return np.array([1.0, t, c.size + q * n_dec,

@@ -38,6 +38,7 @@ import math
 import numpy as np
 from scipy.optimize import nnls
 
+from scalelab.simulations.checks import as_positive_array, check_positive
 from scalelab.simulations.inference import ModelConfig, get_model
 from scalelab.simulations.serving.cost import N_AGGREGATES, experts_touched, iteration_aggregates
 
@@ -109,12 +110,37 @@ def engine_iterations(model, batches) -> tuple[np.ndarray, np.ndarray]:
 
     ``batches`` holds ``(chunk_tokens, chunk_offsets, decode_kv, seconds)`` per iteration, as
     :class:`~simulations.serving.live.Engine` records them.
+
+    Raises
+    ------
+    TypeError
+        ``batches`` not a list or tuple, or an entry that is not a 4-tuple/list of the types above.
+    ValueError
+        No iteration; an entry of another length; counts :func:`iteration_aggregates` rejects;
+        seconds that are not finite and > 0. The message names the entry (``batches[i]``).
     """
     m = get_model(model)
+    if not isinstance(batches, (list, tuple)):
+        raise TypeError(f"batches must be a list of (chunk_tokens, chunk_offsets, decode_kv, seconds), "
+                        f"got {type(batches).__name__}")
     if len(batches) == 0:
         raise ValueError("batches must hold at least one iteration")
-    X = np.array([iteration_aggregates(m, c, o, kv) for c, o, kv, _ in batches])  # (k, 6)
-    y = np.array([float(t) for *_, t in batches])  # (k,)
+    X = np.empty((len(batches), N_AGGREGATES))  # (k, 6)
+    y = np.empty(len(batches))  # (k,)
+    for i, entry in enumerate(batches):
+        if not isinstance(entry, (list, tuple)):
+            raise TypeError(f"batches[{i}] must be a tuple (chunk_tokens, chunk_offsets, decode_kv, seconds), "
+                            f"got {type(entry).__name__}")
+        if len(entry) != 4:
+            raise ValueError(f"batches[{i}] must have 4 entries (chunk_tokens, chunk_offsets, decode_kv, "
+                             f"seconds), got {len(entry)}")
+        c, o, kv, t = entry
+        try:
+            X[i] = iteration_aggregates(m, c, o, kv)
+            check_positive(seconds=t)
+            y[i] = t
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"batches[{i}]: {e}") from None
     return X, y
 
 
@@ -131,22 +157,23 @@ def fit_step_cost(model, X, y) -> FittedStepCost:
 
     Raises
     ------
+    TypeError
+        ``X`` or ``y`` not numbers (strings, booleans, objects).
     ValueError
-        On mismatched shapes, non-positive or non-finite times, fewer iterations
-        than coefficients to fit, or data whose design cannot separate the
-        aggregates it varies (rank below the number of varying columns).
+        On mismatched shapes, no rows, negative or non-finite ``X``, non-positive or
+        non-finite times, fewer iterations than coefficients to fit, or data whose
+        design cannot separate the aggregates it varies (rank below the number of
+        varying columns).
     """
     m = get_model(model)
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    X = as_positive_array("X", X, allow_zero=True)
+    y = as_positive_array("y", y)
     if X.ndim != 2 or X.shape[1] != N_AGGREGATES:
         raise ValueError(f"X must have shape (k, {N_AGGREGATES}), got {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X must hold at least one iteration (row)")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) (one time per row of X), got {y.shape}")
-    if not (np.isfinite(X).all() and (X >= 0).all()):
-        raise ValueError("X must be finite and >= 0")
-    if not (np.isfinite(y).all() and (y > 0).all()):
-        raise ValueError("y must hold finite times > 0")
     cols = [j for j in range(N_AGGREGATES) if np.ptp(X[:, j]) > 0 or j == 0]  # constant columns fold into 'fixed'
     if X.shape[0] < 2 * len(cols):
         raise ValueError(f"need at least {2 * len(cols)} iterations to fit {len(cols)} coefficients, "
