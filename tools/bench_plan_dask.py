@@ -103,10 +103,12 @@ def empty_cluster_seconds(n_workers: int = 2) -> float:
     """Wall time to start a LocalCluster like plan()'s, import the simulator in its workers, and close it."""
     import importlib
 
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
+
+    from scalelab.simulations.serving.planning import local_cluster
 
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with local_cluster(n_workers) as c:
         with Client(c) as client:
             client.run(importlib.import_module, "scalelab.simulations.serving.planning")
     return time.perf_counter() - t0
