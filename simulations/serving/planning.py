@@ -255,6 +255,9 @@ def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
 
     # Closed in reverse order of opening (client, then cluster), also when opening either fails
     # or a task raises: a scheduler that goes away under a live client leaves it retrying.
+    # The cluster then closes its workers before its scheduler. On a heavily loaded machine a
+    # worker process may still be finalising the interpreter 4 s after its worker closed, and
+    # the nanny kills it with a warning; the results were gathered before, so it changes nothing.
     with contextlib.ExitStack() as stack:
         if address.lower() == "local":
             cluster = stack.enter_context(local_cluster(n_workers))
