@@ -264,7 +264,7 @@ def test_plan_on_dask_equals_serial():
     w = poisson_workload(8.0, 100, prompt_len=LogNormal(1024, 0.5, 4000), output_len=LogNormal(64, 0.5, 512), seed=3)
     space = {"scheduler": ["continuous", "chunked", "disaggregated"], "tp": [1, 2]}
     serial = plan(MODEL, HW, w, slo_ttft=0.3, slo_tpot=0.01, space=space, scheduler_address=None, target_rate=40.0)
-    # one batch per worker: 3 configurations per task, reassembled in search order
+    # a coarse grain: batches of several configurations in cost order, reassembled in search order
     cluster = plan(MODEL, HW, w, slo_ttft=0.3, slo_tpot=0.01, space=space, scheduler_address="local",
                    target_rate=40.0, tasks_per_worker=1)
     pd.testing.assert_frame_equal(serial, cluster)
@@ -272,16 +272,53 @@ def test_plan_on_dask_equals_serial():
     assert serial["goodput_per_gpu"].is_monotonic_decreasing
 
 
-@pytest.mark.parametrize("n_items, n_batches", [(252, 8), (6, 2), (5, 8), (1, 1), (0, 4), (7, 3)])
-def test_split_batches_deals_every_configuration_once(n_items, n_batches):
-    from scalelab.simulations.serving.planning import split_batches
+@pytest.mark.parametrize("costs, grain", [
+    ([0.05] * 9 + [0.6] * 9 + [1.1, 0.03], 8), ([3.0, 1.0, 2.0], 2), ([1.0] * 7, 3), ([5.0], 4), ([], 4),
+    ([0.0, 0.0, 2.0], 2), ([0.2, 0.9, 0.1, 0.5, 0.4], 100)])
+def test_cost_batches_go_longest_first_and_shrink_to_the_remaining_cost(costs, grain):
+    from scalelab.simulations.serving.planning import cost_batches
 
-    batches = split_batches(n_items, n_batches)
-    assert sorted(i for b in batches for i in b) == list(range(n_items))
-    assert len(batches) == min(n_items, n_batches) and all(batches)
-    sizes = [len(b) for b in batches]
-    assert max(sizes, default=0) - min(sizes, default=0) <= 1  # dealt round-robin: equal to one item
-    assert all(b == list(range(b[0], n_items, len(batches))) for b in batches)
+    batches = cost_batches(costs, grain)
+    flat = [i for b in batches for i in b]
+    assert flat == sorted(range(len(costs)), key=lambda i: (-costs[i], i))  # every item once, longest first
+    assert all(batches)
+    remaining = sum(costs)
+    for b in batches[:-1]:  # each batch stops at the first item that brings it to 1/grain of what is left
+        held = sum(costs[i] for i in b)
+        assert held >= remaining / grain - 1e-12
+        assert len(b) == 1 or held - costs[b[-1]] < remaining / grain
+        remaining -= held
+    if grain >= len(costs):
+        assert all(len(b) == 1 for b in batches)
+
+
+def test_cost_batches_reject_bad_costs_and_grain():
+    from scalelab.simulations.serving.planning import cost_batches
+
+    for costs in ([1.0, -1.0], [float("nan")], [float("inf")]):
+        with pytest.raises(ValueError, match="costs"):
+            cost_batches(costs, 2)
+    with pytest.raises(ValueError, match="grain"):
+        cost_batches([1.0], 0)
+
+
+def test_estimated_cost_counts_lock_step_decode_steps():
+    from scalelab.simulations.serving.cost import expected_tokens_per_step
+    from scalelab.simulations.serving.planning import EVENT_STEPS_PER_REQUEST, estimated_cost, expand_space
+
+    w = poisson_workload(4.0, 30, prompt_len=200, output_len=50, seed=0)
+    events = EVENT_STEPS_PER_REQUEST * 30
+    configs = expand_space({"scheduler": ["chunked", "disaggregated"], "replicas": [1, 2], "n_decode": [1, 2],
+                            "spec_k": [0, 3]})
+    for c in configs:
+        decoders = c["n_decode"] if c["scheduler"] == "disaggregated" else c["replicas"]
+        steps = 30 * 50 / expected_tokens_per_step(c["spec_k"], 0.7) if decoders > 1 else 0.0
+        assert estimated_cost(c, w) == pytest.approx(events + steps)
+    # one decode instance: the request count alone; drafting cuts the steps of lock-stepped instances
+    lone = [estimated_cost(c, w) for c in configs if c["replicas"] == 1 and c["n_decode"] == 1]
+    assert set(lone) == {events}
+    two = {c["spec_k"]: estimated_cost(c, w) for c in configs if c["replicas"] == 2}
+    assert two[0] > two[3] > events
 
 
 def test_plan_rejects_bad_worker_counts():

@@ -8,6 +8,14 @@ Dask ``LocalCluster`` by default (2 worker processes, one thread each), on an
 existing cluster given its scheduler address, or serially with ``None``. Each
 simulation is deterministic, so every way returns the same table.
 
+On Dask the configurations cost 0.03 to 1.1 s of CPU each (a 30-fold range
+over the default space), so the order of the work decides when the last
+worker finishes. :func:`estimated_cost` predicts each one's cost from the
+workload and the configuration alone; :func:`cost_batches` hands them out
+longest first, in batches that shrink to single configurations at the end so
+both workers finish together. The workload is scattered to every worker once;
+tasks carry only configurations.
+
 :func:`gpus_for_rate` turns the table into the capacity question: replicating
 a deployment ``r`` times serves ``r`` times its goodput, so the GPUs a target
 rate needs are ``n_gpus * ceil(target / goodput)``, minimised over configurations.
@@ -24,21 +32,27 @@ import numpy as np
 import pandas as pd
 
 from scalelab.simulations.checks import check_count
+from scalelab.simulations.serving.cost import expected_tokens_per_step
 from scalelab.simulations.serving.engine import simulate
 from scalelab.simulations.serving.workload import Workload
 
-__all__ = ["plan", "default_space", "expand_space", "evaluate_config", "gpus_for_rate", "SPACE_KEYS"]
+__all__ = ["plan", "default_space", "expand_space", "evaluate_config", "gpus_for_rate", "SPACE_KEYS",
+           "estimated_cost", "cost_batches"]
 
 SPACE_KEYS = ("scheduler", "tp", "replicas", "token_budget", "max_batch", "n_prefill", "n_decode", "spec_k")
 #: Acceptance rate assumed when a configuration drafts tokens (a stated assumption: Leviathan et al. 2023,
 #: Table 3, report alpha between about 0.5 and 0.9 depending on the draft and the task).
 DEFAULT_SPEC_ACCEPT = 0.7
-#: Batches handed to each Dask worker. Fewer, larger tasks save scheduler round trips, but
-#: configurations differ in cost (0.05 to 1 s of CPU each over the default space, 67 s in all,
-#: measured by tools/bench_plan_dask.py), so large batches leave one worker idle at the end:
-#: replaying the measured costs on two idle workers gives a 37.3 s makespan with 4 batches per
-#: worker, 34.5 s with 16 and 33.7 s (the ideal) with one task per configuration.
-BATCHES_PER_WORKER = 16
+#: Grain of the Dask batches: each batch holds about ``1 / (n_workers * BATCHES_PER_WORKER)`` of the
+#: estimated cost not yet batched, so batches shrink from the big configurations to single cheap ones at
+#: the end. Replaying per-configuration CPU times measured by tools/bench_plan_dask.py (252
+#: configurations, 0.03 to 1.1 s each) on two workers, see that tool's quiet-machine estimate.
+BATCHES_PER_WORKER = 4
+#: Decode steps' worth of simulator work per request for its events (arrival, prefill, hand-off, finish)
+#: in :func:`estimated_cost`. Measured: over the default space on a 100-request Poisson workload, CPU
+#: seconds per estimated unit stay within 4.7 to 6.0e-5 across decoder counts and ``spec_k`` with 10
+#: (tools/bench_plan_dask.py prints the correlation of the estimate with the measured costs).
+EVENT_STEPS_PER_REQUEST = 10
 
 
 def default_space() -> dict[str, list]:
@@ -127,8 +141,9 @@ def plan(model, hw, workload: Workload, *, slo_ttft: float, slo_tpot: float, spa
     progress : print a progress bar to stderr.
         A script that plans on a ``LocalCluster`` needs an ``if __name__ == "__main__":`` guard:
         the worker processes are spawned and import the script's main module again.
-    tasks_per_worker : on Dask, the configurations go out in ``n_workers * tasks_per_worker`` batches
-        (one task each), dealt round-robin so every batch holds a similar mix.
+    tasks_per_worker : on Dask, the configurations go out longest first (:func:`estimated_cost`) in
+        batches that each hold ``1 / (n_workers * tasks_per_worker)`` of the estimated cost still to
+        hand out (:func:`cost_batches`): large batches first, single configurations at the end.
 
     Returns one row per configuration, sorted by ``goodput_per_gpu`` (ties: fewer GPUs, then search
     order): the configuration, ``feasible``, ``n_gpus``, goodput, SLO attainment and latency percentiles.
@@ -173,37 +188,92 @@ def evaluate_batch(configs: list[dict], model, hw, workload: Workload, slo_ttft:
     return [evaluate_config(c, model, hw, workload, slo_ttft, slo_tpot) for c in configs]
 
 
-def split_batches(n_items: int, n_batches: int) -> list[list[int]]:
-    """Indices ``0..n_items-1`` dealt round-robin into at most ``n_batches`` non-empty batches.
+def estimated_cost(config: dict, workload: Workload, spec_accept: float = DEFAULT_SPEC_ACCEPT) -> float:
+    """Relative CPU cost of simulating ``config`` on ``workload`` (for ordering work; not seconds).
 
-    Dealing rather than cutting gives every batch the same mix of the search space (whose
-    order groups configurations by scheduler and tensor-parallel degree, i.e. by cost).
+    The simulator's work is its events plus the decode steps it prices one at a time. A lone
+    decode instance prices a run of identical decode steps in one go, so its cost follows the
+    request count (:data:`EVENT_STEPS_PER_REQUEST` each). Two or more decode instances (replicas,
+    or disaggregation's decode side) advance in lock step, each stopping at the other's clock, so
+    every decode step counts: output tokens over the expected tokens per step.
     """
-    if n_items == 0:
-        return []
-    n_batches = max(1, min(int(n_batches), n_items))
-    return [list(range(b, n_items, n_batches)) for b in range(n_batches)]
+    cost = EVENT_STEPS_PER_REQUEST * len(workload)
+    decoders = config["n_decode"] if config["scheduler"] == "disaggregated" else config["replicas"]
+    if decoders > 1:
+        k = int(config["spec_k"])
+        cost += float(workload.output_tokens.sum()) / expected_tokens_per_step(k, spec_accept if k else 0.0)
+    return float(cost)
+
+
+def cost_batches(costs, grain: int) -> list[list[int]]:
+    """Indices of ``costs`` longest first, cut into batches that shrink towards the end.
+
+    Each batch takes items in falling cost until it holds ``1 / grain`` of the cost not yet
+    batched (at least one item). Handed to whichever worker is free, the big items go first
+    (longest-processing-time order) and the last batches are single cheap items, so the
+    workers finish together; the early batches bundle many items, saving per-task overhead.
+    ``grain = n_workers * tasks_per_worker``. A grain of at least ``len(costs)`` gives one item
+    per batch: in falling order, what is left costs at most (items left) x (this item's cost).
+    """
+    costs = [float(c) for c in costs]
+    if any(not (c >= 0 and math.isfinite(c)) for c in costs):
+        raise ValueError(f"costs must be finite and >= 0, got {costs!r}")
+    check_count(grain=grain)
+    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+    remaining = sum(costs)
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    held = 0.0
+    for i in order:
+        batch.append(i)
+        held += costs[i]
+        if held >= remaining / grain:
+            batches.append(batch)
+            remaining -= held
+            batch, held = [], 0.0
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def local_cluster(n_workers: int):
+    """The ``LocalCluster`` :func:`plan` starts: ``n_workers`` processes of one thread, no dashboard.
+
+    The scheduler still serves its health and metrics routes over HTTP; they go to a free
+    port on the loopback interface instead of port 8787, which another cluster on the same
+    machine may hold (distributed then warns and falls back to a random port on all interfaces).
+    """
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
               batches_per_worker: int = BATCHES_PER_WORKER) -> list[dict]:
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     # Closed in reverse order of opening (client, then cluster), also when opening either fails
     # or a task raises: a scheduler that goes away under a live client leaves it retrying.
+    # The cluster then closes its workers before its scheduler. On a heavily loaded machine a
+    # worker process may still be finalising the interpreter 4 s after its worker closed, and
+    # the nanny kills it with a warning; the results were gathered before, so it changes nothing.
     with contextlib.ExitStack() as stack:
         if address.lower() == "local":
-            cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None))
+            cluster = stack.enter_context(local_cluster(n_workers))
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(Client(address))
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         model, hw, workload, slo_ttft, slo_tpot = args
+        # the workload goes to every worker once; tasks then carry only a few small configurations
         wl = client.scatter(workload, broadcast=True)
-        batches = split_batches(len(configs), n_workers * batches_per_worker)
-        futures = client.map(evaluate_batch, [[configs[i] for i in b] for b in batches], model=model, hw=hw,
-                             workload=wl, slo_ttft=slo_ttft, slo_tpot=slo_tpot, pure=False)
+        batches = cost_batches([estimated_cost(c, workload) for c in configs], n_workers * batches_per_worker)
+        # falling priorities keep the batches in this order (the scheduler's own order for independent
+        # tasks need not follow submission); each goes to whichever worker frees up first
+        futures = [client.submit(evaluate_batch, [configs[i] for i in b], model=model, hw=hw, workload=wl,
+                                 slo_ttft=slo_ttft, slo_tpot=slo_tpot, pure=False, priority=len(batches) - j)
+                   for j, b in enumerate(batches)]
         if progress:
             size = {f.key: len(b) for f, b in zip(futures, batches)}
             done = 0
