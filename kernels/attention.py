@@ -82,8 +82,14 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       sum only with ``reassoc``, which makes the bits depend on the compile;
       written as eight scalar lane sums, the SLP vectoriser left the whole
       exp loop scalar.
-   d. *A vectorisable row max*: eight independent max lanes, since without
-      ``nnan`` LLVM keeps a single max chain scalar.
+   d. *A vectorised row max* (:func:`~scalelab.kernels._tiles.row_max`,
+      written in IR): without ``nnan`` LLVM keeps a max chain scalar, and
+      eight independent lanes in Numba stayed scalar too (``vmaxss``, one
+      score at a time), which made the row max the largest part of the
+      softmax. The maximum of non-NaN scores does not depend on the order
+      it is taken in (up to the sign of a zero, and ``2**(s - 0)`` and
+      ``2**(s + 0)`` have the same bits), so any lane split gives the same
+      result.
    e. *Mask only where needed*: tiles entirely outside every row's visible
       range are never visited; tiles entirely inside skip the mask; only
       diagonal / window-edge tiles are masked. The parallel loop walks
@@ -129,7 +135,7 @@ from numba.extending import overload
 from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
 from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, dot_tile_nt_2x1,
-                                     dot_tile_nt_2x4, mm_tile_rescale_add, mm_tile_store, row_sum)
+                                     dot_tile_nt_2x4, mm_tile_rescale_add, mm_tile_store, row_max, row_sum)
 
 __all__ = [
     "attention",
@@ -560,51 +566,6 @@ def _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _row_max(S, r, n, init):
-    """max(init, S[r, :n]) with 8 independent lanes.
-
-    Without ``nnan`` LLVM will not vectorise a single max chain (one 3-cycle
-    compare per score); eight lanes let the SLP vectoriser use one vmaxps.
-    """
-    m0 = init
-    m1 = init
-    m2 = init
-    m3 = init
-    m4 = init
-    m5 = init
-    m6 = init
-    m7 = init
-    n8 = n - n % 8
-    for j in range(0, n8, 8):
-        x0 = S[r, j]
-        x1 = S[r, j + 1]
-        x2 = S[r, j + 2]
-        x3 = S[r, j + 3]
-        x4 = S[r, j + 4]
-        x5 = S[r, j + 5]
-        x6 = S[r, j + 6]
-        x7 = S[r, j + 7]
-        m0 = x0 if x0 > m0 else m0
-        m1 = x1 if x1 > m1 else m1
-        m2 = x2 if x2 > m2 else m2
-        m3 = x3 if x3 > m3 else m3
-        m4 = x4 if x4 > m4 else m4
-        m5 = x5 if x5 > m5 else m5
-        m6 = x6 if x6 > m6 else m6
-        m7 = x7 if x7 > m7 else m7
-    for j in range(n8, n):
-        x0 = S[r, j]
-        m0 = x0 if x0 > m0 else m0
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return m4 if m4 > m0 else m0
-
-
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _exp2_row_sum(S, r, n, mx):
     """In place S[r, :n] <- 2**(S[r, :n] - mx); returns their sum, in a fixed order.
 
@@ -628,7 +589,7 @@ def _online_softmax(S, m, l, alpha, rows, nk):
     """
     ninf = -np.inf
     for r in range(rows):
-        mx = _row_max(S, r, nk, m[r])
+        mx = row_max(S, r, nk, m[r])
         if mx == ninf:
             alpha[r] = 1.0
             for j in range(nk):
