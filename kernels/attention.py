@@ -127,6 +127,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 
 import numpy as np
 from numba import njit, prange
@@ -894,6 +895,30 @@ def _pack_strips_kernel(k, v, kp, vp):
                     vp[b, h, c, j, x] = v[b, h, j, c * W + x]
 
 
+#: Largest packed K + V kept between prefill calls (bytes); bigger ones are allocated per call.
+STRIP_WORKSPACE_BYTES = 64 * 2**20
+_STRIP_WORKSPACE = threading.local()
+
+
+def _strip_workspace(nbytes):
+    """A 64-byte aligned uint8 buffer of at least ``nbytes``, reused by the calling thread's next calls.
+
+    Fresh memory for the packed strips on every call cost the page faults of
+    touching it (about one per 4 KB page; 1-3 ms of a 20 ms call at L = 1024,
+    D = 64, one thread, more on a loaded machine), and whether glibc served
+    the block from a fresh mapping or from its heap depended on the earlier
+    calls. A buffer per thread keeps concurrent Python threads apart; the
+    kernel finishes with it before the call returns.
+    """
+    if nbytes > STRIP_WORKSPACE_BYTES:
+        return aligned_empty(nbytes, np.uint8)
+    buf = getattr(_STRIP_WORKSPACE, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = aligned_empty(nbytes, np.uint8)
+        _STRIP_WORKSPACE.buf = buf
+    return buf
+
+
 def _pack_strips(k, v, dtype):
     """K and V cut into register-tile strips of W = TILE_ROW_BYTES // itemsize columns.
 
@@ -907,8 +932,11 @@ def _pack_strips(k, v, dtype):
     B, Hkv, Lk, D = k.shape
     Dv = v.shape[3]
     W = TILE_ROW_BYTES // dtype.itemsize
-    kp = aligned_empty((B, Hkv, -(-Lk // W), D, W), dtype)
-    vp = aligned_empty((B, Hkv, Dv // W, Lk, W), dtype)
+    kshape, vshape = (B, Hkv, -(-Lk // W), D, W), (B, Hkv, Dv // W, Lk, W)
+    kbytes = -(-math.prod(kshape) * dtype.itemsize // 64) * 64  # vp starts 64-byte aligned too
+    raw = _strip_workspace(kbytes + math.prod(vshape) * dtype.itemsize)
+    kp = raw[:kbytes].view(dtype)[:math.prod(kshape)].reshape(kshape)
+    vp = raw[kbytes:].view(dtype)[:math.prod(vshape)].reshape(vshape)
     _pack_strips_kernel(k, v, kp, vp)
     return kp, vp
 
@@ -970,7 +998,9 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
     Notes
     -----
     Working memory is O(tile) per thread plus one packed copy each of ``k``
-    and ``v`` (and contiguous copies of non-contiguous inputs); the result is
+    and ``v`` (and contiguous copies of non-contiguous inputs); a packed copy
+    up to ``STRIP_WORKSPACE_BYTES`` stays allocated for the calling thread's
+    next call (no page faults on reuse). The result is
     bitwise identical for any Numba thread count.
     """
     q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)
