@@ -71,7 +71,10 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       time) and reached 0.84-1.03x torch SDPA; register tiles on an unpacked
       ``K^T`` tile gave ~1.03x over that (the tile's 1 KB row stride maps a
       strip onto a few L1 sets), packed strips ~1.3x, and packing in one
-      parallel pass into aligned buffers ~1.45x.
+      parallel pass into aligned buffers ~1.45x. The packed buffer stays
+      with the calling thread for its next call (up to
+      ``STRIP_WORKSPACE_BYTES``): fresh memory on every call cost a page
+      fault per 4 KB, up to ~20% of a one-thread call at L = 512-1024.
    c. *A vectorisable exp*: ``exp2`` of float32 is a degree-6 polynomial on the
       fractional part times ``2**n`` built from the exponent bits, so the
       softmax loop vectorises (libm ``exp`` is a scalar call per score);
