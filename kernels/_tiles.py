@@ -43,8 +43,8 @@ from numba.extending import intrinsic
 from scalelab.kernels._vecmath import VECTOR_BYTES
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
-           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "row_sum",
-           "row_sum_for"]
+           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "row_max",
+           "row_max_for", "row_sum", "row_sum_for"]
 
 #: Rows of A (and C) per tile.
 TILE_ROWS = 4
@@ -276,15 +276,19 @@ def _dot_tile_codegen(rows, cols, vector_bytes):
     return codegen
 
 
+def _row_args(context, builder, sig, args):
+    """(element type, item size, pointer to ``S[r, 0]``, ``n``) of a ``(S, r, n, ...)`` row intrinsic."""
+    sty = sig.args[0]
+    fty = context.get_value_type(sty.dtype)
+    isz = context.get_abi_sizeof(fty)
+    S = context.make_array(sty)(context, builder, args[0])
+    r, n = (context.cast(builder, args[x], sig.args[x], types.intp) for x in (1, 2))
+    return fty, isz, builder.gep(S.data, [builder.mul(r, _row_stride(context, builder, S, isz))]), n
+
+
 def _row_sum_codegen(vector_bytes):
     def codegen(context, builder, sig, args):
-        sty = sig.args[0]
-        fty = context.get_value_type(sty.dtype)
-        isz = context.get_abi_sizeof(fty)
-        S = context.make_array(sty)(context, builder, args[0])
-        r = context.cast(builder, args[1], sig.args[1], types.intp)
-        n = context.cast(builder, args[2], sig.args[2], types.intp)
-        row = builder.gep(S.data, [builder.mul(r, _row_stride(context, builder, S, isz))])
+        fty, isz, row, n = _row_args(context, builder, sig, args)
         return _emit_lane_dots(context, builder, fty, vector_bytes // isz, [None], [row], n)[0]
 
     return codegen
@@ -311,6 +315,80 @@ def row_sum_for(vector_bytes=VECTOR_BYTES):
         typer.__name__ = f"row_sum_{vector_bytes}B"
         _ROW_SUMS[vector_bytes] = intrinsic(typer)
     return _ROW_SUMS[vector_bytes]
+
+
+#: Independent vector maxima per step of :func:`row_max_for` (two hide the compare latency at two loads a cycle).
+_MAX_UNROLL = 2
+
+
+def _row_max_codegen(vector_bytes):
+    def codegen(context, builder, sig, args):
+        fty, isz, row, n = _row_args(context, builder, sig, args)
+        init = args[3]  # the typer asks for the array's dtype
+        lanes = vector_bytes // isz
+        vty = ir.VectorType(fty, lanes)
+        intp = context.get_value_type(types.intp)
+        i32 = ir.IntType(32)
+
+        def bigger(x, m):  # x if x > m else m: a NaN x never replaces m
+            return builder.select(builder.fcmp_ordered(">", x, m), x, m)
+
+        first = builder.insert_element(ir.Constant(vty, ir.Undefined), init, ir.Constant(i32, 0))
+        splat = builder.shuffle_vector(first, first, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        accs = [cgutils.alloca_once_value(builder, splat) for _ in range(_MAX_UNROLL)]
+        step = lanes * _MAX_UNROLL
+        nvec = builder.sdiv(n, ir.Constant(intp, step))
+        with cgutils.for_range(builder, nvec) as loop:
+            base = builder.gep(row, [builder.mul(loop.index, ir.Constant(intp, step))])
+            for u, acc in enumerate(accs):
+                ptr = builder.bitcast(builder.gep(base, [ir.Constant(intp, u * lanes)]), vty.as_pointer())
+                builder.store(bigger(builder.load(ptr, align=isz), builder.load(acc)), acc)
+        v = builder.load(accs[0])
+        for acc in accs[1:]:
+            v = bigger(builder.load(acc), v)
+        width = lanes
+        while width > 1:
+            width //= 2
+            half = ir.VectorType(i32, width)
+            lo = builder.shuffle_vector(v, v, ir.Constant(half, list(range(width))))
+            hi = builder.shuffle_vector(v, v, ir.Constant(half, list(range(width, 2 * width))))
+            v = bigger(hi, lo)
+        slot = cgutils.alloca_once_value(builder, builder.extract_element(v, ir.Constant(i32, 0)))
+        start = builder.mul(nvec, ir.Constant(intp, step))
+        with cgutils.for_range(builder, builder.sub(n, start)) as loop:
+            x = builder.load(builder.gep(row, [builder.add(start, loop.index)]))
+            builder.store(bigger(x, builder.load(slot)), slot)
+        return builder.load(slot)
+
+    return codegen
+
+
+_ROW_MAXES = {}
+
+
+def row_max_for(vector_bytes=VECTOR_BYTES):
+    """The intrinsic ``row_max(S, r, n, init)``: ``max(init, S[r, 0], ..., S[r, n - 1])`` on full vectors.
+
+    ``S`` is a 2-D C-contiguous float array, ``init`` a scalar of its dtype.
+    Each step is ``x if x > m else m``, so a NaN score never becomes the
+    maximum (the maximum is NaN only if ``init`` is). Over non-NaN values the
+    maximum does not depend on the order it is taken in, except for the sign
+    of a zero result, so the lanes need no order fixed for determinism the way
+    the sums do. Written as a Numba loop, LLVM keeps the compare chain scalar
+    without ``nnan`` (one score at a time), and even eight named lanes stayed
+    scalar code.
+    """
+    if vector_bytes not in _ROW_MAXES:
+        codegen = _row_max_codegen(vector_bytes)
+
+        def typer(typingctx, S, r, n, init):
+            if not (_same_float_c2d(S) and init == S.dtype):
+                return None
+            return S.dtype(S, r, n, init), codegen
+
+        typer.__name__ = f"row_max_{vector_bytes}B"
+        _ROW_MAXES[vector_bytes] = intrinsic(typer)
+    return _ROW_MAXES[vector_bytes]
 
 
 _DOT_TILES = {}
@@ -356,5 +434,6 @@ dot_tile_nt_2x4 = dot_tile_nt_for(2, 4)
 dot_tile_nt_1x4 = dot_tile_nt_for(1, 4)
 dot_tile_nt_2x1 = dot_tile_nt_for(2, 1)
 dot_tile_nt_1x1 = dot_tile_nt_for(1, 1)
-#: Host-width row sum (the softmax denominator).
+#: Host-width row sum (the softmax denominator) and row maximum (its shift).
 row_sum = row_sum_for()
+row_max = row_max_for()

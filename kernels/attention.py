@@ -71,7 +71,10 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       time) and reached 0.84-1.03x torch SDPA; register tiles on an unpacked
       ``K^T`` tile gave ~1.03x over that (the tile's 1 KB row stride maps a
       strip onto a few L1 sets), packed strips ~1.3x, and packing in one
-      parallel pass into aligned buffers ~1.45x.
+      parallel pass into aligned buffers ~1.45x. The packed buffer stays
+      with the calling thread for its next call (up to
+      ``STRIP_WORKSPACE_BYTES``): fresh memory on every call cost a page
+      fault per 4 KB, up to ~20% of a one-thread call at L = 512-1024.
    c. *A vectorisable exp*: ``exp2`` of float32 is a degree-6 polynomial on the
       fractional part times ``2**n`` built from the exponent bits, so the
       softmax loop vectorises (libm ``exp`` is a scalar call per score);
@@ -82,8 +85,14 @@ Variants, in rising sophistication (llm.c style), and why each is faster
       sum only with ``reassoc``, which makes the bits depend on the compile;
       written as eight scalar lane sums, the SLP vectoriser left the whole
       exp loop scalar.
-   d. *A vectorisable row max*: eight independent max lanes, since without
-      ``nnan`` LLVM keeps a single max chain scalar.
+   d. *A vectorised row max* (:func:`~scalelab.kernels._tiles.row_max`,
+      written in IR): without ``nnan`` LLVM keeps a max chain scalar, and
+      eight independent lanes in Numba stayed scalar too (``vmaxss``, one
+      score at a time), which made the row max the largest part of the
+      softmax. The maximum of non-NaN scores does not depend on the order
+      it is taken in (up to the sign of a zero, and ``2**(s - 0)`` and
+      ``2**(s + 0)`` have the same bits), so any lane split gives the same
+      result.
    e. *Mask only where needed*: tiles entirely outside every row's visible
       range are never visited; tiles entirely inside skip the mask; only
       diagonal / window-edge tiles are masked. The parallel loop walks
@@ -121,6 +130,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 
 import numpy as np
 from numba import njit, prange
@@ -129,7 +139,7 @@ from numba.extending import overload
 from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
 from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, dot_tile_nt_2x1,
-                                     dot_tile_nt_2x4, mm_tile_rescale_add, mm_tile_store, row_sum)
+                                     dot_tile_nt_2x4, mm_tile_rescale_add, mm_tile_store, row_max, row_sum)
 
 __all__ = [
     "attention",
@@ -560,51 +570,6 @@ def _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _row_max(S, r, n, init):
-    """max(init, S[r, :n]) with 8 independent lanes.
-
-    Without ``nnan`` LLVM will not vectorise a single max chain (one 3-cycle
-    compare per score); eight lanes let the SLP vectoriser use one vmaxps.
-    """
-    m0 = init
-    m1 = init
-    m2 = init
-    m3 = init
-    m4 = init
-    m5 = init
-    m6 = init
-    m7 = init
-    n8 = n - n % 8
-    for j in range(0, n8, 8):
-        x0 = S[r, j]
-        x1 = S[r, j + 1]
-        x2 = S[r, j + 2]
-        x3 = S[r, j + 3]
-        x4 = S[r, j + 4]
-        x5 = S[r, j + 5]
-        x6 = S[r, j + 6]
-        x7 = S[r, j + 7]
-        m0 = x0 if x0 > m0 else m0
-        m1 = x1 if x1 > m1 else m1
-        m2 = x2 if x2 > m2 else m2
-        m3 = x3 if x3 > m3 else m3
-        m4 = x4 if x4 > m4 else m4
-        m5 = x5 if x5 > m5 else m5
-        m6 = x6 if x6 > m6 else m6
-        m7 = x7 if x7 > m7 else m7
-    for j in range(n8, n):
-        x0 = S[r, j]
-        m0 = x0 if x0 > m0 else m0
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return m4 if m4 > m0 else m0
-
-
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _exp2_row_sum(S, r, n, mx):
     """In place S[r, :n] <- 2**(S[r, :n] - mx); returns their sum, in a fixed order.
 
@@ -628,7 +593,7 @@ def _online_softmax(S, m, l, alpha, rows, nk):
     """
     ninf = -np.inf
     for r in range(rows):
-        mx = _row_max(S, r, nk, m[r])
+        mx = row_max(S, r, nk, m[r])
         if mx == ninf:
             alpha[r] = 1.0
             for j in range(nk):
@@ -933,6 +898,30 @@ def _pack_strips_kernel(k, v, kp, vp):
                     vp[b, h, c, j, x] = v[b, h, j, c * W + x]
 
 
+#: Largest packed K + V kept between prefill calls (bytes); bigger ones are allocated per call.
+STRIP_WORKSPACE_BYTES = 64 * 2**20
+_STRIP_WORKSPACE = threading.local()
+
+
+def _strip_workspace(nbytes):
+    """A 64-byte aligned uint8 buffer of at least ``nbytes``, reused by the calling thread's next calls.
+
+    Fresh memory for the packed strips on every call cost the page faults of
+    touching it (about one per 4 KB page; 1-3 ms of a 20 ms call at L = 1024,
+    D = 64, one thread, more on a loaded machine), and whether glibc served
+    the block from a fresh mapping or from its heap depended on the earlier
+    calls. A buffer per thread keeps concurrent Python threads apart; the
+    kernel finishes with it before the call returns.
+    """
+    if nbytes > STRIP_WORKSPACE_BYTES:
+        return aligned_empty(nbytes, np.uint8)
+    buf = getattr(_STRIP_WORKSPACE, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = aligned_empty(nbytes, np.uint8)
+        _STRIP_WORKSPACE.buf = buf
+    return buf
+
+
 def _pack_strips(k, v, dtype):
     """K and V cut into register-tile strips of W = TILE_ROW_BYTES // itemsize columns.
 
@@ -946,8 +935,11 @@ def _pack_strips(k, v, dtype):
     B, Hkv, Lk, D = k.shape
     Dv = v.shape[3]
     W = TILE_ROW_BYTES // dtype.itemsize
-    kp = aligned_empty((B, Hkv, -(-Lk // W), D, W), dtype)
-    vp = aligned_empty((B, Hkv, Dv // W, Lk, W), dtype)
+    kshape, vshape = (B, Hkv, -(-Lk // W), D, W), (B, Hkv, Dv // W, Lk, W)
+    kbytes = -(-math.prod(kshape) * dtype.itemsize // 64) * 64  # vp starts 64-byte aligned too
+    raw = _strip_workspace(kbytes + math.prod(vshape) * dtype.itemsize)
+    kp = raw[:kbytes].view(dtype)[:math.prod(kshape)].reshape(kshape)
+    vp = raw[kbytes:].view(dtype)[:math.prod(vshape)].reshape(vshape)
     _pack_strips_kernel(k, v, kp, vp)
     return kp, vp
 
@@ -1009,7 +1001,9 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
     Notes
     -----
     Working memory is O(tile) per thread plus one packed copy each of ``k``
-    and ``v`` (and contiguous copies of non-contiguous inputs); the result is
+    and ``v`` (and contiguous copies of non-contiguous inputs); a packed copy
+    up to ``STRIP_WORKSPACE_BYTES`` stays allocated for the calling thread's
+    next call (no page faults on reuse). The result is
     bitwise identical for any Numba thread count.
     """
     q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)

@@ -318,6 +318,16 @@ def test_identical_results_for_one_and_two_threads(rng):
         np.testing.assert_array_equal(a, b)
 
 
+def test_reused_strip_workspace_leaves_no_trace(rng):
+    """The packed-strip buffer a thread keeps between calls: stale contents (here NaN) never leak in."""
+    q, k, v = make_qkv(rng, 1, 2, 1, 37, 45, 24, 24, np.float32)  # Lk not a multiple of a strip
+    first = A.attention(q, k, v, causal=True)
+    A.attention(*make_qkv(rng, 1, 2, 2, 70, 90, 40, 40, np.float64), causal=True)  # a bigger pack, other dtype
+    A._strip_workspace(1).fill(0xFF)  # every byte NaN-patterned
+    np.testing.assert_array_equal(A.attention(q, k, v, causal=True), first)
+    np.testing.assert_allclose(first, A.attention_ref(q, k, v, causal=True), rtol=1e-5, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- napkin math
 
 

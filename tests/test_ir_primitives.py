@@ -16,7 +16,7 @@ from numba import njit
 
 from scalelab.kernels._vecmath import VECTOR_BYTES, max_and_bad, vector_bytes_for
 from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_for, mm_tile_for, mm_tile_rescale_add,
-                                     mm_tile_store)
+                                     mm_tile_store, row_max_for)
 
 
 @njit(cache=True)
@@ -218,3 +218,29 @@ def test_tile_products_at_every_width(vector_bytes):
             np.testing.assert_allclose(C, want, **tol)
             want[1:1 + TILE_ROWS, 1:1 + W] = alpha[1:1 + TILE_ROWS, None] * C0[1:1 + TILE_ROWS, 1:1 + W] + prod
             np.testing.assert_allclose(D, want, **tol)
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_matches_numpy_at_every_width(vector_bytes, dtype):
+    """max(init, row) on every length around the unrolled step; -inf orders normally, NaN never wins."""
+    row_max = row_max_for(vector_bytes)
+
+    @njit
+    def call(S, r, n, init):
+        return row_max(S, r, n, init)
+
+    lanes = vector_bytes // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(vector_bytes)
+    for n in sorted({0, 1, lanes - 1, lanes, 2 * lanes - 1, 2 * lanes, 2 * lanes + 1, 5 * lanes + 3, 256}):
+        S = rng.standard_normal((3, n + 4)).astype(dtype)  # (rows, n') row stride != n
+        S[1, rng.integers(0, n + 4, (n + 4) // 3)] = -np.inf
+        want = np.max(S[1, :n], initial=-np.inf)
+        assert call(S, 1, n, dtype(-np.inf)) == want
+        assert call(S, 1, n, dtype(0.5)) == max(want, 0.5)
+        if n:
+            S[1, n - 1] = np.nan  # in the scalar tail or the last vector
+            S[1, 0] = np.nan
+            assert call(S, 1, n, dtype(-np.inf)) == np.nanmax(np.r_[S[1, :n], -np.inf])
+    S = np.full((1, 40), -np.inf, dtype)
+    assert call(S, 0, 40, dtype(-np.inf)) == -np.inf  # a fully masked row stays -inf
