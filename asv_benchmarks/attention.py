@@ -156,8 +156,10 @@ class AttentionCompile:
     """Cold Numba compile of all three kernels (float32) in a fresh interpreter."""
 
     timeout = 900
+    # One compile per run: a warm-up or a second round would each compile everything again.
     number = 1
-    repeat = (1, 2, 60.0)
+    repeat = 1
+    rounds = 1
     warmup_time = 0.0
 
     def timeraw_compile_cold(self):
