@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import (Threaded, best_time, blas_description, kernel_peers, require_torch, tiled_normal,
-                                  torch_peers)
+from asv_benchmarks._util import (Threaded, best_time, blas_description, kernel_peers, require_full, require_torch,
+                                  tiled_normal, torch_peers)
 from scalelab.kernels import moe
 from scalelab.kernels._common import aligned_empty
 
@@ -372,6 +372,8 @@ timeraw_import_and_compile_cold.timeout = 300
 timeraw_import_and_compile_cold.repeat = 1
 timeraw_import_and_compile_cold.rounds = 1
 timeraw_import_and_compile_cold.warmup_time = 0.0
+# A minute or more of CPU: followed nightly (SCALELAB_BENCH_FULL=1) only.
+timeraw_import_and_compile_cold.setup = lambda: require_full("the cold compile")
 
 
 def timeraw_import_and_load_cached():
