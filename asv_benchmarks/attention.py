@@ -15,14 +15,16 @@ runs with 1 and 2 threads; the thread count is applied to Numba, BLAS and torch.
   torch nor the NumPy peer has a paged kernel: compare with their
   ``DecodeAttention`` entries (the equivalent contiguous cache).
 * Compile time: ``timeraw_compile_cold`` imports and compiles every kernel in
-  a fresh interpreter with an empty Numba cache.
+  a fresh interpreter with an empty Numba cache, once per run and only with
+  ``SCALELAB_BENCH_FULL=1`` (the nightly job): a minute or more of CPU.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_info, kernel_peers, require_torch, tiled_normal, torch_peers
+from asv_benchmarks._util import (Threaded, best_time, blas_info, kernel_peers, require_full, require_torch, tiled_normal,
+                                  torch_peers)
 from scalelab.kernels import attention as A
 
 THREADS = [1, 2]
@@ -156,9 +158,14 @@ class AttentionCompile:
     """Cold Numba compile of all three kernels (float32) in a fresh interpreter."""
 
     timeout = 900
+    # One compile per run: a warm-up or a second round would each compile everything again.
     number = 1
-    repeat = (1, 2, 60.0)
+    repeat = 1
+    rounds = 1
     warmup_time = 0.0
+
+    def setup(self):
+        require_full("the cold compile")  # a minute or more of CPU; followed nightly
 
     def timeraw_compile_cold(self):
         return """

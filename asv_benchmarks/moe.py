@@ -7,7 +7,14 @@ peers of :mod:`scalelab.kernels.peers`: ``np.argpartition`` routing, stable
 ``torch`` (``softmax``/``sigmoid`` + ``topk`` + stable ``argsort`` + ``bincount``,
 ``index_select`` / ``index_add_`` for the data movement), left out of the grid when
 torch is not installed. Every case runs with 1 and 2 threads (Numba, BLAS and
-torch are all set to the same count in ``setup``).
+torch are all set to the same count in ``setup``), except the NumPy peers and
+references, which run the same single-threaded code at any count: they are
+timed at 1 thread only (``skip_params``; asv_runner skips those before setup).
+
+Inputs whose values do not change the work (the rows permute moves, the
+expert weights of the layer) are :func:`~asv_benchmarks._util.tiled_normal`
+copies of one seeded block: a fresh ``standard_normal`` of the layer's 300 MB
+of weights took seconds of setup in every process.
 
 Routing configurations (``config``):
   ``E8k2``     softmax, 8 experts, top-2 (Mixtral)
@@ -23,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asv_benchmarks._util import Threaded, best_time, blas_description, kernel_peers, require_torch, torch_peers
+from asv_benchmarks._util import (Threaded, best_time, blas_description, kernel_peers, require_full, require_torch,
+                                  tiled_normal, torch_peers)
 from scalelab.kernels import moe
 from scalelab.kernels._common import aligned_empty
 
@@ -44,6 +52,11 @@ CONFIGS = {
 
 
 BLAS = blas_description()
+
+
+def _single_threaded_peer(T, impl, grid) -> list[tuple]:
+    """``skip_params`` tuples of ``impl`` at 2 threads over ``grid`` (the configs), for T in ``T``."""
+    return [(t, config, impl, 2) for t in T for config in grid]
 
 
 class _ThreadsMixin(Threaded):
@@ -143,14 +156,11 @@ def _layer_data(k_dense: int = LAYER_K):
     T, d, F, E = LAYER_T, LAYER_D, LAYER_FFN, LAYER_E
     x = rng.standard_normal((T, d), dtype=np.float32)  # (T, d)
     router_w = rng.standard_normal((d, E), dtype=np.float32) / np.float32(np.sqrt(d))  # (d, E)
-    w1 = rng.standard_normal((E, d, F), dtype=np.float32) / np.float32(np.sqrt(d))  # (E, d, F)
-    w3 = rng.standard_normal((E, d, F), dtype=np.float32) / np.float32(np.sqrt(d))  # (E, d, F)
-    w2 = rng.standard_normal((E, F, d), dtype=np.float32) / np.float32(np.sqrt(F))  # (E, F, d)
-    dense = (
-        rng.standard_normal((d, k_dense * F), dtype=np.float32) / np.float32(np.sqrt(d)),  # (d, kF)
-        rng.standard_normal((d, k_dense * F), dtype=np.float32) / np.float32(np.sqrt(d)),  # (d, kF)
-        rng.standard_normal((k_dense * F, d), dtype=np.float32) / np.float32(np.sqrt(F)),  # (kF, d)
-    )
+    def scaled(shape, seed, fan_in):  # matmul speed does not depend on the values
+        return tiled_normal(shape, SEED + seed) / np.float32(np.sqrt(fan_in))
+
+    w1, w3, w2 = scaled((E, d, F), 1, d), scaled((E, d, F), 2, d), scaled((E, F, d), 3, F)  # (E, d, F) x2, (E, F, d)
+    dense = (scaled((d, k_dense * F), 4, d), scaled((d, k_dense * F), 5, d), scaled((k_dense * F, d), 6, F))
     return x, router_w, w1, w3, w2, dense
 
 
@@ -177,6 +187,8 @@ class RouteDispatch(_ThreadsMixin):
     params = (TOKENS, list(CONFIGS), IMPLS, [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
+    skip_params = (_single_threaded_peer(TOKENS, "numpy_f32", CONFIGS)
+                   + [(t, "E256k8g8", "numpy_f32", 1) for t in TOKENS])  # the peer routes by softmax only
 
     def setup(self, T, config, impl, threads):
         self._set_threads(threads, need_torch=(impl == "torch"))
@@ -221,14 +233,14 @@ class PermuteUnpermute(_ThreadsMixin):
     params = (TOKENS, list(CONFIGS), IMPLS, [1, 2])
     param_names = ["T", "config", "impl", "threads"]
     timeout = 300
+    skip_params = _single_threaded_peer(TOKENS, "numpy_f32", CONFIGS)
 
     def setup(self, T, config, impl, threads):
         self._set_threads(threads, need_torch=(impl == "torch"))
         logits, E, k, opts = _route_data(T, config)
         w, e = moe.route(logits, k, **opts)
         D = moe.dispatch(e, E)
-        rng = np.random.default_rng(SEED + 1)
-        x = rng.standard_normal((T, D_MODEL_PERMUTE), dtype=np.float32)  # (T, d)
+        x = tiled_normal((T, D_MODEL_PERMUTE), SEED + 1)  # (T, d)
         self.nbytes = permute_bytes(T, D_MODEL_PERMUTE, D.n_kept, k)
         if impl == "numba":
             xs = aligned_empty((D.n_kept, D_MODEL_PERMUTE), np.float32)  # (n, d) workspace
@@ -309,6 +321,7 @@ class Losses(_ThreadsMixin):
     params = (["numba", "numpy"], [1, 2])
     param_names = ["impl", "threads"]
     timeout = 300
+    skip_params = [("numpy", 2)]
 
     def setup(self, impl, threads):
         self._set_threads(threads)
@@ -355,6 +368,12 @@ def timeraw_import_and_compile_cold():
 
 
 timeraw_import_and_compile_cold.timeout = 300
+# One sample in one process: asv's defaults (a warm-up call, two rounds) would compile everything four times.
+timeraw_import_and_compile_cold.repeat = 1
+timeraw_import_and_compile_cold.rounds = 1
+timeraw_import_and_compile_cold.warmup_time = 0.0
+# A minute or more of CPU: followed nightly (SCALELAB_BENCH_FULL=1) only.
+timeraw_import_and_compile_cold.setup = lambda: require_full("the cold compile")
 
 
 def timeraw_import_and_load_cached():
@@ -363,3 +382,6 @@ def timeraw_import_and_load_cached():
 
 
 timeraw_import_and_load_cached.timeout = 300
+timeraw_import_and_load_cached.repeat = (1, 3, 10.0)
+timeraw_import_and_load_cached.rounds = 1
+timeraw_import_and_load_cached.warmup_time = 0.0

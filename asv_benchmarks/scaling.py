@@ -8,6 +8,7 @@ with ``SCALELAB_BENCH_FULL=1`` (the nightly job sets it), once (``repeat`` stops
 with a 20-minute timeout. ``impl="scipy"`` runs
 single-threaded only; the compiled fitter runs on 1 and 2 threads.
 ``python tools/compare_scaling_fit.py [SCIPY_STARTS]`` times the same pair interleaved.
+The cold compile of the fitting kernels also runs only with ``SCALELAB_BENCH_FULL=1``.
 """
 
 import numpy as np
@@ -148,3 +149,13 @@ scaling_fit.warm_up()
 # Generous: a shared machine or a stale cache (any edit of scaling_fit.py) turns a load into a compile.
 timeraw_import_and_load_kernels.timeout = 600.0
 timeraw_compile_kernels_cold.timeout = 600.0
+# One process each, no warm-up call (each call is a whole interpreter; asv's defaults would run the
+# cold compile four times per run), three loads and one compile.
+timeraw_import_and_load_kernels.repeat = (1, 3, 10.0)
+timeraw_compile_kernels_cold.repeat = 1
+for _raw in (timeraw_import_and_load_kernels, timeraw_compile_kernels_cold):
+    _raw.rounds = 1
+    _raw.warmup_time = 0.0
+del _raw
+# A minute or more of CPU: followed nightly (SCALELAB_BENCH_FULL=1) only.
+timeraw_compile_kernels_cold.setup = lambda: require_full("the cold compile")
