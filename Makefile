@@ -38,8 +38,9 @@ bench-hf: $(STAMP)
 
 # Optional: llama.cpp through llama-cpp-python (compiled from source with cmake and the C++
 # compiler for this CPU: 10-20 minutes on 2 cores), and gguf, which writes our weights for it.
+# LLAVA_BUILD=OFF skips the multimodal library, which the benchmark does not use.
 bench-llamacpp: $(STAMP)
-	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
 		$(BIN)/python -m pip install --quiet "llama-cpp-python==0.3.36" "gguf==0.19.0"
 
 clean:
