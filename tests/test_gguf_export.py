@@ -13,7 +13,7 @@ CONFIGS = {
     "gqa": LlamaConfig(n_layers=3, d_model=48, n_heads=4, n_kv_heads=1, d_ff=80, vocab_size=67, head_dim=16,
                        max_position=256, tie_embeddings=True, rope_theta=500000.0, norm_eps=1e-5),
 }
-RTOL = 1e-4  # max |error| / max |logit|: float32 level; the two sides sum in different orders
+RTOL = 2e-5  # max |error| / max |logit|: float32 level (measured ~5e-7); the sides sum in different orders
 
 
 def _rope_adjacent(x, pos, theta):
