@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.scalelab-installed
 
-.PHONY: test test-slow report venv bench-torch bench-hf clean
+.PHONY: test test-slow report venv bench-torch bench-hf bench-llamacpp clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,13 @@ bench-torch: $(STAMP)
 # Optional: Hugging Face transformers on PyTorch, the end-to-end peer of the live engine.
 bench-hf: $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" transformers
+
+# Optional: llama.cpp through llama-cpp-python (compiled from source with cmake and the C++
+# compiler for this CPU: 10-20 minutes on 2 cores), and gguf, which writes our weights for it.
+# LLAVA_BUILD=OFF skips the multimodal library, which the benchmark does not use.
+bench-llamacpp: $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+		$(BIN)/python -m pip install --quiet "llama-cpp-python==0.3.36" "gguf==0.19.0"
 
 clean:
 	rm -rf $(VENV) .asv reports/output
