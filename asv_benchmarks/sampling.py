@@ -6,6 +6,12 @@ and, when PyTorch is importable, ``torch.topk`` and a transformers-style sort-ba
 path (sort, softmax, cumsum, mask, ``torch.multinomial``).  Shapes: B in
 {1, 32}, V in {128256, 256000} (Llama 3, Gemma), float32; Numba/torch threads
 in {1, 2}. V=32000 is timed by ``gate_probe.TopKProbe``.
+
+:class:`SampleFamily` times ``sample`` over a family of logit distributions
+(:data:`FAMILY`: normal at scales 0.5 to 10, Zipf with exponents 0.8 to 1.5,
+one dominant token, all equal) as the ``dist`` parameter: the kernel's cost
+should hardly depend on the distribution, and the slowest ``dist`` over the
+fastest at one (B, V) says how far it does.
 """
 
 import numpy as np
