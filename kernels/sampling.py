@@ -102,6 +102,8 @@ _COLLECT_PAR_V = 1 << 20
 _HCHUNK = 2048
 #: Below this many candidates the boundary bucket is resolved by insertion sort.
 _SMALL = 48
+#: A chunk with at most this many raw logits in a bucket's range computes only those tokens.
+_SPARSE_HITS = 4
 _SUB = 256
 
 _OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW, _NO_CANDIDATE = 0, 1, 2, 3, 4
@@ -542,13 +544,22 @@ def _chunk_hits(a, llo, lhi):
 
 
 @njit(cache=True, fastmath=FASTMATH_EXACT_DIV, inline="always")
-def _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks):
+def _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi):
     """Scaled logit, mass and 0/1 "collected" flag of each token of one chunk ``a`` (ids from c0).
 
     A token is collected when it lies in bucket tb, has x >= xlim and (x, id)
-    is not after (xc, idc). One branch-free loop, so it vectorizes.
+    is not after (xc, idc). With many of the chunk's ``hit`` raw logits in
+    [llo, lhi] one branch-free loop does every token; with few, only those
+    (a mid-density bucket, one or two per chunk, was slower the first way).
+    Entries of tokens outside [llo, lhi] are then left unset (flag 0).
     """
+    sparse = hit <= _SPARSE_HITS
     for j in range(a.shape[0]):
+        if sparse:
+            v = a[j]
+            oks[j] = 0
+            if not ((v >= llo) & (v <= lhi)):
+                continue
         x = a[j] / tt
         xf = np.float64(x)
         d = m - xf
@@ -581,8 +592,9 @@ def _blk_draw(l, tt, m, tb, llo, lhi, xlim, xc, idc, r):
     for c0 in range(0, V, _CHUNK):
         c1 = min(c0 + _CHUNK, V)
         a = l[c0:c1]
-        if _chunk_hits(a, llo, lhi):
-            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks)
+        hit = _chunk_hits(a, llo, lhi)
+        if hit:
+            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi)
             for j in range(c1 - c0):
                 if oks[j]:
                     n += 1
@@ -618,9 +630,10 @@ def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos
     for c0 in range(lo, hi, _CHUNK):
         c1 = min(c0 + _CHUNK, hi)
         a = l[c0:c1]
-        if _chunk_hits(a, llo, lhi):
+        hit = _chunk_hits(a, llo, lhi)
+        if hit:
             cn = c1 - c0
-            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks)
+            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi)
             w = pos + n
             for j in range(cn):  # compress
                 cid[w] = c0 + j
