@@ -102,8 +102,6 @@ _COLLECT_PAR_V = 1 << 20
 _HCHUNK = 2048
 #: Below this many candidates the boundary bucket is resolved by insertion sort.
 _SMALL = 48
-#: A chunk with at most this many raw logits in a bucket's range computes only those tokens.
-_SPARSE_HITS = 4
 _SUB = 256
 
 _OK, _BAD_VALUE, _NO_FINITE, _OVERFLOW, _NO_CANDIDATE = 0, 1, 2, 3, 4
@@ -488,13 +486,13 @@ def _heap_sort_desc(hv, hi_, n):
 
 
 @njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
-def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv, h4):
+def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv):
     """Raw bucket masses sum(exp(-(d - b/16))) of tokens with x >= xk in l[lo:hi].
 
     ``bidx``/``pv`` are (_HCHUNK,) scratch: the arithmetic runs as one
-    vectorized loop into them, the scatter into ``h4`` (4, NB) as a second loop.
+    vectorized loop into them, the scatter into ``hist`` as a second loop.
     """
-    h4[:] = 0.0
+    hist[:] = 0.0
     for c0 in range(lo, hi, _HCHUNK):
         n = min(_HCHUNK, hi - c0)
         a = l[c0:c0 + n]  # index from 0: no negative-index wraparound, so the loop vectorises
@@ -505,19 +503,8 @@ def _blk_hist(l, lo, hi, tt, m, xk, hist, bidx, pv, h4):
             p = exp_neg_near_zero(_offset(d, b))
             pv[j] = p if ((x >= xk) & (b < 1024)) else 0.0
             bidx[j] = b
-        # Four interleaved partial histograms: when most tokens share a bucket
-        # (flat logits) one running sum would make every add wait for the last
-        # (store-to-load latency), 2x slower than peaked logits.
-        n4 = n - n % 4
-        for j in range(0, n4, 4):
-            h4[0, bidx[j]] += pv[j]
-            h4[1, bidx[j + 1]] += pv[j + 1]
-            h4[2, bidx[j + 2]] += pv[j + 2]
-            h4[3, bidx[j + 3]] += pv[j + 3]
-        for j in range(n4, n):
-            h4[0, bidx[j]] += pv[j]
-    for b in range(NB):
-        hist[b] = (h4[0, b] + h4[1, b]) + (h4[2, b] + h4[3, b])
+        for j in range(n):
+            hist[bidx[j]] += pv[j]
 
 
 @njit(cache=True)
@@ -533,79 +520,6 @@ def _bucket_l_bounds(tb, tt, m, lmax):
     return lo - margin, hi + margin
 
 
-@njit(cache=True, inline="always")
-def _chunk_hits(a, llo, lhi):
-    """Number of raw logits of chunk ``a`` in [llo, lhi]: two vectorized compares per logit."""
-    hit = 0
-    for j in range(a.shape[0]):
-        v = a[j]
-        hit += (v >= llo) & (v <= lhi)
-    return hit
-
-
-@njit(cache=True, fastmath=FASTMATH_EXACT_DIV, inline="always")
-def _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi):
-    """Scaled logit, mass and 0/1 "collected" flag of each token of one chunk ``a`` (ids from c0).
-
-    A token is collected when it lies in bucket tb, has x >= xlim and (x, id)
-    is not after (xc, idc). With many of the chunk's ``hit`` raw logits in
-    [llo, lhi] one branch-free loop does every token; with few, only those
-    (a mid-density bucket, one or two per chunk, was slower the first way).
-    Entries of tokens outside [llo, lhi] are then left unset (flag 0).
-    """
-    sparse = hit <= _SPARSE_HITS
-    for j in range(a.shape[0]):
-        if sparse:
-            v = a[j]
-            oks[j] = 0
-            if not ((v >= llo) & (v <= lhi)):
-                continue
-        x = a[j] / tt
-        xf = np.float64(x)
-        d = m - xf
-        ok = (_bucket(d) == tb) & (x >= xlim) & ((xf > xc) | ((xf == xc) & (c0 + j <= idc)))
-        xs[j] = xf
-        e = scale * exp_neg_near_zero(_offset(d, tb))
-        es[j] = e if scale > 0.0 else 0.0  # overflow bucket: no mass (and d may be inf)
-        oks[j] = np.int64(ok)
-
-
-@njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
-def _blk_draw(l, tt, m, tb, llo, lhi, xlim, xc, idc, r):
-    """Token of bucket tb (same filters as :func:`_blk_collect`) where the mass, summed in id order, passes r.
-
-    The first token whose running sum exceeds ``r``; the last candidate when
-    rounding leaves ``r`` unreached. Returns ``(number seen, id, x)``, with
-    ``(0, -1, 0.0)`` when the bucket has no candidate. The sums are those
-    :func:`_blk_collect` followed by a scan of its output would form, without
-    writing the candidates out: for a flat row the bucket is most of the row.
-    """
-    scale = _BUCKET_SCALE[tb] if tb < N_REGULAR else 0.0
-    xs = np.empty(_CHUNK, dtype=np.float64)
-    es = np.empty(_CHUNK, dtype=np.float64)
-    oks = np.empty(_CHUNK, dtype=np.int64)
-    acc = 0.0
-    n = 0
-    tok = np.int64(-1)
-    xt = 0.0
-    V = l.shape[0]
-    for c0 in range(0, V, _CHUNK):
-        c1 = min(c0 + _CHUNK, V)
-        a = l[c0:c1]
-        hit = _chunk_hits(a, llo, lhi)
-        if hit:
-            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi)
-            for j in range(c1 - c0):
-                if oks[j]:
-                    n += 1
-                    tok = c0 + j
-                    xt = xs[j]
-                    acc += es[j]
-                    if acc > r:
-                        return n, tok, xt
-    return n, tok, xt
-
-
 @njit(cache=True, fastmath=FASTMATH_EXACT_DIV)
 def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos):
     """Append tokens of bucket tb with x >= xlim and (x, id) not after (xc, idc).
@@ -613,34 +527,26 @@ def _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xlim, xc, idc, cid, cx, ce, pos
     ``[llo, lhi]`` bounds the bucket's raw logits (see _bucket_l_bounds).
     Writes ids, scaled logits (float64) and masses exp(-d) at cid/cx/ce[pos:],
     in id order; returns the count.
-
-    A chunk holding a candidate is handled whole and without branches (every
-    token written at the next free slot, the slot advanced only for the
-    ones that pass): when the bucket holds more than ~1/64 of the row nearly
-    every chunk has a candidate, and the per-token branch this replaced took
-    1.7 ms to collect 256k equal logits (1.0-1.1 ms now, one thread, load ~10).
-    A slot written ahead is at most the token's own index minus ``lo`` past
-    ``pos``, so it stays inside the block's range.
     """
     n = 0
-    scale = _BUCKET_SCALE[tb] if tb < N_REGULAR else 0.0
-    xs = np.empty(_CHUNK, dtype=np.float64)  # one chunk's scaled logits,
-    es = np.empty(_CHUNK, dtype=np.float64)  # masses
-    oks = np.empty(_CHUNK, dtype=np.int64)   # and 1 where the token is collected
+    scale = _BUCKET_SCALE[tb]
     for c0 in range(lo, hi, _CHUNK):
         c1 = min(c0 + _CHUNK, hi)
         a = l[c0:c1]
-        hit = _chunk_hits(a, llo, lhi)
+        hit = 0
+        for j in range(c1 - c0):  # vectorized: two compares per logit
+            v = a[j]
+            hit += (v >= llo) & (v <= lhi)
         if hit:
-            cn = c1 - c0
-            _chunk_candidates(a, c0, tt, m, tb, scale, xlim, xc, idc, xs, es, oks, hit, llo, lhi)
-            w = pos + n
-            for j in range(cn):  # compress
-                cid[w] = c0 + j
-                cx[w] = xs[j]
-                ce[w] = es[j]
-                w += oks[j]
-            n = w - pos
+            for j in range(c0, c1):
+                x = l[j] / tt
+                xf = np.float64(x)
+                d = m - xf
+                if _bucket(d) == tb and x >= xlim and (xf > xc or (xf == xc and j <= idc)):
+                    cid[pos + n] = j
+                    cx[pos + n] = xf
+                    ce[pos + n] = scale * exp_neg_near_zero(_offset(d, tb)) if tb < 1024 else 0.0
+                    n += 1
     return n
 
 
@@ -752,8 +658,7 @@ def _par_blocks(kind, l, out, bmax, bbad, bn, bhv, bhi, bhist, cid, cx, ce, bcou
         elif kind == _P_HIST:
             bidx = np.empty(_HCHUNK, dtype=np.int32)
             pv = np.empty(_HCHUNK, dtype=np.float64)
-            h4 = np.empty((4, NB), dtype=np.float64)
-            _blk_hist(l, lo, hi, tt, m, xk, bhist[j], bidx, pv, h4)
+            _blk_hist(l, lo, hi, tt, m, xk, bhist[j], bidx, pv)
         elif kind == _P_COLLECT:
             bcount[j] = _blk_collect(l, lo, hi, tt, m, tb, llo, lhi, xk, xc, idc, cid, cx, ce, lo)
         elif kind == _P_MINP:
@@ -813,9 +718,8 @@ def _row_hist(l, par, ws, tt, m, xk, hist):
     else:
         bidx = np.empty(_HCHUNK, dtype=np.int32)
         pv = np.empty(_HCHUNK, dtype=np.float64)
-        h4 = np.empty((4, NB), dtype=np.float64)
         for j in range(nblk):
-            _blk_hist(l, j * BLOCK, min(V, (j + 1) * BLOCK), tt, m, xk, bhist[0], bidx, pv, h4)
+            _blk_hist(l, j * BLOCK, min(V, (j + 1) * BLOCK), tt, m, xk, bhist[0], bidx, pv)
             for b in range(NB):
                 hist[b] += bhist[0, b]
     for b in range(NB):
@@ -909,7 +813,6 @@ def _resolve(cid, cx, ce, n, need):
     """
     above = 0.0
     sub = np.empty(_SUB, dtype=np.float64)
-    sorted_ = False
     while True:
         if n <= _SMALL:
             break
@@ -918,8 +821,7 @@ def _resolve(cid, cx, ce, n, need):
             xmin = min(xmin, cx[i])
             xmax = max(xmax, cx[i])
         if xmin == xmax:
-            sorted_ = True  # all tied: id order is the order
-            break
+            break  # all tied: id order is the order
         span = xmax - xmin
         sub[:] = 0.0
         for i in range(n):
@@ -938,7 +840,7 @@ def _resolve(cid, cx, ce, n, need):
         above += cum
         need -= cum
     # stable insertion sort by x descending (ids already ascending)
-    for i in range(1, 0 if sorted_ else n):
+    for i in range(1, n):
         a, b_, c = cid[i], cx[i], ce[i]
         j = i - 1
         while j >= 0 and cx[j] < b_:
@@ -1059,16 +961,25 @@ def _process_row(l, tt, k, top_p, min_p, u, mode, par, out, ws, hv, hi_, hist):
         for b in range(pick):
             cum += hist[b]
         target = np.inf
-    if pick != bc:
-        xc, idc = -np.inf, big  # a bucket wholly before the cut
-    r = target - cum
-    llo, lhi = _bucket_l_bounds(pick, tt, m, lmax)
-    nc, tok, xt = _blk_draw(l, tt, m, pick, llo, lhi, xk, xc, idc, r)
+    if pick == bc:
+        nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, xc, idc)
+    else:
+        nc = _row_collect(l, par, ws, tt, m, lmax, pick, xk, -np.inf, big)
     if nc == 0 or not zk > 0.0:
         # Unreachable while the kept set holds the row maximum (it always
-        # does); a status instead of a token that is not there.
+        # does); a status instead of reading cid[-1] if that ever breaks.
         return _NO_CANDIDATE, -1, 0.0
-    dtok = m - xt
+    cid, cx, ce = ws.cid, ws.cx, ws.ce
+    r = target - cum
+    acc = 0.0
+    tok = cid[nc - 1]
+    dtok = m - cx[nc - 1]
+    for i in range(nc):
+        acc += ce[i]
+        if acc > r:
+            tok = cid[i]
+            dtok = m - cx[i]
+            break
     return _OK, tok, -dtok - math.log(zk)
 
 

@@ -61,27 +61,3 @@ def test_one_dominant_token_is_the_only_one_kept_and_always_drawn():
         f = S.filter_logits(x, **kw)
         assert (np.isfinite(f).sum(axis=1) == 1).all()
         np.testing.assert_array_equal(S.sample(x, seed=np.arange(3), **kw), top)
-
-
-@pytest.mark.parametrize("dist", ["equal", "normal0.5", "zipf0.8", "normal10"])
-def test_draw_scan_matches_collecting_the_bucket(dist):
-    """The draw's fused scan picks the token a collection of the bucket followed by a running sum picks."""
-    V = V_TWO_BLOCKS
-    x = family_logits(dist, 1, V)[0]
-    tt = np.float32(1.0)
-    m = float(x.max())
-    cid, cx, ce = np.empty(V, np.int64), np.empty(V), np.empty(V)
-    rng = np.random.default_rng(3)
-    for tb in {S._bucket(m - float(v)) for v in x[:: V // 40]}:
-        llo, lhi = S._bucket_l_bounds(tb, tt, m, m)
-        xc = float(rng.choice(x))  # a cut inside or outside the bucket
-        n = S._blk_collect(x, 0, V, tt, m, tb, llo, lhi, -np.inf, xc, 100, cid, cx, ce, 0)
-        csum = np.cumsum(ce[:n])  # sequential: the same additions as the scan
-        for r in (0.0, csum[-1] * 0.37 if n else 0.0, np.inf):
-            i = int(np.argmax(csum > r)) if n and (csum > r).any() else n - 1
-            got = S._blk_draw(x, tt, m, tb, llo, lhi, -np.inf, xc, 100, r)
-            assert got[0] == (i + 1 if n else 0)
-            if n:
-                assert (got[1], got[2]) == (cid[i], cx[i])
-            else:
-                assert got[1] == -1
