@@ -6,6 +6,12 @@ and, when PyTorch is importable, ``torch.topk`` and a transformers-style sort-ba
 path (sort, softmax, cumsum, mask, ``torch.multinomial``).  Shapes: B in
 {1, 32}, V in {128256, 256000} (Llama 3, Gemma), float32; Numba/torch threads
 in {1, 2}. V=32000 is timed by ``gate_probe.TopKProbe``.
+
+:class:`SampleFamily` times ``sample`` over a family of logit distributions
+(:data:`FAMILY`: normal at scales 0.5 to 10, Zipf with exponents 0.8 to 1.5,
+one dominant token, all equal) as the ``dist`` parameter: the kernel's cost
+should hardly depend on the distribution, and the slowest ``dist`` over the
+fastest at one (B, V) says how far it does.
 """
 
 import numpy as np
@@ -24,6 +30,52 @@ TOP_P = 0.9
 def _logits(B, V):
     # scale 3 gives a realistic spread: top-p 0.9 at T=0.7 keeps a few % of V
     return (np.random.default_rng(1234).standard_normal((B, V)) * 3.0).astype(np.float32)
+
+
+#: The logit-distribution family sampling is timed over (cost should hardly depend on it):
+#: name -> (kind, shape parameter). ``normal``: standard normal times the scale; ``zipf``:
+#: ``-a * log(rank)`` over a random permutation of the ranks (probability ~ rank**-a);
+#: ``dominant``: standard normal with one token 20 nats above the rest (~99.9% of the mass
+#: at V=256000); ``equal``: every logit 0 (the widest possible boundary bucket).
+FAMILY = {
+    "normal0.5": ("normal", 0.5),
+    "normal1": ("normal", 1.0),
+    "normal3": ("normal", 3.0),
+    "normal10": ("normal", 10.0),
+    "zipf0.8": ("zipf", 0.8),
+    "zipf1.1": ("zipf", 1.1),
+    "zipf1.5": ("zipf", 1.5),
+    "dominant": ("dominant", 20.0),
+    "equal": ("equal", 0.0),
+}
+
+#: Filter settings of the family (temperature 1): the issue's top-p range and min-p.
+FAMILY_FILTERS = {
+    "p0.5": {"top_p": 0.5},
+    "p0.9": {"top_p": 0.9},
+    "p0.99": {"top_p": 0.99},
+    "minp0.05": {"min_p": 0.05},
+    "p0.95+minp0.02": {"top_p": 0.95, "min_p": 0.02},
+}
+
+
+#: The filters one asv call of :class:`SampleFamily` runs in turn (the ends of the top-p range, and min-p).
+FAMILY_TIMED = (FAMILY_FILTERS["p0.5"], FAMILY_FILTERS["p0.99"], FAMILY_FILTERS["minp0.05"])
+
+
+def family_logits(name, B, V, seed=1234):
+    """(B, V) float32 logits of family member ``name`` (see :data:`FAMILY`), seeded."""
+    kind, a = FAMILY[name]
+    rng = np.random.default_rng(seed)
+    if kind == "equal":
+        return np.zeros((B, V), dtype=np.float32)
+    if kind == "zipf":
+        ranks = rng.permuted(np.tile(np.arange(1, V + 1, dtype=np.float64), (B, 1)), axis=1)  # (B, V)
+        return (-a * np.log(ranks)).astype(np.float32)
+    x = rng.standard_normal((B, V)) * (a if kind == "normal" else 1.0)  # (B, V)
+    if kind == "dominant":
+        x[np.arange(B), rng.integers(V, size=B)] = a
+    return x.astype(np.float32)
 
 
 def _torch_top_p_sample(torch, x, temperature, top_p, generator):
@@ -97,6 +149,38 @@ class Sample(_Threads):
 
     def time_sample_top_p_numpy_f32(self, B, V, threads):
         self.peers.sample(self.x, temperature=TEMPERATURE, top_p=TOP_P, seed=0)
+
+
+class SampleFamily(Threaded):
+    """``sample`` over the logit-distribution family (:data:`FAMILY`): its cost should barely depend on it.
+
+    One call samples the same logits with each of top-p 0.5, top-p 0.99 and
+    min-p 0.05 (:data:`FAMILY_TIMED`), so the ratio of the slowest to the
+    fastest ``dist`` at one (B, V) is the spread over the family. This class
+    is the pull-request share (one thread, B=1, V=128256: nine cases);
+    :class:`SampleFamilyFull` has the issue's whole grid at two threads, which
+    the gate leaves to the nightly run (it times one thread on pull requests).
+    ``tools/bench_bars_sampling_family.py`` prints the same family interleaved
+    in one process, with every filter of :data:`FAMILY_FILTERS`.
+    """
+
+    params = [list(FAMILY), [1], [128256], [1]]
+    param_names = ["dist", "B", "V", "threads"]
+    timeout = 300
+
+    def setup(self, dist, B, V, threads):
+        self.limit_threads(threads)
+        self.x = family_logits(dist, B, V)
+        self.seeds = np.arange(B)
+        self.time_sample_family(dist, B, V, threads)  # compile/warm
+
+    def time_sample_family(self, dist, B, V, threads):
+        for kw in FAMILY_TIMED:
+            S.sample(self.x, seed=self.seeds, **kw)
+
+
+class SampleFamilyFull(SampleFamily):
+    params = [list(FAMILY), BATCHES, VOCABS, [2]]
 
 
 # The torch peers exist only where torch is installed (see _util.torch_peers): asv starts a process

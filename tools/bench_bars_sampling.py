@@ -3,10 +3,16 @@
 Usage: ``python tools/bench_bars_sampling.py`` from the repository root. Not a benchmark: it
 reuses the asv suite's inputs and torch peers (``asv_benchmarks/sampling.py``) and prints
 ratios of peers timed in the same process.
+
+``python tools/bench_bars_sampling.py --family [--threads N] [--reps R]`` prints instead the
+spread of ``sample`` over the logit-distribution family (``FAMILY`` x ``FAMILY_FILTERS`` of the
+asv module) at B in {1, 32} and V in {128256, 256000}: the median time of every member, all
+members interleaved in one process, and the slowest / fastest ratio against the 2x bar.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the asv suite's data builders and peers
 
 from asv_benchmarks._util import require_torch  # noqa: E402
-from asv_benchmarks.sampling import K, TEMPERATURE, TOP_P, _logits, _torch_top_p_sample  # noqa: E402
+from asv_benchmarks.sampling import (  # noqa: E402
+    FAMILY, FAMILY_FILTERS, K, TEMPERATURE, TOP_P, _logits, _torch_top_p_sample, family_logits)
 from scalelab.kernels import peers  # noqa: E402
 from scalelab.kernels import sampling as S  # noqa: E402
 
@@ -79,5 +86,48 @@ def measure_bars(reps=9, threads=2):
           f"min {r['sample'][1] / r['torch.topk'][1]:.2f}")
 
 
+#: Slowest family member over fastest, at one (B, V), that the sampling kernels must stay within.
+FAMILY_BAR = 2.0
+
+
+def measure_family(reps=21, threads=1, shapes=((1, 128256), (1, 256000), (32, 128256), (32, 256000))):
+    """Print ``sample``'s median time over the distribution family and its max / min ratio at each (B, V).
+
+    Every (distribution, filter) member is timed in one round-robin (:func:`_interleaved`), so
+    a burst of load on the shared machine slows all members alike and the ratio survives it.
+    Returns ``{(B, V): max / min}``.
+    """
+    numba.set_num_threads(threads)
+    ratios = {}
+    for B, V in shapes:
+        seeds = np.arange(B)
+        fns = {}
+        for dist in FAMILY:
+            x = family_logits(dist, B, V)
+            for filt, kw in FAMILY_FILTERS.items():
+                fns[dist, filt] = lambda x=x, kw=kw: S.sample(x, seed=seeds, **kw)
+        for f in fns.values():
+            f()  # compile / warm the workspace
+        med = {k: v[0] for k, v in _interleaved(fns, reps, block=2).items()}
+        print(f"B={B} V={V} threads={threads}: median ms of {reps} interleaved calls")
+        print(f"  {'dist':10s}" + "".join(f"{f:>16s}" for f in FAMILY_FILTERS))
+        for dist in FAMILY:
+            print(f"  {dist:10s}" + "".join(f"{med[dist, f] * 1e3:16.3f}" for f in FAMILY_FILTERS))
+        hi, lo = max(med, key=med.get), min(med, key=med.get)
+        ratios[B, V] = med[hi] / med[lo]
+        verdict = "meets" if ratios[B, V] <= FAMILY_BAR else "MISSES"
+        print(f"  max {hi} {med[hi] * 1e3:.3f} ms / min {lo} {med[lo] * 1e3:.3f} ms = {ratios[B, V]:.2f}x "
+              f"({verdict} the {FAMILY_BAR:g}x bar)")
+    return ratios
+
+
 if __name__ == "__main__":
-    measure_bars()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", action="store_true", help="the distribution-family spread of sample()")
+    ap.add_argument("--threads", type=int, default=None, help="Numba threads (family: 1, peers: 2)")
+    ap.add_argument("--reps", type=int, default=None, help="interleaved rounds")
+    args = ap.parse_args()
+    if args.family:
+        measure_family(reps=args.reps or 21, threads=args.threads or 1)
+    else:
+        measure_bars(reps=args.reps or 9, threads=args.threads or 2)
