@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from scalelab.kernels import _threads
 from scalelab.kernels._threads import SINGLE_THREAD_BELOW_FLOPS, thread_budget, threads_for
 from scalelab.kernels.model import LlamaConfig, LlamaModel, SeqChunk
 
 
 def _blas_threads():
-    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    """Threads of the BLAS libraries the budget controls: those loaded when scalelab first needed one
+    (NumPy's among them). A BLAS that another package loads later (torch's own) is not ours to limit."""
+    ours = {lib.filepath for lib in _threads._blas()[0].lib_controllers}
+    assert ours, "no BLAS library under the budget's control"
+    return max(i["num_threads"] for i in threadpool_info() if i["filepath"] in ours)
 
 
 def test_budget_lowers_numba_and_blas_threads_and_restores_them():
