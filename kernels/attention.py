@@ -166,9 +166,11 @@ BLOCK_K = 256
 DECODE_SPLIT = 512
 #: Keys per decode tile (softmax / value-update granularity) inside a split.
 DECODE_TILE = 64
-#: Keys ahead whose cache rows the decode passes prefetch. 8-16 measured best
-#: on a Zen 3 core (one 512-byte row per key at D = 128); 32 lost half the gain.
-DECODE_PREFETCH = 16
+#: Keys ahead whose cache rows the decode passes prefetch (one 512-byte row per
+#: key at D = 128). On a Zen 3, B=8 Hkv=8 kv=4096, three runs each: 8 beat 16
+#: in every pair (1 thread 7.6-9.0 against 7.2-8.3 GB/s, 2 threads 14.3-16.8
+#: against 11.2-14.6); 4 and 32 were no better than 16.
+DECODE_PREFETCH = 8
 
 LOG2E = 1.4426950408889634
 
