@@ -103,7 +103,8 @@ Variants, in rising sophistication (llm.c style), and why each is faster
    :func:`~scalelab.kernels._tiles.dot_tile_nt_for`: full-vector dot products
    in a lane order fixed in IR, so they need no ``reassoc``), so each K and V
    byte is read from DRAM once for all ``g`` heads; both passes prefetch the
-   rows ``DECODE_PREFETCH`` keys ahead. The sequence is cut
+   rows ``DECODE_PREFETCH`` keys ahead. (The paged cache keeps 2 x 4 blocks
+   and no prefetch; see ``_mm_nt_store``.) The sequence is cut
    into fixed ``DECODE_SPLIT``-key chunks (independent of the thread count);
    a parallel work item is (batch, chunk) and produces (max, sum, partial
    output) per head, and the chunks are merged in a fixed order: both cores
@@ -139,7 +140,8 @@ from numba.extending import overload
 
 from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
-from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_2x1, dot_tile_nt_4x1,
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, dot_tile_nt_2x1,
+                                     dot_tile_nt_2x4, dot_tile_nt_4x1,
                                      mm_tile_rescale_add, mm_tile_store, prefetch_row, row_max,
                                      row_sum)
 
@@ -512,14 +514,27 @@ def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
     and the 4 x 1 tile 10.1 GB/s, while from L2 the 2 x 4 tile was faster
     (24.5 against 14.3 GB/s). Every block sums each dot product in the same
     order, so the shape choice never changes a bit. The key row
-    ``DECODE_PREFETCH`` keys ahead is prefetched: with it the 4 x 1 tile read
-    the same cache at about 1.3 times the rate (measured the same way).
+    ``DECODE_PREFETCH`` keys ahead is prefetched (a hint: it never faults,
+    so rows past the segment are fine). Strided rows (a paged cache, rows
+    ``Hkv`` apart) keep the 2 x 4 blocks and no prefetch: there the 4 x 1
+    blocks with prefetch ran the paged decode at 0.6x of its former rate
+    (B=8 Hkv=8 kv=4096 page 16, one thread, 3.8 against 6.4 GB/s).
     """
     M4 = M - M % 4
     M2 = M - M % 2
-    for j in range(N):
+    N4 = 0
+    if bstride != 1:  # strided (paged) rows: 2 x 4 blocks, no prefetch (see above)
+        N4 = N - N % 4
+        for j in range(0, N4, 4):
+            rj = br0 + j * bstride
+            for i in range(0, M2, 2):
+                dot_tile_nt_2x4(A, i, B, rj, bstride, C, i, c0 + j, K)
+            if M2 < M:
+                dot_tile_nt_1x4(A, M2, B, rj, bstride, C, M2, c0 + j, K)
+    for j in range(N4, N):
         rj = br0 + j * bstride
-        prefetch_row(B, rj + DECODE_PREFETCH * bstride)
+        if bstride == 1:
+            prefetch_row(B, rj + DECODE_PREFETCH)
         for i in range(0, M4, 4):
             dot_tile_nt_4x1(A, i, B, rj, bstride, C, i, c0 + j, K)
         if M4 < M2:
@@ -736,11 +751,11 @@ def _decode_pv(S, c0, V2, row0, rstride, nk, rows, acc):
         v1 = v0 + rstride
         v2 = v1 + rstride
         v3 = v2 + rstride
-        ahead = DECODE_PREFETCH * rstride
-        prefetch_row(V2, v0 + ahead)
-        prefetch_row(V2, v1 + ahead)
-        prefetch_row(V2, v2 + ahead)
-        prefetch_row(V2, v3 + ahead)
+        if rstride == 1:  # contiguous rows only (see DECODE_PREFETCH)
+            prefetch_row(V2, v0 + DECODE_PREFETCH)
+            prefetch_row(V2, v1 + DECODE_PREFETCH)
+            prefetch_row(V2, v2 + DECODE_PREFETCH)
+            prefetch_row(V2, v3 + DECODE_PREFETCH)
         cj = c0 + j
         for r in range(rows):
             p0 = S[r, cj]
