@@ -43,7 +43,8 @@ from numba.extending import intrinsic
 from scalelab.kernels._vecmath import VECTOR_BYTES
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
-           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "row_max",
+           "dot_tile_nt_2x1", "dot_tile_nt_2x4",
+           "dot_tile_nt_4x1", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "prefetch_row", "row_max",
            "row_max_for", "row_sum", "row_sum_for"]
 
 #: Rows of A (and C) per tile.
@@ -433,7 +434,51 @@ def dot_tile_nt_for(rows, cols, vector_bytes=VECTOR_BYTES):
 dot_tile_nt_2x4 = dot_tile_nt_for(2, 4)
 dot_tile_nt_1x4 = dot_tile_nt_for(1, 4)
 dot_tile_nt_2x1 = dot_tile_nt_for(2, 1)
+dot_tile_nt_4x1 = dot_tile_nt_for(4, 1)
 dot_tile_nt_1x1 = dot_tile_nt_for(1, 1)
 #: Host-width row sum (the softmax denominator) and row maximum (its shift).
 row_sum = row_sum_for()
 row_max = row_max_for()
+
+
+# ------------------------------------------------------------------ software prefetch
+
+#: Bytes per cache line the prefetch steps by (x86-64 and most ARM cores use 64).
+CACHE_LINE_BYTES = 64
+
+
+@intrinsic
+def prefetch_row(typingctx, X, r):
+    """Hint the CPU to fetch every cache line of row ``r`` of a 2-D C-contiguous array.
+
+    A prefetch never faults and never changes a value, so ``r`` may be any
+    row number (one past the end included): callers use it to request the
+    rows of the next tile while the current one is being computed.
+    """
+    if not (isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C" and isinstance(r, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aty = sig.args[0]
+        fty = context.get_value_type(aty.dtype)
+        isz = context.get_abi_sizeof(fty)
+        intp = context.get_value_type(types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        arr = context.make_array(aty)(context, builder, args[0])
+        row = context.cast(builder, args[1], sig.args[1], types.intp)
+        ld = _row_stride(context, builder, arr, isz)
+        base = builder.bitcast(builder.gep(arr.data, [builder.mul(row, ld)]), i8p)
+        ncols = cgutils.unpack_tuple(builder, arr.shape, 2)[1]
+        nbytes = builder.mul(ncols, ir.Constant(intp, isz))
+        nlines = builder.sdiv(builder.add(nbytes, ir.Constant(intp, CACHE_LINE_BYTES - 1)),
+                              ir.Constant(intp, CACHE_LINE_BYTES))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        with cgutils.for_range(builder, nlines) as loop:
+            ptr = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, CACHE_LINE_BYTES))])
+            # read, keep in all cache levels (locality 3), data cache
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(X, r), codegen
