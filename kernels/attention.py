@@ -103,21 +103,26 @@ Variants, in rising sophistication (llm.c style), and why each is faster
    :func:`~scalelab.kernels._tiles.dot_tile_nt_for`: full-vector dot products
    in a lane order fixed in IR, so they need no ``reassoc``), so each K and V
    byte is read from DRAM once for all ``g`` heads; both passes prefetch the
-   rows ``DECODE_PREFETCH`` keys ahead. (The paged cache keeps 2 x 4 blocks
-   and no prefetch; see ``_mm_nt_store``.) The sequence is cut
+   rows ``DECODE_PREFETCH`` keys ahead. The sequence is cut
    into fixed ``DECODE_SPLIT``-key chunks (independent of the thread count);
    a parallel work item is (batch, chunk) and produces (max, sum, partial
    output) per head, and the chunks are merged in a fixed order: both cores
    stream memory even at batch 1, and the result is bitwise identical for any
    thread count. Each kv head's rows are streamed in turn.
-4. ``paged_decode_attention``: the same kernel and the same fixed tiles; a
-   tile's keys are gathered segment by segment (one segment per page; rows
-   inside a page are contiguous per kv head), so the softmax and the value
-   update still run on ``DECODE_TILE`` keys at a time rather than on one small
-   page. Because a page interleaves all kv heads, kv heads are the innermost
-   loop here, so each page is consumed while it is in cache (streaming head by
-   head, as for the contiguous cache, reads 512-byte pieces 16 KB apart and
-   ran at ~0.6x of contiguous). With a page size that is a multiple of 4 and
+4. ``paged_decode_attention``: the same driver, splits, tiles and blocks of
+   four keys, so each (head, tile) does the same arithmetic; only the order
+   in which rows are read follows the page. A page holds all kv heads' rows
+   of a key side by side, so each pass over a tile walks its pages in memory
+   order (key, then kv head) and keeps the scores of all heads (Hq x
+   ``DECODE_TILE``); every page is one contiguous stream, and the rows
+   ``PAGED_PREFETCH_ROWS`` ahead are prefetched, from the next page (read
+   from the block table) once the current one ends. Reading head by head
+   instead touched one 512-byte row per 4 KB (at Hkv = 8, D = 128), which the
+   hardware prefetcher does not follow across 4 KB pages: 0.55-0.6x the
+   contiguous rate (B=8 Hq=32 Hkv=8 kv=4096 page 16, one thread), against
+   0.85-0.9x in memory order. The helpers the paged loops call per row are
+   inlined in Numba IR (``inline="always"``): as LLVM calls they cost ~10 %
+   of the contiguous decode. With a page size that is a multiple of 4 and
    no window, paged and contiguous caches holding the same data give the
    same bits (same blocks of four keys in the same order).
 
@@ -140,8 +145,7 @@ from numba.extending import overload
 
 from scalelab.kernels._common import aligned_empty, check_finite, check_float_array, check_int, check_int_array
 from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
-from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, dot_tile_nt_2x1,
-                                     dot_tile_nt_2x4, dot_tile_nt_4x1,
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_2x1, dot_tile_nt_4x1,
                                      mm_tile_rescale_add, mm_tile_store, prefetch_row, row_max,
                                      row_sum)
 
@@ -173,6 +177,9 @@ DECODE_TILE = 64
 #: in every pair (1 thread 7.6-9.0 against 7.2-8.3 GB/s, 2 threads 14.3-16.8
 #: against 11.2-14.6); 4 and 32 were no better than 16.
 DECODE_PREFETCH = 8
+#: Cache rows ahead (in memory order, all kv heads of a key side by side) that
+#: the paged decode passes prefetch.
+PAGED_PREFETCH_ROWS = 8
 
 LOG2E = 1.4426950408889634
 
@@ -500,47 +507,42 @@ def _zero_of_overload(a):
     return lambda a: dt(0)
 
 
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _mm_nt_store(A, B, br0, bstride, C, c0, M, N, K):
-    """C[i, c0 + j] = sum_k A[i, k] * B[br0 + j * bstride, k] for i < M, j < N.
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True, inline="always")
+def _key_scores(A, i0, M, B, rj, C, cj, K):
+    """C[i0 + i, cj] = sum_k A[i0 + i, k] * B[rj, k] for i < M: one key row against M query rows.
 
-    One key at a time against blocks of 4 query rows
-    (:func:`~scalelab.kernels._tiles.dot_tile_nt_for`), then 2 and 1 for the
-    last ``M % 4``: each key row is loaded once per block and feeds every
-    query row of it, and the rows are read in memory order, one stream.
-    Tiles over several keys at once (2 x 4) read their 4 rows interleaved,
-    32 bytes from each in turn, which the hardware prefetcher followed badly:
-    on a Zen 3 core streaming a 128 MiB cache the 2 x 4 tile read 5.9 GB/s
-    and the 4 x 1 tile 10.1 GB/s, while from L2 the 2 x 4 tile was faster
-    (24.5 against 14.3 GB/s). Every block sums each dot product in the same
-    order, so the shape choice never changes a bit. The key row
-    ``DECODE_PREFETCH`` keys ahead is prefetched (a hint: it never faults,
-    so rows past the segment are fine). Strided rows (a paged cache, rows
-    ``Hkv`` apart) keep the 2 x 4 blocks and no prefetch: there the 4 x 1
-    blocks with prefetch ran the paged decode at 0.6x of its former rate
-    (B=8 Hkv=8 kv=4096 page 16, one thread, 3.8 against 6.4 GB/s).
+    Blocks of 4 query rows (:func:`~scalelab.kernels._tiles.dot_tile_nt_for`),
+    then 2 and 1 for the last ``M % 4``; the key row is loaded once per block
+    and feeds every query row of it. Every block shape sums each dot product
+    in the same order, so the shape choice never changes a bit.
     """
     M4 = M - M % 4
     M2 = M - M % 2
-    N4 = 0
-    if bstride != 1:  # strided (paged) rows: 2 x 4 blocks, no prefetch (see above)
-        N4 = N - N % 4
-        for j in range(0, N4, 4):
-            rj = br0 + j * bstride
-            for i in range(0, M2, 2):
-                dot_tile_nt_2x4(A, i, B, rj, bstride, C, i, c0 + j, K)
-            if M2 < M:
-                dot_tile_nt_1x4(A, M2, B, rj, bstride, C, M2, c0 + j, K)
-    for j in range(N4, N):
-        rj = br0 + j * bstride
-        if bstride == 1:
-            prefetch_row(B, rj + DECODE_PREFETCH)
-        for i in range(0, M4, 4):
-            dot_tile_nt_4x1(A, i, B, rj, bstride, C, i, c0 + j, K)
-        if M4 < M2:
-            dot_tile_nt_2x1(A, M4, B, rj, bstride, C, M4, c0 + j, K)
-        if M2 < M:
-            dot_tile_nt_1x1(A, M2, B, rj, bstride, C, M2, c0 + j, K)
+    for i in range(i0, i0 + M4, 4):
+        dot_tile_nt_4x1(A, i, B, rj, 1, C, i, cj, K)
+    if M4 < M2:
+        dot_tile_nt_2x1(A, i0 + M4, B, rj, 1, C, i0 + M4, cj, K)
+    if M2 < M:
+        dot_tile_nt_1x1(A, i0 + M2, B, rj, 1, C, i0 + M2, cj, K)
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _mm_nt_store(A, B, br0, C, c0, M, N, K):
+    """C[i, c0 + j] = sum_k A[i, k] * B[br0 + j, k] for i < M, j < N (key rows in memory order).
+
+    One key at a time (:func:`_key_scores`), so the rows are read in memory
+    order, one stream. Tiles over several keys at once (2 x 4) read their 4
+    rows interleaved, 32 bytes from each in turn, which the hardware
+    prefetcher followed badly: on a Zen 3 core streaming a 128 MiB cache the
+    2 x 4 tile read 5.9 GB/s and the 4 x 1 tile 10.1 GB/s, while from L2 the
+    2 x 4 tile was faster (24.5 against 14.3 GB/s). The key row
+    ``DECODE_PREFETCH`` keys ahead is prefetched (a hint: it never faults,
+    so rows past the segment are fine).
+    """
+    for j in range(N):
+        rj = br0 + j
+        prefetch_row(B, rj + DECODE_PREFETCH)
+        _key_scores(A, 0, M, B, rj, C, c0 + j, K)
 
 
 # Index note for the Numba loops below: the innermost index is always a bare
@@ -735,54 +737,136 @@ def _attention_kernel(q, kp, vp, v, out, qscale, causal, window, block_q, block_
 # --------------------------------------------------------------------------- decode kernels
 
 
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _decode_pv(S, c0, V2, row0, rstride, nk, rows, acc):
-    """acc[r, :] += sum_j S[r, c0 + j] * V2[row0 + j * rstride, :] for j < nk.
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True, inline="always")
+def _pv_four_keys(S, h0, cj, V2, v0, rstride, rows, acc):
+    """acc[r, :] += sum_{u < 4} S[h0 + r, cj + u] * V2[v0 + u * rstride, :] for r < rows, as one fused sum.
 
-    Keys go four at a time so each acc row is loaded and stored once per four
-    value rows; the value rows themselves are read once for all heads. The
-    rows ``DECODE_PREFETCH`` keys ahead are prefetched (past the segment end
-    they belong to the next tile or are unused hints, which never fault).
+    Each acc row is loaded and stored once per four value rows.
     """
     Dv = V2.shape[1]
-    nk4 = nk - nk % 4
-    for j in range(0, nk4, 4):
-        v0 = row0 + j * rstride
-        v1 = v0 + rstride
-        v2 = v1 + rstride
-        v3 = v2 + rstride
-        if rstride == 1:  # contiguous rows only (see DECODE_PREFETCH)
-            prefetch_row(V2, v0 + DECODE_PREFETCH)
-            prefetch_row(V2, v1 + DECODE_PREFETCH)
-            prefetch_row(V2, v2 + DECODE_PREFETCH)
-            prefetch_row(V2, v3 + DECODE_PREFETCH)
-        cj = c0 + j
-        for r in range(rows):
-            p0 = S[r, cj]
-            p1 = S[r, cj + 1]
-            p2 = S[r, cj + 2]
-            p3 = S[r, cj + 3]
-            for c in range(Dv):
-                acc[r, c] += p0 * V2[v0, c] + p1 * V2[v1, c] + p2 * V2[v2, c] + p3 * V2[v3, c]
-    for j in range(nk4, nk):
-        v0 = row0 + j * rstride
-        for r in range(rows):
-            p = S[r, c0 + j]
-            for c in range(Dv):
-                acc[r, c] += p * V2[v0, c]
+    v1 = v0 + rstride
+    v2 = v1 + rstride
+    v3 = v2 + rstride
+    for r in range(rows):
+        p0 = S[h0 + r, cj]
+        p1 = S[h0 + r, cj + 1]
+        p2 = S[h0 + r, cj + 2]
+        p3 = S[h0 + r, cj + 3]
+        for c in range(Dv):
+            acc[r, c] += p0 * V2[v0, c] + p1 * V2[v1, c] + p2 * V2[v2, c] + p3 * V2[v3, c]
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True, inline="always")
+def _pv_one_key(S, h0, cj, V2, v0, rows, acc):
+    """acc[r, :] += S[h0 + r, cj] * V2[v0, :] for r < rows."""
+    Dv = V2.shape[1]
+    for r in range(rows):
+        p = S[h0 + r, cj]
+        for c in range(Dv):
+            acc[r, c] += p * V2[v0, c]
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, end):
-    """Cache rows of keys pos.. of (b, hk): (first row, row stride, keys until the segment ends).
+def _decode_pv(S, c0, V2, row0, nk, rows, acc):
+    """acc[r, :] += sum_j S[r, c0 + j] * V2[row0 + j, :] for j < nk (contiguous rows).
 
-    A contiguous cache is one segment; a paged cache breaks at page boundaries.
+    Keys go four at a time (:func:`_pv_four_keys`), the last ``nk % 4`` one
+    by one; the value rows are read once for all heads. The rows
+    ``DECODE_PREFETCH`` keys ahead are prefetched (past the segment end they
+    belong to the next tile or are unused hints, which never fault).
     """
-    if paged:
-        blk = pos // page_size
-        stop = min(end, (blk + 1) * page_size)
-        return (block_table[b, blk] * page_size + pos - blk * page_size) * Hkv + hk, Hkv, stop - pos
-    return (b * Hkv + hk) * Lmax + pos, 1, end - pos
+    nk4 = nk - nk % 4
+    for j in range(0, nk4, 4):
+        v0 = row0 + j
+        for u in range(4):
+            prefetch_row(V2, v0 + u + DECODE_PREFETCH)
+        _pv_four_keys(S, 0, c0 + j, V2, v0, 1, rows, acc)
+    for j in range(nk4, nk):
+        _pv_one_key(S, 0, c0 + j, V2, row0 + j, rows, acc)
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _page_run(block_table, b, Hkv, page_size, pos, end, n):
+    """Rows of keys pos.. of sequence b in a paged cache, all kv heads, in memory order.
+
+    Returns (first row, keys until the page or ``end`` ends, the row that
+    follows in the sequence). Row ``row0 + f`` is key ``pos + f // Hkv`` of kv
+    head ``f % Hkv``. The following row is where a prefetch continues past the
+    run: the start of the next page if the run ends at a page boundary below
+    ``n`` (the sequence length, which keeps the table entries read to the
+    validated ones), else the next row in memory (past ``n`` only a hint).
+    """
+    blk = pos // page_size
+    cnt = min(end, (blk + 1) * page_size) - pos
+    row0 = (block_table[b, blk] * page_size + pos - blk * page_size) * Hkv
+    nxt = pos + cnt
+    nrow0 = row0 + cnt * Hkv
+    if nxt < n and nxt % page_size == 0:
+        nrow0 = block_table[b, blk + 1] * page_size * Hkv
+    return row0, cnt, nrow0
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _row_ahead(row0, nrows, nrow0, f):
+    """Cache row ``f`` rows past ``row0`` in memory order, continuing at ``nrow0`` after ``nrows`` rows."""
+    if f < nrows:
+        return row0 + f
+    return nrow0 + f - nrows
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _paged_scores(qbuf, K2, block_table, b, Hkv, page_size, a0, a1, n, S):
+    """S[h, j - a0] = qbuf[h] . key j of kv head h // group, for a0 <= j < a1, over a paged cache.
+
+    A page holds every kv head's row of each key side by side, so the rows
+    are visited in memory order (key, then kv head): each page is one
+    contiguous stream, and the row ``PAGED_PREFETCH_ROWS`` ahead is
+    prefetched, in the next page once the current one ends.
+    """
+    Hq, D = qbuf.shape
+    group = Hq // Hkv
+    pos = a0
+    while pos < a1:
+        row0, cnt, nrow0 = _page_run(block_table, b, Hkv, page_size, pos, a1, n)
+        nrows = cnt * Hkv
+        for j in range(cnt):
+            for hk in range(Hkv):
+                f = j * Hkv + hk
+                prefetch_row(K2, _row_ahead(row0, nrows, nrow0, f + PAGED_PREFETCH_ROWS))
+                _key_scores(qbuf, hk * group, group, K2, row0 + f, S, pos - a0 + j, D)
+        pos += cnt
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def _paged_pv(S, V2, block_table, b, Hkv, page_size, a0, a1, n, part_o, s):
+    """part_o[b, hk, s] += P @ V of keys a0 <= j < a1 for every kv head hk, over a paged cache.
+
+    The same four-key blocks per page as one head at a time would use
+    (:func:`_decode_pv` on the rows of each page, from its first key), so
+    the sums are the same, but the kv heads go innermost: four keys of all
+    heads are one contiguous piece of the page, and the rows of the next
+    four keys are prefetched while these are used.
+    """
+    group = S.shape[0] // Hkv
+    pos = a0
+    while pos < a1:
+        row0, cnt, nrow0 = _page_run(block_table, b, Hkv, page_size, pos, a1, n)
+        nrows = cnt * Hkv
+        ahead = 4 * Hkv + PAGED_PREFETCH_ROWS
+        cnt4 = cnt - cnt % 4  # a page's last cnt % 4 keys go one by one, as in _decode_pv
+        for j in range(0, cnt, 4):
+            for hk in range(Hkv):
+                f = j * Hkv + hk
+                h0 = hk * group
+                acc = part_o[b, hk, s]  # (g, Dv)
+                if j < cnt4:
+                    for u in range(4):
+                        prefetch_row(V2, _row_ahead(row0, nrows, nrow0, f + u * Hkv + ahead))
+                    _pv_four_keys(S, h0, pos - a0 + j, V2, row0 + f, Hkv, group, acc)
+                else:
+                    for u in range(cnt - j):
+                        _pv_one_key(S, h0, pos - a0 + j + u, V2, row0 + f + u * Hkv, group, acc)
+        pos += cnt
 
 
 @njit(cache=True)
@@ -843,44 +927,51 @@ def _decode_kernel(q, K2, V2, lengths, block_table, paged, page_size, Hkv, Lmax,
         for h in range(Hq):
             for d in range(D):
                 qbuf[h, d] = q[b, h, d] * qscale
+        ntiles = (j1 - 1) // tile - j0 // tile + 1
+        if paged:
+            # A page holds every kv head's rows, so a tile is read page by page
+            # for all heads at once (see _paged_scores); per (head, tile) the
+            # operations are those of the contiguous branch.
+            S = np.empty((Hq, tile), dtype=q.dtype)  # (Hq, tile)
+            alpha = np.empty(group, dtype=q.dtype)
+            for t in range(ntiles):
+                ts = (j0 // tile + t) * tile
+                a0 = max(ts, j0)
+                a1 = min(ts + tile, j1)
+                _paged_scores(qbuf, K2, block_table, b, Hkv, page_size, a0, a1, n, S)
+                if _scores_non_finite(S, Hq, a1 - a0):
+                    bad[item] = True
+                for hk in range(Hkv):
+                    _online_softmax(S[hk * group:(hk + 1) * group], part_m[b, hk, s], part_l[b, hk, s], alpha,
+                                    group, a1 - a0)
+                    acc = part_o[b, hk, s]  # (g, Dv)
+                    for r in range(group):
+                        a = alpha[r]
+                        for c in range(Dv):
+                            acc[r, c] *= a
+                _paged_pv(S, V2, block_table, b, Hkv, page_size, a0, a1, n, part_o, s)
+            continue
         S = np.empty((group, tile), dtype=q.dtype)  # (g, tile)
         alpha = np.empty(group, dtype=q.dtype)
-        # Loop order follows the layout: a contiguous cache streams each kv
-        # head's rows in turn; a paged tile's pages hold every head's rows, so
-        # kv heads go innermost and a page is consumed while still in cache.
-        # Either order performs the same operations on every (head, tile).
-        ntiles = (j1 - 1) // tile - j0 // tile + 1
-        for it in range(ntiles * Hkv):
-            if paged:
-                t = it // Hkv
-                hk = it % Hkv
-            else:
-                hk = it // ntiles
-                t = it % ntiles
-            ts = (j0 // tile + t) * tile
-            a0 = max(ts, j0)
-            a1 = min(ts + tile, j1)
+        for hk in range(Hkv):  # each kv head's rows are one stream
             qh = qbuf[hk * group:(hk + 1) * group]  # (g, D)
             m = part_m[b, hk, s]  # (g,)
             l = part_l[b, hk, s]  # (g,)
             acc = part_o[b, hk, s]  # (g, Dv)
-            pos = a0
-            while pos < a1:  # scores, segment by segment
-                row0, rstride, cnt = _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, a1)
-                _mm_nt_store(qh, K2, row0, rstride, S, pos - a0, group, cnt, D)
-                pos += cnt
-            if _scores_non_finite(S, group, a1 - a0):
-                bad[item] = True
-            _online_softmax(S, m, l, alpha, group, a1 - a0)
-            for r in range(group):
-                a = alpha[r]
-                for c in range(Dv):
-                    acc[r, c] *= a
-            pos = a0
-            while pos < a1:  # P @ V, segment by segment
-                row0, rstride, cnt = _segment(paged, block_table, b, hk, Hkv, Lmax, page_size, pos, a1)
-                _decode_pv(S, pos - a0, V2, row0, rstride, cnt, group, acc)
-                pos += cnt
+            row0 = (b * Hkv + hk) * Lmax
+            for t in range(ntiles):
+                ts = (j0 // tile + t) * tile
+                a0 = max(ts, j0)
+                a1 = min(ts + tile, j1)
+                _mm_nt_store(qh, K2, row0 + a0, S, 0, group, a1 - a0, D)
+                if _scores_non_finite(S, group, a1 - a0):
+                    bad[item] = True
+                _online_softmax(S, m, l, alpha, group, a1 - a0)
+                for r in range(group):
+                    a = alpha[r]
+                    for c in range(Dv):
+                        acc[r, c] *= a
+                _decode_pv(S, 0, V2, row0 + a0, a1 - a0, group, acc)
     # fixed-order merge of the splits
     for bh in prange(B * Hkv):
         hk = bh % Hkv
