@@ -119,8 +119,8 @@ Variants, in rising sophistication (llm.c style), and why each is faster
    from the block table) once the current one ends. Reading head by head
    instead touched one 512-byte row per 4 KB (at Hkv = 8, D = 128), which the
    hardware prefetcher does not follow across 4 KB pages: 0.55-0.6x the
-   contiguous rate (B=8 Hq=32 Hkv=8 kv=4096 page 16, one thread), against
-   0.85-0.9x in memory order. The helpers the paged loops call per row are
+   contiguous rate (B=8 Hq=32 kv=4096 D=128 page 16, one thread, Hkv=8),
+   against 0.9-1.0x in memory order (1.0-1.2x at Hkv=32). The helpers the paged loops call per row are
    inlined in Numba IR (``inline="always"``): as LLVM calls they cost ~10 %
    of the contiguous decode. With a page size that is a multiple of 4 and
    no window, paged and contiguous caches holding the same data give the

@@ -278,6 +278,24 @@ def test_paged_equals_contiguous_same_data(rng, dtype):
             assert_close(paged, contiguous, vc, dtype)
 
 
+def test_paged_ignores_padding_entries_and_crosses_pages(rng):
+    """Table entries past a sequence's last used block (huge, negative) are never used, also where
+    the kernel looks up the next page to prefetch; a full last page and a partial one."""
+    B, Hq, Hkv, L, D, ps = 2, 8, 4, 200, 64, 16
+    q = rng.standard_normal((B, Hq, D)).astype(np.float32)
+    kc = rng.standard_normal((B, Hkv, L, D)).astype(np.float32)
+    vc = rng.standard_normal((B, Hkv, L, D)).astype(np.float32)
+    lengths = np.array([160, 37])  # a full last page and a partial one
+    kp, vp, table = make_paged(rng, kc, vc, lengths, ps)
+    table = table.astype(np.int64)
+    table[0, 10:] = 2**62
+    table[1, 3:] = -(2**62)
+    paged = A.paged_decode_attention(q, kp, vp, table, lengths)
+    np.testing.assert_array_equal(paged, A.decode_attention(q, kc, vc, lengths))
+    windowed = A.paged_decode_attention(q, kp, vp, table, lengths, window=50)  # starts mid-page
+    assert_close(windowed, A.decode_attention_ref(q, kc, vc, lengths, window=50), vc, np.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_decode_noncontiguous_and_huge_scores(rng, dtype):
     B, Hq, Hkv, L, D = 2, 4, 2, 300, 64
