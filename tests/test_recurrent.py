@@ -268,3 +268,19 @@ def test_exp2_with_passed_constants_is_bitwise_exp2_nonpositive(dtype):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(b, np.exp2(v.astype(np.float64)), rtol=1e-7 if dtype == np.float32 else 1e-15,
                                atol=1e-37 if dtype == np.float32 else 0)
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("where", [(0, 0, 0), (1, 36, 299), (1, 20, 150)])
+def test_mamba_scan_finds_a_single_bad_value_anywhere(where, chunk):
+    # the scan checks x and delta as its kernel reads them: every element, every chunk, the partial block
+    args = mamba_inputs(2, 37, 300, 3)
+    state = np.zeros((2, 300, 3), np.float32)
+    for i, value, msg in ((0, np.nan, "x must be finite"), (0, -np.inf, "x must be finite"),
+                          (1, -1e-30, "delta must be >= 0"), (1, np.inf, "delta must be"), (1, np.nan, "delta must be")):
+        bad = list(args)
+        bad[i] = args[i].copy()
+        bad[i][where] = value
+        with pytest.raises(ValueError, match=msg):
+            mamba_scan(*bad, state=state, chunk=chunk)
+    np.testing.assert_array_equal(state, 0)
