@@ -20,6 +20,9 @@ name                           what it guarantees
                                ``x <= -127`` (so -inf -> 0)
 ``exp2_nonpositive``           ``2**x`` by dtype: float32 through ``exp2_f32_clamped``,
                                float64 through libm
+``EXP2_F32_COEFFS``,           ``exp2_nonpositive`` with the float32 clamp and polynomial passed in
+``exp2_nonpositive_with``      (``EXP2_F32_COEFFS``); bit for bit ``exp2_f32_clamped``, for loops
+                               that need the constants kept in registers (see below)
 ``exp_f32_split``              float32 ``exp`` as (polynomial, exponent bits), clamped to
                                [-87, 88], a few ulp
 ``exp_neg_near_zero``          float64 ``exp(-d)`` for ``d`` in [0, 1/16]; exactly 1 at 0
@@ -28,12 +31,23 @@ name                           what it guarantees
 ``log_1_to_4``                 float64 ``log(s)`` for ``1 <= s < 4``, truncation < 3e-17 (the log-sum-exp)
 ``horner``                     the polynomial steps the series above share, inlined with the caller's flags
 ``max_and_bad``                one pass: max ignoring NaN and the count of NaN/+inf
+``prefetch_row``               cache hint for a 1-D row, one ``llvm.prefetch`` per 64-byte line;
+                               no effect on results
 =============================  ===============================================================
 
 The three float64 exponentials stay separate on purpose: they differ in range,
 clamp and the last ulp, and each caller's results (min-p decisions, tie
 handling, fitted parameters) are pinned to its own variant bit for bit.
-None calls libm, so the loops around them vectorise. The ``inline="always"``
+None calls libm, so the loops around them vectorise.
+
+``exp2_nonpositive_with(x, EXP2_F32_COEFFS)`` exists because LLVM treats the
+polynomial's compile-time constants as cheap to rematerialise: in every
+vectorised loop around ``exp2_f32_clamped`` it re-broadcast all eight of them
+from the constant pool on every vector iteration (eight extra loads per eight
+results). Passed in as a run-time tuple, they are broadcast into registers once
+before the loop; the arithmetic, its order and its flags are unchanged, so the
+results are bitwise equal. Measured here, one thread, CPU time, interleaved: a
+bare ``2**x`` loop over 2048 float32 0.46 -> 0.37 ns per element. The ``inline="always"``
 ones are inlined into the caller at Numba-IR level and compiled with the
 caller's fast-math flags.
 
@@ -64,8 +78,8 @@ from numba.extending import intrinsic, overload
 
 __all__ = [
     "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "vector_bytes_for", "bits_as_f32", "bits_as_f64",
-    "exp2_f32_clamped", "exp2_nonpositive", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
-    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad",
+    "exp2_f32_clamped", "exp2_nonpositive", "EXP2_F32_COEFFS", "exp2_nonpositive_with", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
+    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad", "prefetch_row",
 ]
 
 # ------------------------------------------------------------------ fast-math flag sets
@@ -209,6 +223,35 @@ def exp2_f32_clamped(x):
     f = x - n  # [0, 1)
     p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
     return p * bits_as_f32((np.int32(n) + _I127) << _I23)  # n = -127 gives +0.0
+
+
+#: ``exp2_f32_clamped``'s clamp and polynomial, lowest degree first, as one tuple
+#: for :func:`exp2_nonpositive_with` (a run-time argument keeps them in registers).
+EXP2_F32_COEFFS = (_EXP2_MIN, _P0, _P1, _P2, _P3, _P4, _P5, _P6)
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, inline="always")
+def _exp2_f32_clamped_with(x, k):
+    """:func:`exp2_f32_clamped` with its constants ``k = EXP2_F32_COEFFS`` passed in (bitwise equal)."""
+    x = max(x, k[0])
+    n = np.floor(x)
+    f = x - n  # [0, 1)
+    p = ((((((k[7] * f + k[6]) * f + k[5]) * f + k[4]) * f + k[3]) * f + k[2]) * f + k[1])
+    return p * bits_as_f32((np.int32(n) + _I127) << _I23)
+
+
+def exp2_nonpositive_with(x, k):  # dispatched by type in the overload below
+    raise NotImplementedError
+
+
+@overload(exp2_nonpositive_with, jit_options={"fastmath": FASTMATH_INF_SAFE})
+def _exp2_nonpositive_with_overload(x, k):
+    """``2**x`` for ``x <= 0`` like :func:`exp2_nonpositive`; float32 takes its constants from ``k``."""
+    if x == types.float32:
+        return lambda x, k: _exp2_f32_clamped_with(x, k)
+    if x == types.float64:
+        return lambda x, k: math.exp2(x)
+    return None
 
 
 def exp2_nonpositive(x):  # dispatched by type in the overload below
@@ -373,3 +416,43 @@ def max_and_bad(typingctx, a):
             and a.dtype in (types.float32, types.float64)):
         return None
     return types.Tuple((a.dtype, types.intp))(a), _codegen
+
+
+# ------------------------------------------------------------------ cache hints
+
+#: Bytes per cache line the prefetch hints step by (64 on x86-64 and most AArch64 cores).
+CACHE_LINE_BYTES = 64
+
+
+@intrinsic
+def _prefetch(typingctx, a, i, write):
+    """``llvm.prefetch`` of the line holding ``a[i]`` (1-D array; ``write`` a literal 0 or 1; keep in all levels)."""
+    if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(i, types.Integer)
+            and isinstance(write, types.IntegerLiteral)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, write.literal_value), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(a, i, write), codegen
+
+
+@njit(inline="always")
+def prefetch_row(a, write):
+    """Ask the cache to fetch every line of the 1-D array ``a`` (``write=1`` if it will be stored to).
+
+    A hint only (no fault, no effect on any value): for loops that walk rows
+    with a stride the hardware prefetcher does not follow across pages.
+    """
+    step = max(1, CACHE_LINE_BYTES // a.itemsize)
+    for i in range(0, a.size, step):
+        _prefetch(a, i, write)
+    if a.size:
+        _prefetch(a, a.size - 1, write)

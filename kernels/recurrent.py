@@ -43,7 +43,10 @@ Semantics
   float64.
 * Bad input raises ``TypeError``/``ValueError`` naming the argument: wrong
   rank or mismatched sizes, ``A > 0``, ``delta < 0``, ``w`` outside ``[0, 1]``,
-  NaN or inf anywhere (the scan reads ``x`` and ``delta`` once more to check).
+  NaN or inf anywhere. ``mamba_scan`` checks ``x`` and ``delta``, its two
+  largest inputs, in the kernel as it reads them and raises after it (its
+  output and state are new arrays, so nothing the caller holds has changed);
+  a separate pass over them cost ~8% of the scan.
 
 Precision: float32 kernels match the float64 references to about ``3e-7 *
 max|ref|`` on the tested shapes (the tests bound it at ``2e-5``), including
@@ -77,8 +80,22 @@ Variants, in rising sophistication, and why each is faster
    update ``h = exp2(dt A) h + dt x B`` and the output sum ``y = D x + sum_n
    C_n h_n`` vectorise (``exp2`` included) without a horizontal sum and
    without reassociation, and ``y`` adds its terms in the order of ``n``
-   whatever the vector width. The inner loops index 1-D row views
-   (``delta[b, t, d0:d0 + nd]``); with the 3-D indices written inside them
+   whatever the vector width. State rows go in pairs (one pass over the
+   channels updates ``h[n]`` and ``h[n + 1]``), so ``delta``, ``dx`` and the
+   output accumulator move through L1 once per two rows, and the ``exp2``
+   constants arrive as a run-time tuple (``EXP2_F32_COEFFS``) so the loop keeps
+   them in registers instead of re-broadcasting eight of them from memory per
+   vector; both keep every operation and its order, so the bits are those of
+   one row per pass with inline constants (float32; float64, which calls libm,
+   moved by ~1e-14 where LLVM fused its multiply-adds differently). Together
+   1.15-1.2x, one or two threads, interleaved in one process. A work item
+   walks ``x``, ``delta`` and ``y`` in rows ``D`` elements apart, a stride the
+   hardware prefetcher does not follow across pages, so every token began
+   with a miss to DRAM; the kernel hints the rows ``SCAN_PREFETCH`` tokens
+   ahead (``prefetch_row``): a further 1.1-1.15x (bitwise equal; 2 and 8
+   tokens ahead did no better). Checking ``x`` and ``delta`` inside the
+   kernel instead of in a pass of their own: 1.05-1.15x more. The inner
+   loops index 1-D row views (``delta[b, t, d0:d0 + nd]``); with the 3-D indices written inside them
    LLVM did not vectorise, and the same loops ran 4.4x slower (one thread,
    interleaved, bitwise-equal outputs). Blocks of 256 channels rather than 16 (one
    cache line of ``x`` per token): a work item walks its sequence with a
@@ -111,12 +128,19 @@ Variants, in rising sophistication, and why each is faster
 
 Measured here (2 shared cores, load average 8-14 while measuring, so
 absolute times are inflated; ratios are from interleaved runs in one
-process): the scan's inner loop vectorises (``exp2`` included) and runs at
-about the speed of a bare vectorised ``exp2`` loop over the same number of
-elements (1.1 vs 0.9 ns per element, one thread); it is compute-bound on
-``N`` exponentials per (token, channel), which move only 12 bytes of
-``x``/``delta``/``y``, so it reaches ~5-8% of the read-stream bandwidth,
-not half. The chunked WKV is 1.2-1.4x the token-by-token loop at B=1,
+process; per-element figures are CPU time, one thread, which the load
+inflates less than wall time): at B=1, L=4096, D=2048, N=16 the scan's
+block kernel takes ~0.8 ns per (token, channel, state) element streaming
+from DRAM and ~0.55 ns with its rows in cache; a bare vectorised ``exp2``
+loop takes ~0.37 ns per element, and the kernel with its ``exp2`` replaced by
+an add took ~0.6 of the full kernel's time, so the exponentials are ~40% of
+the work, not all of it (the rest is the state and ``A`` rows through L1 and
+the strided walk over ``x``/``delta``/``y``). ``N`` exponentials per
+(token, channel) move only 12 bytes of ``x``/``delta``/``y``: even at the
+bare-``exp2`` rate on both cores the scan would move ~4 GB/s, under 20% of
+the 20-23 GB/s read-stream bandwidth measured on a quiet machine: with an
+``exp`` accurate to float32 the exponentials' arithmetic alone keeps the
+scan far below half the read bandwidth. The chunked WKV is 1.2-1.4x the token-by-token loop at B=1,
 L=4096, H=32, head 64, 2 threads (1.3-2.0x at L=1024, H=8, one thread; it
 was 1.1-1.2x while the decay-to-chunk-end products ran as one dependent
 chain per channel): for a square ``K = V`` state the chunked form does the
@@ -136,7 +160,7 @@ from numba import njit, prange
 from scalelab.kernels._common import check_float_array
 from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 from scalelab.kernels.attention import LOG2E
-from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp2_nonpositive
+from scalelab.kernels._vecmath import EXP2_F32_COEFFS, FASTMATH_INF_SAFE, exp2_nonpositive_with, prefetch_row
 
 __all__ = [
     "mamba_scan",
@@ -161,6 +185,8 @@ __all__ = [
 SCAN_CHANNELS = 256
 #: Tokens per sequence chunk when the Mamba scan splits the sequence.
 SCAN_CHUNK = 256
+#: Tokens ahead whose ``x``/``delta``/``y`` rows the scan asks the cache for.
+SCAN_PREFETCH = 4
 #: Split the sequence only when a sequence has fewer channel blocks than this.
 SPLIT_BELOW_BLOCKS = 8
 #: Tokens per RWKV chunk (a multiple of the 4-row register tile).
@@ -281,7 +307,19 @@ def _check_state(state, shape, dtype, step):
     return state
 
 
-def _check_mamba(x, delta, A, B, C, D, state, step):
+def _check_x_delta(x, delta):
+    """Raise unless ``delta`` is in ``[0, max]`` and ``x`` is finite."""
+    _check_range("delta", delta, 0.0, np.finfo(delta.dtype).max, ">= 0 (the step size after softplus)")
+    _check_range("x", x, -np.finfo(x.dtype).max, np.finfo(x.dtype).max, "finite")
+
+
+def _check_mamba(x, delta, A, B, C, D, state, step, values_xd=True):
+    """Validate and return the inputs and the promoted dtype.
+
+    ``values_xd=False`` leaves the values of ``x`` and ``delta`` unchecked:
+    the scan counts bad ones as it reads them and calls :func:`_check_x_delta`
+    afterwards (one pass over the two largest inputs fewer).
+    """
     nd = 2 if step else 3
     x = check_float_array("x", x, nd)
     delta = check_float_array("delta", delta, nd)
@@ -301,8 +339,8 @@ def _check_mamba(x, delta, A, B, C, D, state, step):
     dtype = np.result_type(x, delta, A, B, C, D)
     _check_range("A", A, -np.inf, 0.0, "<= 0 (a stable state transition)")
     _finite("A", A)
-    _check_range("delta", delta, 0.0, np.finfo(delta.dtype).max, ">= 0 (the step size after softplus)")
-    _check_range("x", x, -np.finfo(x.dtype).max, np.finfo(x.dtype).max, "finite")
+    if values_xd:
+        _check_x_delta(x, delta)
     for name, a in (("B", B), ("C", C), ("D", D)):
         _finite(name, a)
     state = _check_state(state, (x.shape[0], d, n), dtype, step)
@@ -336,41 +374,64 @@ def _check_rwkv(r, k, v, w, u, state, step):
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum, dx, acc):
-    """Scan tokens ``[t0, t1)`` of sequence ``b``, channels ``[d0, d0 + nd)``, from state ``h (N, nd)``.
+def _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum, dx, acc, k):
+    """Scan tokens ``[t0, t1)`` of sequence ``b``, channels ``[d0, d0 + nd)``, from state ``h (N, nd)``; returns
+    the number of ``delta`` values outside ``[0, inf)`` plus non-finite ``x`` values it read.
 
     ``y`` gets ``D x + sum_n C_n h_n`` (summed in the order of ``n``); ``h``
     ends as the final state and ``dsum[j]`` as ``sum_t delta`` of channel
-    ``d0 + j``. ``dx`` and ``acc`` are scratch rows of ``nd``. The channel
-    loop is innermost: every lane is its own channel, so the loop (``exp2``
-    included) vectorises with no horizontal sum and no reassociation.
+    ``d0 + j``. ``dx`` and ``acc`` are scratch rows of ``nd``; ``k`` is
+    ``EXP2_F32_COEFFS``. The channel loop is innermost: every lane is its own
+    channel, so the loop (``exp2`` included) vectorises with no horizontal sum
+    and no reassociation. State rows go in pairs: one pass over the channels
+    updates ``h[n]`` and ``h[n + 1]`` and adds both terms to ``acc`` (``n``
+    first, the same order and bits as one row per pass), so ``delta``, ``dx``
+    and ``acc`` are loaded and ``acc`` stored once per pair.
     """
     N = A2t.shape[0]
+    nbad = 0
     for j in range(nd):
         dsum[j] = 0
     for t in range(t0, t1):
+        if t + SCAN_PREFETCH < t1:  # rows SCAN_PREFETCH tokens ahead lie D elements apart: hint them
+            prefetch_row(delta[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
+            prefetch_row(x[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
+            prefetch_row(y[b, t + SCAN_PREFETCH, d0:d0 + nd], 1)
         dl = delta[b, t, d0:d0 + nd]  # (nd,) row views: with 3-D indices inside, the loops did not vectorise
         xr = x[b, t, d0:d0 + nd]
         for j in range(nd):
             dsum[j] += dl[j]
             dx[j] = dl[j] * xr[j]
             acc[j] = Dv[d0 + j] * xr[j]
-        for n in range(N):
-            bn = Bm[b, t, n]
-            cn = C[b, t, n]
-            ar = A2t[n, d0:d0 + nd]
-            hr = h[n]
+            nbad += 0 if (dl[j] >= 0 and dl[j] < np.inf and abs(xr[j]) < np.inf) else 1  # NaN fails too
+        for n in range(0, N - 1, 2):
+            b0, b1 = Bm[b, t, n], Bm[b, t, n + 1]
+            c0, c1 = C[b, t, n], C[b, t, n + 1]
+            a0, a1 = A2t[n, d0:d0 + nd], A2t[n + 1, d0:d0 + nd]
+            h0, h1 = h[n], h[n + 1]
             for j in range(nd):
-                hv = exp2_nonpositive(dl[j] * ar[j]) * hr[j] + dx[j] * bn
+                dlj, dxj = dl[j], dx[j]
+                v0 = exp2_nonpositive_with(dlj * a0[j], k) * h0[j] + dxj * b0
+                v1 = exp2_nonpositive_with(dlj * a1[j], k) * h1[j] + dxj * b1
+                h0[j] = v0
+                h1[j] = v1
+                acc[j] = (acc[j] + c0 * v0) + c1 * v1
+        if N % 2:
+            n = N - 1
+            bn, cn = Bm[b, t, n], C[b, t, n]
+            ar, hr = A2t[n, d0:d0 + nd], h[n]
+            for j in range(nd):
+                hv = exp2_nonpositive_with(dl[j] * ar[j], k) * hr[j] + dx[j] * bn
                 hr[j] = hv
                 acc[j] += cn * hv
         yr = y[b, t, d0:d0 + nd]
         for j in range(nd):
             yr[j] = acc[j]
+    return nbad
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _carry_block(delta, A2t, C, y, b, d0, nd, t0, t1, carry, s, acc):
+def _carry_block(delta, A2t, C, y, b, d0, nd, t0, t1, carry, s, acc, k):
     """Add ``C_t . (exp(A sum_{t0<=s<=t} delta_s) * carry)`` to ``y`` over tokens ``[t0, t1)`` (log-space decay).
 
     ``carry (N, nd)``; ``s`` and ``acc`` are scratch rows of ``nd``; channels innermost, as in :func:`_scan_block`.
@@ -389,18 +450,19 @@ def _carry_block(delta, A2t, C, y, b, d0, nd, t0, t1, carry, s, acc):
             ar = A2t[n, d0:d0 + nd]
             cr = carry[n]
             for j in range(nd):
-                acc[j] += cn * exp2_nonpositive(s[j] * ar[j]) * cr[j]
+                acc[j] += cn * exp2_nonpositive_with(s[j] * ar[j], k) * cr[j]
         for j in range(nd):
             yr[j] = acc[j]
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
-def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
+def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb, k):
     """Driver: pass 1 over (sequence, channel block, chunk), a serial carry pass, pass 2 (see the module docstring).
 
     ``A2t (N, D)`` is ``A`` transposed and times ``log2 e``; ``state (B, D, N)`` holds the initial state on
     entry and the final state on exit; ``cb`` channels per work item, whose states are kept as
-    ``(N, cb)`` (channels contiguous).
+    ``(N, cb)`` (channels contiguous); ``k`` is ``EXP2_F32_COEFFS`` (a run-time argument, see ``_vecmath``).
+    Returns the number of bad ``x``/``delta`` values read (see :func:`_scan_block`).
     """
     nb, L, d = x.shape
     N = A2t.shape[0]
@@ -408,6 +470,7 @@ def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
     nch = max(1, (L + chunk - 1) // chunk)
     hend = np.zeros((nb, nblk, nch, N, cb), dtype=y.dtype)  # each chunk's final state from its start state
     dsum = np.zeros((nb, nblk, nch, cb), dtype=y.dtype)  # (B, blocks, chunks, channels)
+    bad = np.zeros(nb * nblk * nch, dtype=np.int64)  # per work item
     for item in prange(nb * nblk * nch):
         b, rest = item // (nblk * nch), item % (nblk * nch)
         blk, c = rest // nch, rest % nch
@@ -419,8 +482,8 @@ def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
                 for n in range(N):
                     h[n, j] = state[b, d0 + j, n]
         scratch = np.empty((2, cb), dtype=y.dtype)
-        _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, c * chunk, min(L, (c + 1) * chunk), h,
-                    dsum[b, blk, c], scratch[0], scratch[1])
+        bad[item] = _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, c * chunk, min(L, (c + 1) * chunk), h,
+                                dsum[b, blk, c], scratch[0], scratch[1], k)
     carries = np.zeros((nb, nblk, nch, N, cb), dtype=y.dtype)  # state entering each chunk
     for item in prange(nb * nblk):
         b, blk = item // nblk, item % nblk
@@ -431,7 +494,7 @@ def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
             carries[b, blk, c] = run
             for n in range(N):
                 for j in range(nd):
-                    run[n, j] = exp2_nonpositive(dsum[b, blk, c, j] * A2t[n, d0 + j]) * run[n, j] + hend[b, blk, c, n, j]
+                    run[n, j] = exp2_nonpositive_with(dsum[b, blk, c, j] * A2t[n, d0 + j], k) * run[n, j] + hend[b, blk, c, n, j]
         for j in range(nd):
             for n in range(N):
                 state[b, d0 + j, n] = run[n, j]
@@ -441,7 +504,8 @@ def _mamba_kernel(x, delta, A2t, Bm, C, Dv, y, state, chunk, cb):
         d0 = blk * cb
         scratch = np.empty((2, cb), dtype=y.dtype)
         _carry_block(delta, A2t, C, y, b, d0, min(cb, d - d0), c * chunk, min(L, (c + 1) * chunk),
-                     carries[b, blk, c], scratch[0], scratch[1])
+                     carries[b, blk, c], scratch[0], scratch[1], k)
+    return bad.sum()
 
 
 def _channel_block(d):
@@ -457,12 +521,13 @@ def _scan_chunk(L, d):
 
 
 def _run_mamba(x, delta, A, B, C, D, state, dtype, chunk):
+    """``y`` and the number of bad ``x``/``delta`` values the kernel read (``state`` updated in place)."""
     cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
     A2t = np.ascontiguousarray((A.astype(dtype) * dtype.type(LOG2E)).T)  # (N, D): exp(dt A) = exp2(dt A log2 e)
     y = np.empty(x.shape, dtype=dtype)
-    _mamba_kernel(cast(x), cast(delta), A2t, cast(B), cast(C), cast(D), y, state, int(chunk),
-                  _channel_block(x.shape[2]))
-    return y
+    nbad = _mamba_kernel(cast(x), cast(delta), A2t, cast(B), cast(C), cast(D), y, state, int(chunk),
+                         _channel_block(x.shape[2]), EXP2_F32_COEFFS)
+    return y, nbad
 
 
 def mamba_scan(x, delta, A, B, C, D, state=None, *, chunk=None):
@@ -489,7 +554,9 @@ def mamba_scan(x, delta, A, B, C, D, state=None, *, chunk=None):
     y : ndarray (B, L, D)
     state : ndarray (B, D, N)
     """
-    x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=False)
+    # x and delta, the two largest inputs, are checked by the kernel as it reads them (no extra pass);
+    # nothing the caller sees is written before the error is raised
+    x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=False, values_xd=False)
     nb, L, d = x.shape
     if chunk is None:
         chunk = _scan_chunk(L, d)
@@ -498,7 +565,11 @@ def mamba_scan(x, delta, A, B, C, D, state=None, *, chunk=None):
     out_state = np.zeros((nb, d, A.shape[1]), dtype=dtype) if state is None else state.astype(dtype, copy=True)
     if L == 0 or d == 0:
         return np.zeros(x.shape, dtype=dtype), out_state
-    return _run_mamba(x, delta, A, B, C, D, out_state, dtype, chunk), out_state
+    y, nbad = _run_mamba(x, delta, A, B, C, D, out_state, dtype, chunk)
+    if nbad:
+        _check_x_delta(x, delta)  # raises, naming the argument
+        raise ValueError("x must be finite and delta >= 0")  # unreachable unless the two checks disagree
+    return y, out_state
 
 
 def mamba_step(x, delta, A, B, C, D, state):
@@ -511,7 +582,7 @@ def mamba_step(x, delta, A, B, C, D, state):
     x, delta, A, B, C, D, state, dtype = _check_mamba(x, delta, A, B, C, D, state, step=True)
     if x.shape[1] == 0:
         return np.zeros(x.shape, dtype=dtype)
-    return _run_mamba(x[:, None], delta[:, None], A, B[:, None], C[:, None], D, state, dtype, 1)[:, 0]
+    return _run_mamba(x[:, None], delta[:, None], A, B[:, None], C[:, None], D, state, dtype, 1)[0][:, 0]
 
 
 # --------------------------------------------------------------------------- RWKV kernels

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from numba import njit
 
 from scalelab.kernels._common import numba_threads
+from scalelab.kernels._vecmath import EXP2_F32_COEFFS, exp2_nonpositive, exp2_nonpositive_with
 from scalelab.kernels.recurrent import (
     RWKV_CHUNK,
     SCAN_CHUNK,
@@ -246,3 +248,39 @@ def test_rwkv_step_state_must_match():
     r, k, v, w, u = rwkv_inputs(1, 1, 2, 4, 3)
     with pytest.raises(TypeError, match="promoted input dtype"):
         rwkv_step(r[:, 0], k[:, 0], v[:, 0], w[:, 0], u, np.zeros((1, 2, 4, 3), np.float64))
+
+
+@njit(cache=True)
+def _exp2_both(v, k):
+    a, b = np.empty_like(v), np.empty_like(v)
+    for i in range(v.size):
+        a[i] = exp2_nonpositive(v[i])
+        b[i] = exp2_nonpositive_with(v[i], k)
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp2_with_passed_constants_is_bitwise_exp2_nonpositive(dtype):
+    # the scan passes exp2's constants at run time (kept in registers); the bits must not move
+    v = np.concatenate([-np.geomspace(1e-12, 200.0, 5001), [0.0, -0.0, -126.5, -127.0, -np.inf],
+                        -np.random.default_rng(5).exponential(3.0, 3000)]).astype(dtype)
+    a, b = _exp2_both(v, EXP2_F32_COEFFS)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(b, np.exp2(v.astype(np.float64)), rtol=1e-7 if dtype == np.float32 else 1e-15,
+                               atol=1e-37 if dtype == np.float32 else 0)
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("where", [(0, 0, 0), (1, 36, 299), (1, 20, 150)])
+def test_mamba_scan_finds_a_single_bad_value_anywhere(where, chunk):
+    # the scan checks x and delta as its kernel reads them: every element, every chunk, the partial block
+    args = mamba_inputs(2, 37, 300, 3)
+    state = np.zeros((2, 300, 3), np.float32)
+    for i, value, msg in ((0, np.nan, "x must be finite"), (0, -np.inf, "x must be finite"),
+                          (1, -1e-30, "delta must be >= 0"), (1, np.inf, "delta must be"), (1, np.nan, "delta must be")):
+        bad = list(args)
+        bad[i] = args[i].copy()
+        bad[i][where] = value
+        with pytest.raises(ValueError, match=msg):
+            mamba_scan(*bad, state=state, chunk=chunk)
+    np.testing.assert_array_equal(state, 0)
