@@ -31,6 +31,7 @@ Results checked (source, value, tolerance):
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -270,6 +271,22 @@ def test_plan_on_dask_equals_serial():
     pd.testing.assert_frame_equal(serial, cluster)
     assert len(serial) == 6 and serial["feasible"].all()
     assert serial["goodput_per_gpu"].is_monotonic_decreasing
+
+
+def test_local_cluster_workers_run_one_thread_without_the_profiler():
+    """The workers plan() starts: one task thread, no stack sampler, OpenMP/BLAS capped at one thread."""
+    import dask
+    from dask.distributed import Client
+
+    from scalelab.simulations.serving.planning import local_cluster
+
+    def settings(dask_worker):
+        return (dask.config.get("distributed.worker.profile.enabled"), "profile" in dask_worker.periodic_callbacks,
+                dask_worker.state.nthreads, os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"))
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert list(client.run(settings).values()) == [(False, False, 1, "1", "1")]
+    assert dask.config.get("distributed.worker.profile.enabled")  # this process's settings are left alone
 
 
 @pytest.mark.parametrize("costs, grain", [

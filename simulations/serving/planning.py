@@ -236,17 +236,28 @@ def cost_batches(costs, grain: int) -> list[list[int]]:
     return batches
 
 
+#: Dask settings of the workers :func:`local_cluster` starts. The statistical profiler (a thread
+#: that samples the task thread's stack every 10 ms, holding the GIL to do it) only feeds the
+#: dashboard, which this cluster does not serve. Measured with tools/bench_plan_dask.py's task
+#: records on 63 of the default configurations (load average 8-10): the workers' CPU outside
+#: their tasks, while tasks ran, fell from 3.4 to 1.7 s per worker in about 70 s of tasks.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}  # dotted: the worker applies it with dask.config.set
+
+
 def local_cluster(n_workers: int):
     """The ``LocalCluster`` :func:`plan` starts: ``n_workers`` processes of one thread, no dashboard.
 
     The scheduler still serves its health and metrics routes over HTTP; they go to a free
     port on the loopback interface instead of port 8787, which another cluster on the same
     machine may hold (distributed then warns and falls back to a random port on all interfaces).
+    Each worker runs with :data:`WORKER_CONFIG` (no statistical profiler). Its nanny already
+    caps OpenMP, OpenBLAS and MKL at one thread, and the simulator starts no Numba thread
+    pool, so two workers keep to two cores.
     """
     from dask.distributed import LocalCluster
 
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, config=WORKER_CONFIG)
 
 
 def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
