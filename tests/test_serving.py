@@ -273,20 +273,23 @@ def test_plan_on_dask_equals_serial():
     assert serial["goodput_per_gpu"].is_monotonic_decreasing
 
 
-def test_local_cluster_workers_run_one_thread_without_the_profiler():
-    """The workers plan() starts: one task thread, no stack sampler, OpenMP/BLAS capped at one thread."""
+def test_local_cluster_runs_with_its_settings_and_one_thread_per_worker():
+    """plan()'s cluster: CLUSTER_CONFIG in scheduler and workers, one task thread, OpenMP/BLAS at one thread."""
     import dask
     from dask.distributed import Client
 
-    from scalelab.simulations.serving.planning import local_cluster
+    from scalelab.simulations.serving.planning import CLUSTER_CONFIG, local_cluster
 
     def settings(dask_worker):
-        return (dask.config.get("distributed.worker.profile.enabled"), "profile" in dask_worker.periodic_callbacks,
-                dask_worker.state.nthreads, os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"))
+        return ({k: dask.config.get(k) for k in CLUSTER_CONFIG}, "profile" in dask_worker.periodic_callbacks,
+                dask_worker._tick_interval, dask_worker.state.nthreads, os.environ.get("OMP_NUM_THREADS"),
+                os.environ.get("OPENBLAS_NUM_THREADS"))
 
+    before = {k: dask.config.get(k) for k in CLUSTER_CONFIG}
     with local_cluster(1) as cluster, Client(cluster) as client:
-        assert list(client.run(settings).values()) == [(False, False, 1, "1", "1")]
-    assert dask.config.get("distributed.worker.profile.enabled")  # this process's settings are left alone
+        assert list(client.run(settings).values()) == [(CLUSTER_CONFIG, False, 1.0, 1, "1", "1")]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval) == 1.0
+    assert {k: dask.config.get(k) for k in CLUSTER_CONFIG} == before != CLUSTER_CONFIG  # this process untouched
 
 
 @pytest.mark.parametrize("costs, grain", [

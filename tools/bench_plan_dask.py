@@ -221,9 +221,12 @@ def where_time_went(recs: list[dict], t0: float, t1: float, wall: float, parent_
     # the last record of a worker holds its process CPU up to then: tasks plus everything else it ran
     other = sum(max(r["process_cpu"] for r in recs if r["pid"] == p) for p in pids) - total
     task_wall = sum(r["wall"] for r in recs)
+    # a worker's idle time from the first task's start to the last task's end: waits between its
+    # tasks (scheduler round trips) and, at the end, for the other worker to finish (imbalance)
+    idle = sum((last - first) - sum(r["end"] - r["start"] for r in recs if r["pid"] == p) for p in pids)
     replay = makespan([sum(r["cpu"]) for r in sorted(recs, key=lambda r: r["start"])], len(pids))
     out = (f"    start-up {first - t0:.1f} s, tasks {last - first:.1f} s, gather+close {t1 - last:.1f} s; "
-           f"{len(pids)} workers, {len(recs)} tasks\n"
+           f"{len(pids)} workers, {len(recs)} tasks; workers idle in between {idle:.1f} s (gaps and tail)\n"
            f"    workers: task CPU {total:.1f} s in {task_wall:.1f} s of task wall time; CPU outside tasks "
            f"{other:.1f} s (imports, other threads: on Dask its event loop and monitors); this process {parent_cpu:.1f} s CPU "
            f"(scheduler, nannies, client)\n"
