@@ -14,13 +14,17 @@ workers the same thread CPU as the serial run in the same round (ratio 0.98-1.06
 252 default configurations at load average 9-15), so workers do not oversubscribe their
 cores (one OpenMP/BLAS thread each, no Numba pool) and pay no first-call cost of note. But
 a configuration's CPU time depends on what the *other* core runs: the serial sweep took
-54 s of thread CPU at load average 0.9 and 72-77 s at 9-10. Two workers keep both cores
+54-57 s of thread CPU at load average 0.9-1.3 and 72-77 s at 9-10. Two workers keep both cores
 busy, so replaying CPU times of a serial run on an otherwise idle machine (1.83x) overstates
 what two workers reach; the quiet run measured 40.5-41.6 s against 54-57 s serial (1.33-1.36x),
-which a 1.3x costlier configuration plus Dask's start-up and bookkeeping accounts for. Dask's
+which configurations costing about 1.3x more CPU with both cores busy, plus Dask's start-up
+and bookkeeping, would account for (an inference, not yet measured on a quiet machine: the
+tool's "task CPU / serial CPU" line measures it there; under load both arms pay it). Dask's
 own share: with its default settings an idle 2-worker cluster burns about 6% of the two
-cores (see :data:`CLUSTER_CONFIG`, which cuts it to about 1%), and in a sweep at load 9-12
-the Dask arm took 273 s where two plain worker processes running the same batches took 231 s.
+cores (see :data:`CLUSTER_CONFIG`, which cuts it to about 1%); in two sweeps at load 9-15 its
+workers spent 16-21 s of CPU outside tasks and the scheduler's process 17-21 s (two plain worker
+processes running the same batches: 2-3 s and 0.1 s), and the Dask arm took 273 and 430 s where
+the plain processes took 232 and 411 s.
 
 On Dask the configurations cost 0.03 to 1.1 s of CPU each (a 30-fold range
 over the default space), so the order of the work decides when the last
