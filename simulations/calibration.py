@@ -357,13 +357,16 @@ class CeilingProbe:
 
     Used to measure the ceilings right next to each kernel call (the
     calibration in :mod:`scalelab.simulations.inference`), where allocating and warming
-    fresh buffers every time would cost more than the measurement.
+    fresh buffers every time would cost more than the measurement. ``stream_bytes=None``
+    sizes each read-stream array by :func:`default_stream_bytes`, as the one-off read
+    probe does, so the bytes come from DRAM whatever the last-level cache.
     """
 
     # Defaults make each probe run ~0.1-0.3 s, the order of the kernels it is paired with: on a shared
     # machine a short multi-threaded run loses a larger share to one preempted thread at its final barrier.
-    def __init__(self, *, matmul_n: int = 1536, stream_bytes: int = 128 * 2**20, tile: int = 64, reps: int = 1600,
+    def __init__(self, *, matmul_n: int = 1536, stream_bytes: int | None = None, tile: int = 64, reps: int = 1600,
                  threads: int | None = None, seed: int = 0) -> None:
+        stream_bytes = default_stream_bytes() if stream_bytes is None else stream_bytes
         rng = np.random.default_rng(seed)
         self.threads = threads
         self.a = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)  # (n, n)

@@ -87,3 +87,13 @@ def test_best_read_rate_takes_the_better_pattern(monkeypatch):
     rate = cal.best_read_rate(arrays, 2, 1)
     # two arrays: 2 x nbytes / 0.25 s; four streams: nbytes / 0.1 s (the better)
     assert rate == pytest.approx(max(2 * arrays.x.nbytes / 0.25, arrays.x.nbytes / 0.1))
+
+
+def test_ceiling_probe_sizes_its_stream_like_the_read_probe(monkeypatch):
+    """Without ``stream_bytes`` the probe beside each kernel reads arrays of :func:`default_stream_bytes`."""
+    monkeypatch.setattr(cal, "default_stream_bytes", lambda: 3 * cal.STREAM_ROW * 4)  # small, so the test is quick
+    probe = cal.CeilingProbe(matmul_n=32, tile=16, reps=1, threads=1)
+    assert probe.stream.x.nbytes == probe.stream.y.nbytes == cal.stream_arrays_bytes(3 * cal.STREAM_ROW * 4)
+    explicit = cal.CeilingProbe(matmul_n=32, stream_bytes=2 * cal.STREAM_ROW * 4, tile=16, reps=1, threads=1)
+    assert explicit.stream.x.nbytes == 2 * cal.STREAM_ROW * 4
+    assert all(math.isfinite(v) and v > 0 for v in probe.measure())

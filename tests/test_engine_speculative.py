@@ -203,3 +203,44 @@ def test_cli_engine_run_with_a_draft(capsys):
     assert len(err) == 3
     assert "--spec-k must be an integer >= 1" in err[0] and "vocabulary of 128256" in err[1]
     assert "--draft-noise" in err[2]
+
+
+def test_speculative_iterations_are_logged_as_such_and_the_fit_refuses_them(model, draft, prompts):
+    """Every iteration of an engine with a draft is logged as ``"speculative"`` with its draft lengths.
+
+    Why: such an entry's seconds hold draft steps and a (k + 1)-token verification (and the draft's
+    prefill of the same chunks), which the step-cost fit's iteration vector does not describe.
+    """
+    from scalelab.simulations.serving.fitted import engine_iterations
+    from scalelab.simulations.serving.live import EngineIteration, get_engine_model
+
+    eng = Engine(model, draft=draft, spec_k=3)
+    eng.generate(prompts, max_new_tokens=6, seed=SEEDS)
+    assert eng.batches and all(isinstance(b, EngineIteration) and b.kind == "speculative" for b in eng.batches)
+    decoding = [b for b in eng.batches if b.decode_kv]
+    assert decoding and all(len(b.drafts) == len(b.decode_kv) for b in decoding)
+    assert all(0 <= k <= 3 for b in decoding for k in b.drafts) and max(k for b in decoding for k in b.drafts) == 3
+    assert all(b.drafts == () for b in eng.batches if not b.decode_kv)
+    assert sum(len(b.decode_kv) for b in decoding) == sum(eng.req.decode_steps)  # one entry per step
+    # each step emits at most its drafts + 1 tokens: 5 per request after the prefill's
+    assert sum(k + 1 for b in decoding for k in b.drafts) >= 5 * len(prompts)
+    with pytest.raises(ValueError, match=r"batches\[0\] is an iteration of kind 'speculative'"):
+        engine_iterations(get_engine_model("tiny"), eng.batches)
+    plain = Engine(model)
+    plain.generate(prompts[:1], max_new_tokens=3)
+    assert all(b.kind == "plain" and b.drafts == () for b in plain.batches)
+
+
+def test_tokens_of_one_speculative_step_share_its_timestamp(model, draft):
+    """A step's accepted tokens become available at one instant: distinct times = 1 (prefill) + steps.
+
+    The ITL has one sample per decoding sequence and step, so its weights count steps, not tokens.
+    """
+    w = poisson_workload(50.0, 5, prompt_len=12, output_len=9, seed=1)
+    r = Engine(model, draft=draft, spec_k=3).serve(w)
+    req = r.requests
+    for times, steps in zip(r.token_times, req["decode_steps"]):
+        assert np.all(np.diff(times) >= 0)
+        assert np.unique(times).size == 1 + steps  # the prefill's token, then one instant per step
+    assert (req["decode_steps"] < req["output_tokens"] - 1).any()  # some step emitted more than one token
+    assert r.itl_weights.sum() == req["decode_steps"].sum()

@@ -31,6 +31,7 @@ Results checked (source, value, tolerance):
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -270,6 +271,25 @@ def test_plan_on_dask_equals_serial():
     pd.testing.assert_frame_equal(serial, cluster)
     assert len(serial) == 6 and serial["feasible"].all()
     assert serial["goodput_per_gpu"].is_monotonic_decreasing
+
+
+def test_local_cluster_runs_with_its_settings_and_one_thread_per_worker():
+    """plan()'s cluster: CLUSTER_CONFIG in scheduler and workers, one task thread, OpenMP/BLAS at one thread."""
+    import dask
+    from dask.distributed import Client
+
+    from scalelab.simulations.serving.planning import CLUSTER_CONFIG, local_cluster
+
+    def settings(dask_worker):
+        return ({k: dask.config.get(k) for k in CLUSTER_CONFIG}, "profile" in dask_worker.periodic_callbacks,
+                dask_worker._tick_interval, dask_worker.state.nthreads, os.environ.get("OMP_NUM_THREADS"),
+                os.environ.get("OPENBLAS_NUM_THREADS"))
+
+    before = {k: dask.config.get(k) for k in CLUSTER_CONFIG}
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert list(client.run(settings).values()) == [(CLUSTER_CONFIG, False, 1.0, 1, "1", "1")]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval) == 1.0
+    assert {k: dask.config.get(k) for k in CLUSTER_CONFIG} == before != CLUSTER_CONFIG  # this process untouched
 
 
 @pytest.mark.parametrize("costs, grain", [

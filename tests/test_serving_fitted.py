@@ -171,11 +171,12 @@ def test_engine_logs_what_each_iteration_did():
     assert (X[:, 1] <= 64 + 3).all()  # the token budget holds
     assert (y > 0).all() and len(y) == len(engine.rows)
     # decode step j of a request with prompt p attends to p + j cached tokens
-    kvs = sorted(k for _, _, kv, _ in engine.batches for k in kv)
+    assert all(b.kind == "plain" and b.drafts == () for b in engine.batches)
+    kvs = sorted(k for b in engine.batches for k in b.decode_kv)
     assert kvs == sorted(p.size + j for p in prompts for j in range(5))
     # prefill chunks tile each prompt from offset 0
-    ends = sorted(o + c for cs, os_, _, _ in engine.batches for c, o in zip(cs, os_))
-    starts = sorted(o for cs, os_, _, _ in engine.batches for o in os_)
+    ends = sorted(o + c for b in engine.batches for c, o in zip(b.chunk_tokens, b.chunk_offsets))
+    starts = sorted(o for b in engine.batches for o in b.chunk_offsets)
     assert starts.count(0) == 3 and {100, 10, 40} <= set(ends) and sorted(set(starts) - {0}) == sorted(set(ends) - {100, 10, 40})
 
 

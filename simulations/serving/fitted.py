@@ -108,16 +108,20 @@ class FittedStepCost:
 def engine_iterations(model, batches) -> tuple[np.ndarray, np.ndarray]:
     """Iteration vectors ``X (k, 6)`` and wall seconds ``y (k,)`` from a live engine's ``batches`` log.
 
-    ``batches`` holds ``(chunk_tokens, chunk_offsets, decode_kv, seconds)`` per iteration, as
-    :class:`~simulations.serving.live.Engine` records them.
+    ``batches`` holds ``(chunk_tokens, chunk_offsets, decode_kv, seconds)`` per iteration, or
+    the :class:`~simulations.serving.live.EngineIteration` entries a live engine records. Only
+    plain iterations are accepted: an entry of kind ``"speculative"`` (an engine with a draft
+    model) times draft steps and a multi-token verification together, which the iteration
+    vector does not describe.
 
     Raises
     ------
     TypeError
         ``batches`` not a list or tuple, or an entry that is not a 4-tuple/list of the types above.
     ValueError
-        No iteration; an entry of another length; counts :func:`iteration_aggregates` rejects;
-        seconds that are not finite and > 0. The message names the entry (``batches[i]``).
+        No iteration; an entry of another length; a speculative entry; counts
+        :func:`iteration_aggregates` rejects; seconds that are not finite and > 0. The message
+        names the entry (``batches[i]``).
     """
     m = get_model(model)
     if not isinstance(batches, (list, tuple)):
@@ -131,10 +135,15 @@ def engine_iterations(model, batches) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(entry, (list, tuple)):
             raise TypeError(f"batches[{i}] must be a tuple (chunk_tokens, chunk_offsets, decode_kv, seconds), "
                             f"got {type(entry).__name__}")
-        if len(entry) != 4:
+        kind = getattr(entry, "kind", "plain")
+        if kind != "plain":
+            raise ValueError(f"batches[{i}] is an iteration of kind {kind!r} (an engine with a draft model: draft "
+                             "steps and a multi-token verification in one entry), which the step-cost fit does "
+                             "not model; fit on the iterations of an engine without a draft")
+        if len(entry) != 4 and not hasattr(entry, "kind"):
             raise ValueError(f"batches[{i}] must have 4 entries (chunk_tokens, chunk_offsets, decode_kv, "
                              f"seconds), got {len(entry)}")
-        c, o, kv, t = entry
+        c, o, kv, t = entry[:4]
         try:
             X[i] = iteration_aggregates(m, c, o, kv)
             check_positive(seconds=t)

@@ -53,6 +53,17 @@ corrected token. Design choices:
   of a cumulative-probability boundary. The rule of :func:`~scalelab.kernels.speculative.speculative_generate`
   (one sequence, outside the engine) is the same but its seed stream is not: it has no
   prefill-sampled first token, so the two agree in distribution, not token for token.
+* timing: the tokens one verification step accepts, and its corrected or bonus token, become
+  available together at the end of the step (the engine emits nothing before verifying), so
+  they share one timestamp in ``ServingResult.token_times`` (gaps of zero between them). That
+  is the real behaviour of speculative decoding and is kept. The per-token metrics read
+  accordingly: TPOT averages over tokens (a step that emits three tokens counts its duration
+  once for the three); the inter-token latency (ITL) has one sample per decoding sequence
+  per step, the time between bursts, not between tokens. In the iteration log
+  (``Engine.batches``) such a step is one :class:`EngineIteration` of kind ``"speculative"``,
+  whose seconds hold the draft steps and the verification together; the step-cost fit
+  (:func:`~simulations.serving.fitted.engine_iterations`) refuses them, because it prices a
+  target forward over one token per decoding sequence only.
 
 It lives beside the simulator, not in ``kernels/``, because it composes both: kernels never
 import simulations.
@@ -64,6 +75,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -78,7 +90,7 @@ from scalelab.simulations.serving.metrics import ServingResult
 from scalelab.simulations.serving.schedulers import Disaggregated, make_scheduler
 from scalelab.simulations.serving.workload import Workload
 
-__all__ = ["Engine", "ENGINE_MODELS", "get_engine_model", "DEFAULT_KV_BLOCKS", "compare_latencies"]
+__all__ = ["Engine", "EngineIteration", "ENGINE_MODELS", "get_engine_model", "DEFAULT_KV_BLOCKS", "compare_latencies"]
 
 #: KV blocks of a default engine (1 GiB of float32 cache for the Llama-3.2-1B shape: 1 MiB per block).
 DEFAULT_KV_BLOCKS = 1024
@@ -117,6 +129,28 @@ def _token_seed(request_seed: int, j: int) -> int:
 def _verify_seed(request_seed: int, j: int) -> int:
     """Seed of the acceptance tests of a speculative step that starts at generated token ``j``."""
     return int(np.random.SeedSequence([request_seed, j, 1]).generate_state(1, dtype=np.uint64)[0])
+
+
+class EngineIteration(NamedTuple):
+    """What one iteration of :class:`Engine` did: one entry of its ``batches`` log.
+
+    ``kind`` says what ``seconds`` paid for:
+
+    * ``"plain"``: one forward of the target over the prefill chunks and one token per
+      decoding sequence, and sampling; what :func:`~simulations.serving.fitted.engine_iterations`
+      turns into an iteration vector for the step-cost fit;
+    * ``"speculative"`` (an engine with a draft): also the draft's forward over the same prefill
+      chunks, and for the decoding sequences the whole speculative step (``drafts[i]`` one-token
+      draft steps, one target forward over ``drafts[i] + 1`` tokens each, verification). The
+      fit does not model it and refuses such entries.
+    """
+
+    chunk_tokens: list[int]  # (chunks,) prompt tokens each prefill chunk fed
+    chunk_offsets: list[int]  # (chunks,) cached tokens of each chunk's sequence before it
+    decode_kv: list[int]  # (decoding sequences,) cached tokens of each before the step
+    seconds: float  # wall time of the whole iteration (scheduling included)
+    kind: str = "plain"
+    drafts: tuple[int, ...] = ()  # (decoding sequences,) tokens the draft proposed for each; () when plain
 
 
 @dataclass
@@ -277,7 +311,7 @@ class Engine:
         self.decoding: list[int] = []
         self.rows: list[tuple] = []
         self.itl: list[tuple[float, int]] = []
-        self.batches: list[tuple[list[int], list[int], list[int], float]] = []
+        self.batches: list[EngineIteration] = []
         self._t0 = time.perf_counter()
         self._n_in_system = 0
 
@@ -329,6 +363,7 @@ class Engine:
                                f"(KV cache of {self.cache.n_blocks} blocks)")
         spec = self.draft is not None
         dec_ctx = [req.done[r] for r in dec]  # cached tokens of each decoding sequence before the step
+        drafts = tuple(self._draft_len(r) for r in dec) if spec else ()
         work, kinds = [], []
         for rid, c in chunks:
             lo = req.done[rid]
@@ -380,11 +415,9 @@ class Engine:
         self.decoding.extend(r for r in joined if r not in self.decoding)
         if dec:
             self.itl.append((now - start, len(dec)))
-        # what the iteration did, for fitting a step-cost model (simulations.serving.fitted):
-        # prefill chunks (tokens, offset), decode sequences' cached tokens, wall seconds of the whole step
-        # (with a draft a decode entry stands for a speculative step, which such a fit does not model)
-        self.batches.append(([c for _, c in chunks], [req.done[r] - c for r, c in chunks], dec_ctx,
-                             self._now() - begin))
+        # what the iteration did, for fitting a step-cost model (simulations.serving.fitted)
+        self.batches.append(EngineIteration([c for _, c in chunks], [req.done[r] - c for r, c in chunks], dec_ctx,
+                                            self._now() - begin, "speculative" if spec else "plain", drafts))
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
                           len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
 
@@ -553,6 +586,11 @@ class Engine:
         Prompts are seeded random token ids of the workload's lengths; each request generates
         exactly its ``output_tokens`` (no end-of-sequence token). The engine is warmed up first
         (:meth:`warm_up`); the clock starts at the first arrival.
+
+        The result also holds ``token_times``: per request, the instant each generated token
+        became available (``output_tokens`` entries). With a draft, the tokens of one
+        speculative step share the step's end (see the module docstring), so the ITL samples
+        (one per decoding sequence and step) are times between such bursts.
         """
         if not isinstance(workload, Workload):
             raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")

@@ -6,7 +6,9 @@ Definitions (seconds):
 * TPOT, time per output token after the first: ``(finish - first_token) / (output_tokens - 1)``
   (NaN for one-token outputs);
 * inter-token latency (ITL): the duration of each decode step, one sample per
-  sequence in the step, so its percentiles are over generated tokens;
+  sequence in the step, so its percentiles are over generated tokens; with
+  speculative decoding a step emits its accepted tokens together (at one instant),
+  so the samples are over steps: the time between bursts, not between tokens;
 * end-to-end latency: ``finish - arrival``; queueing delay: ``start - arrival``;
 * goodput: requests per second that meet both ``slo_ttft`` and ``slo_tpot``
   (DistServe's definition: Zhong et al. 2024, "DistServe", OSDI, Section 2),

@@ -8,6 +8,24 @@ Dask ``LocalCluster`` by default (2 worker processes, one thread each), on an
 existing cluster given its scheduler address, or serially with ``None``. Each
 simulation is deterministic, so every way returns the same table.
 
+Where a 2-worker sweep's time goes (tools/bench_plan_dask.py records every task's CPU
+time in its worker; CPU clocks hold on a shared machine): each configuration costs the
+workers the same thread CPU as the serial run in the same round (ratio 0.98-1.06 over the
+252 default configurations at load average 9-15), so workers do not oversubscribe their
+cores (one OpenMP/BLAS thread each, no Numba pool) and pay no first-call cost of note. But
+a configuration's CPU time depends on what the *other* core runs: the serial sweep took
+54-57 s of thread CPU at load average 0.9-1.3 and 72-77 s at 9-10. Two workers keep both cores
+busy, so replaying CPU times of a serial run on an otherwise idle machine (1.83x) overstates
+what two workers reach; the quiet run measured 40.5-41.6 s against 54-57 s serial (1.33-1.36x),
+which configurations costing about 1.3x more CPU with both cores busy, plus Dask's start-up
+and bookkeeping, would account for (an inference, not yet measured on a quiet machine: the
+tool's "task CPU / serial CPU" line measures it there; under load both arms pay it). Dask's
+own share: with its default settings an idle 2-worker cluster burns about 6% of the two
+cores (see :data:`CLUSTER_CONFIG`, which cuts it to about 1%); in two sweeps at load 9-15 its
+workers spent 16-21 s of CPU outside tasks and the scheduler's process 17-21 s (two plain worker
+processes running the same batches: 2-3 s and 0.1 s), and the Dask arm took 273 and 430 s where
+the plain processes took 232 and 411 s.
+
 On Dask the configurations cost 0.03 to 1.1 s of CPU each (a 30-fold range
 over the default space), so the order of the work decides when the last
 worker finishes. :func:`estimated_cost` predicts each one's cost from the
@@ -236,17 +254,44 @@ def cost_batches(costs, grain: int) -> list[list[int]]:
     return batches
 
 
+#: Dask settings of the cluster :func:`local_cluster` starts (scheduler and nannies in this process,
+#: workers in theirs); they only thin out bookkeeping that serves a dashboard this cluster does not
+#: have. Each server's event-loop "tick" (a responsiveness probe) runs every 1 s, not every 20 ms;
+#: memory monitors (nanny and worker) every 1 s, not 100 ms (spill and pause thresholds still hold,
+#: checked ten times less often); the system monitor every 2 s, not 0.5 s; and workers run no
+#: statistical profiler (a thread that samples the task thread's stack every 10 ms, holding the GIL).
+#: Measured with tools/plan_cluster_idle.py (CPU clocks, so valid on a busy machine; load average
+#: 9-15): an idle 2-worker cluster burned 25-38 ms of CPU per second in each worker and 49-61 ms/s in
+#: this process with the defaults (about 6% of two cores), 5-6 and 12-14 ms/s with these settings.
+#: During a sweep (tools/bench_plan_dask.py's task records, 63 configurations) the profiler alone
+#: took a further 1.7 s of worker CPU per 70 s of tasks. Over the full default sweep (load 5-15), the
+#: workers' CPU outside tasks plus the scheduler process's CPU fell from 33-42 s (273-430 s runs,
+#: profiler already off) to 8-11 s (118-237 s runs), imports (about 2 s) included.
+CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.profile.enabled": False,
+}
+
+
 def local_cluster(n_workers: int):
     """The ``LocalCluster`` :func:`plan` starts: ``n_workers`` processes of one thread, no dashboard.
 
     The scheduler still serves its health and metrics routes over HTTP; they go to a free
     port on the loopback interface instead of port 8787, which another cluster on the same
     machine may hold (distributed then warns and falls back to a random port on all interfaces).
+    Scheduler, nannies and workers run with :data:`CLUSTER_CONFIG` (set while they start; each
+    nanny hands its settings to its worker process). Nannies already cap OpenMP, OpenBLAS and
+    MKL at one thread per worker, and the simulator starts no Numba thread pool, so two workers
+    keep to two cores.
     """
+    import dask
     from dask.distributed import LocalCluster
 
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    with dask.config.set(CLUSTER_CONFIG):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 def _run_dask(configs, args, address: str, n_workers: int, progress: bool,
