@@ -75,3 +75,11 @@ def test_losses_whose_fitted_coefficients_overflow_are_named_without_warnings(tm
     assert main(["scaling", "fit", str(path), "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "diverged" in err
+
+
+@pytest.mark.parametrize("bad, shown", [(np.nan, "row 1 is nan"), (-5.0, "row 1 is -5.0"), ("lots", "row 1 is 'lots'")])
+def test_a_bad_runs_cell_is_shown_as_typed(bad, shown):
+    runs = pd.DataFrame({"N": [1e8, bad, 4e8], "D": [1e9, 2e9, 4e9], "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(ValueError, match=shown) as info:
+        sc.read_runs(runs)
+    assert "np.float64" not in str(info.value)
