@@ -206,8 +206,10 @@ def training_energy(
         mwh = hours * power * pue / 1e6
         tco2e = mwh * carbon  # MWh x kg/kWh = t
     if not all(math.isfinite(v) for v in (hours, mwh, tco2e)):
+        given = (f"flops {show(flops)} at mfu {show(mfu)}" if flops is not None
+                 else f"gpu_hours {show(hours)} at {show(power)} W and pue {show(pue)}")
         raise ValueError(f"the run overflows float64 (gpu_hours {show(hours)}, MWh {show(mwh)}): "
-                         f"flops {show(flops)} at mfu {show(mfu)} is outside any physical run")
+                         f"{given} is outside any physical run")
     return EnergyEstimate(gpu_hours=hours, mwh=mwh, tco2e=tco2e)
 
 

@@ -46,11 +46,15 @@ def _resolve_grid(init_grid) -> np.ndarray:
 
 
 def _theta_to_params(theta: np.ndarray) -> np.ndarray:
-    """``(..., 5)`` ``(a, b, e, alpha, beta)`` -> ``(..., 5)`` ``(E, A, B, alpha, beta)``."""
+    """``(..., 5)`` ``(a, b, e, alpha, beta)`` -> ``(..., 5)`` ``(E, A, B, alpha, beta)``.
+
+    A log-coefficient above ~709 gives ``inf`` (without a RuntimeWarning); callers reject it.
+    """
     theta = np.asarray(theta)
-    return np.stack(
-        [np.exp(theta[..., 2]), np.exp(theta[..., 0]), np.exp(theta[..., 1]), theta[..., 3], theta[..., 4]], axis=-1
-    )
+    with np.errstate(over="ignore"):
+        return np.stack(
+            [np.exp(theta[..., 2]), np.exp(theta[..., 0]), np.exp(theta[..., 1]), theta[..., 3], theta[..., 4]], axis=-1
+        )
 
 
 #: Starts kept for the tight polish after the first L-BFGS pass over the grid.
@@ -263,6 +267,11 @@ def fit_scaling_law(runs, *, n_bootstrap: int = 1000, seed: int = 0, init_grid=N
     theta, objective = minimize_over_grid(log_n, log_d, log_loss, grid, threads=threads)
     check_converged(theta, objective, log_n, log_d, log_loss)
     params = _theta_to_params(theta)
+    if not np.all(np.isfinite(params)):
+        raise NotConvergedError(
+            f"the fit diverged: E, A, B = {params[0]:g}, {params[1]:g}, {params[2]:g} leave the float64 range "
+            f"(runs' loss up to {float(np.exp(log_loss.max())):g}: the law cannot describe these runs)"
+        )
     if not (params[3] > 0 and params[4] > 0):
         raise ValueError(
             f"the best fit has alpha = {params[3]:.3g}, beta = {params[4]:.3g}; both must be > 0: the runs do not "

@@ -18,6 +18,7 @@ import pandas as pd
 
 from scalelab.simulations.checks import as_positive_array as _positive
 from scalelab.simulations.checks import check_int as _check_int
+from scalelab.simulations.checks import show
 from scalelab.simulations.scaling_laws import TRAINING_FLOPS_PER_PARAM_TOKEN, get_law
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -94,7 +95,9 @@ def read_runs(runs) -> pd.DataFrame:
         bad = ~(np.isfinite(num) & (num > 0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"runs column {col.name!r} must be positive and finite; row {i} is {col.iloc[i]!r}")
+            value = col.iloc[i]  # a NumPy scalar, or the text of a cell that is not a number
+            shown = repr(value) if isinstance(value, str) else show(value)
+            raise ValueError(f"runs column {col.name!r} must be positive and finite; row {i} is {shown}")
         values[key] = num
     with np.errstate(over="ignore", under="ignore"):
         if "C" in values:

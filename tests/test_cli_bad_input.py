@@ -37,6 +37,7 @@ def _one_line_error(capsys) -> str:
     err = captured.err
     assert err.count("\n") == 1, err
     assert "Traceback" not in err and "Error:" not in err.split(":", 1)[0]
+    assert "PosixPath" not in err and "np.float64" not in err  # paths and numbers as the user typed them
     return err
 
 
@@ -134,6 +135,23 @@ def test_closed_pipe_exits_quietly():
     proc.wait(timeout=120)
     assert err == "", err
     assert proc.returncode == EXIT_BROKEN_PIPE
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["energy", "train", "--flops", "1e24", "--mfu", "1e-300"], ["overflows float64", "mfu 1e-300"]),  # once "never"
+    (["energy", "train", "--gpu-hours", "1e308", "--pue", "2"], ["overflows float64", "gpu_hours 1e+308 at"]),
+])
+def test_results_past_the_float64_range_are_one_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_missing_runs_file_is_named_as_typed(tmp_path, capsys):
+    missing = tmp_path / "no_such_runs.csv"
+    assert main(["scaling", "fit", str(missing)]) == 2
+    assert str(missing) in _one_line_error(capsys)
 
 
 def test_prompt_plus_gen_over_the_bound_is_one_line(capsys):

@@ -13,7 +13,7 @@ import textwrap
 _INNER = textwrap.dedent(r'''
     import numpy as np
     from hypothesis import given, settings, HealthCheck, strategies as st
-    from scalelab.kernels import attention as A, moe, sampling as S
+    from scalelab.kernels import attention as A, moe, recurrent as R, sampling as S, speculative as SP
 
     settings.register_profile("fuzz", max_examples=int(__import__("sys").argv[1]), deadline=None, derandomize=True,
                               suppress_health_check=list(HealthCheck))
@@ -29,6 +29,10 @@ _INNER = textwrap.dedent(r'''
         if poison is not None and a.size:
             a.flat[draw(st.integers(0, a.size - 1))] = poison
         return a
+
+    def sizes(data, *bounds):
+        """One drawn integer per ``(lo, hi)`` pair."""
+        return tuple(data.draw(st.integers(lo, hi)) for lo, hi in bounds)
 
     def outcome(f, *args, **kw):
         try:
@@ -173,8 +177,7 @@ _INNER = textwrap.dedent(r'''
     @given(st.data())
     def fuzz_moe_layer(data):
         dt = data.draw(st.sampled_from([np.float32, np.float64]))
-        T, d, E, F = (data.draw(st.integers(0, 6)), data.draw(st.integers(1, 5)), data.draw(st.integers(1, 4)),
-                      data.draw(st.integers(1, 4)))
+        T, d, E, F = sizes(data, (0, 6), (1, 5), (1, 4), (1, 4))
         x = arr(data.draw, (T, d), dt)
         rw, w1, w3 = arr(data.draw, (d, E), dt), arr(data.draw, (E, d, F), dt), arr(data.draw, (E, d, F), dt)
         w2 = arr(data.draw, (E, F, d), data.draw(st.sampled_from([dt, dt, np.float16])))
@@ -183,7 +186,123 @@ _INNER = textwrap.dedent(r'''
         same(outcome(moe.moe_layer, x, rw, w1, w3, w2, top_k, capacity=cap),
              outcome(moe.moe_layer_ref, x, rw, w1, w3, w2, top_k, capacity=cap), 1e-3, nan_where_ref=True)
 
-    for f in (fuzz_attention, fuzz_decode, fuzz_sampling, fuzz_moe, fuzz_route, fuzz_unpermute, fuzz_moe_layer):
+    @few
+    @given(st.data())
+    def fuzz_recurrent(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        nb, L, d, N = sizes(data, (0, 2), (0, 6), (0, 5), (1, 3))
+        x, delta = arr(data.draw, (nb, L, d), dt), np.abs(arr(data.draw, (nb, L, d), dt))
+        A_ = -np.abs(arr(data.draw, (d, N), dt)) * data.draw(st.sampled_from([1, 1, 1, -1]))  # sometimes A > 0
+        Bm, Cm, Dv = arr(data.draw, (nb, L, N), dt), arr(data.draw, (nb, L, N), dt), arr(data.draw, (d,), dt)
+        state = data.draw(st.sampled_from([None, "given"]))
+        state = None if state is None else arr(data.draw, (nb, d, N), dt)
+        chunk = data.draw(st.sampled_from([None, None, 1, 3, 0, -1, 1.5]))
+        out = outcome(R.mamba_scan, x, delta, A_, Bm, Cm, Dv, state, chunk=chunk)
+        ref = outcome(R.mamba_scan_ref, x, delta, A_, Bm, Cm, Dv, state)
+        if chunk in (0, -1, 1.5) and not isinstance(ref, Exception):
+            assert isinstance(out, ValueError), out
+        else:
+            same(out if isinstance(out, Exception) else out[0], ref if isinstance(ref, Exception) else ref[0], 1e-4)
+            if not isinstance(out, Exception):
+                same(out[1], ref[1], 1e-4)
+        if L:  # one decode step on the first token, state updated in place by both
+            s1 = np.zeros((nb, d, N), dt) if state is None else np.array(state)
+            s2 = np.array(s1)
+            out = outcome(R.mamba_step, x[:, 0], delta[:, 0], A_, Bm[:, 0], Cm[:, 0], Dv, s1)
+            ref = outcome(R.mamba_step_ref, x[:, 0], delta[:, 0], A_, Bm[:, 0], Cm[:, 0], Dv, s2)
+            same(out, ref, 1e-4)
+            if not isinstance(out, Exception):
+                same(s1, s2, 1e-4)
+        H, K, V = sizes(data, (0, 2), (0, 4), (0, 4))
+        r, k = arr(data.draw, (nb, L, H, K), dt), arr(data.draw, (nb, L, H, K), dt)
+        v, u = arr(data.draw, (nb, L, H, V), dt), arr(data.draw, (H, K), dt)
+        with np.errstate(invalid="ignore"):  # inf % 1 is NaN: a poisoned decay stays poisoned
+            w = np.abs(arr(data.draw, (nb, L, H, K), dt)) % dt(1) * data.draw(st.sampled_from([1, 1, 1, 2]))
+        state = data.draw(st.sampled_from([None, "given"]))
+        state = None if state is None else arr(data.draw, (nb, H, K, V), dt)
+        ref = outcome(R.rwkv_wkv_ref, r, k, v, w, u, state)
+        for f in (R.rwkv_wkv, R.rwkv_wkv_loop):
+            out = outcome(f, r, k, v, w, u, state)
+            same(out if isinstance(out, Exception) else out[0], ref if isinstance(ref, Exception) else ref[0], 1e-4)
+            if not isinstance(out, Exception):
+                same(out[1], ref[1], 1e-4)
+        if L:
+            s1 = np.zeros((nb, H, K, V), dt) if state is None else np.array(state)
+            s2 = np.array(s1)
+            same(outcome(R.rwkv_step, r[:, 0], k[:, 0], v[:, 0], w[:, 0], u, s1),
+                 outcome(R.rwkv_step_ref, r[:, 0], k[:, 0], v[:, 0], w[:, 0], u, s2), 1e-4)
+            same(s1, s2, 1e-4)
+
+    @few
+    @given(st.data())
+    def fuzz_speculative(data):
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        B, k, V = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3)), data.draw(st.integers(1, 6))
+        logits = arr(data.draw, (B * (2 * k + 1), V), dt)
+        probs = outcome(SP.filtered_probs, logits, temperature=data.draw(st.sampled_from([0.0, 0.8, 1e39])),
+                        top_k=data.draw(st.sampled_from([0, 2, -1])))
+        if isinstance(probs, Exception):
+            return
+        assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=-1), 1.0)
+        probs = probs.astype(dt)
+        if data.draw(st.booleans()) and probs.size:  # a non-distribution
+            probs.flat[data.draw(st.integers(0, probs.size - 1))] = data.draw(st.sampled_from([-0.5, np.nan, 3.0]))
+        q, p = probs[:B * k].reshape(B, k, V), probs[B * k:].reshape(B, k + 1, V)
+        tokens = np.array(data.draw(st.lists(st.integers(-1, V), min_size=B * k, max_size=B * k)),
+                          np.int64).reshape(B, k)
+        seed = data.draw(st.sampled_from([0, 7, -1, 2**64, np.arange(B)]))
+        out, ref = (outcome(f, q, p, tokens, seed) for f in (SP.speculative_verify, SP.speculative_verify_ref))
+        if isinstance(out, Exception) or isinstance(ref, Exception):
+            assert type(out) is type(ref), (out, ref)
+            return
+        np.testing.assert_array_equal(out[0], ref[0])
+        np.testing.assert_array_equal(out[1], ref[1])
+        assert ((out[0] >= 0) & (out[0] <= k)).all() and (out[1] < V).all()
+
+    INTS = st.sampled_from([0, 1, 3, -1, 2**63, 2**64, True, 1.5, np.uint64(2**64 - 1)])
+
+    @few
+    @given(st.data())
+    def fuzz_helpers(data):
+        # sampling: the seeded uniforms and the best-of-N scores
+        seeds = data.draw(st.lists(INTS, min_size=0, max_size=3))
+        u = outcome(S.row_uniform, np.array(seeds) if seeds else np.zeros(0, np.uint64), data.draw(INTS))
+        if not isinstance(u, Exception):
+            assert ((0 <= u) & (u < 1)).all(), u
+        N, T = data.draw(st.integers(0, 3)), data.draw(st.integers(1, 5))
+        lp = -np.abs(arr(data.draw, (N, T), data.draw(st.sampled_from([np.float32, np.float64]))))
+        lengths = np.array(data.draw(st.lists(st.integers(-1, T + 1), min_size=N, max_size=N)), np.int64)
+        got = outcome(S.sequence_logprob, lp, lengths)
+        if not isinstance(got, Exception):
+            want = [lp[i, :lengths[i]].astype(np.float64).sum() / lengths[i] for i in range(N)]
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+            assert outcome(S.best_of_n, lp, lengths) == int(np.argmax(got))
+        # moe: capacity from a factor (ceil of a positive capacity, at least 1) and the dense SwiGLU
+        T, k, E = data.draw(INTS), data.draw(INTS), data.draw(INTS)
+        factor = data.draw(st.sampled_from([1.0, 1.25, 1e-12, 0.0, -1.0, np.nan, np.inf, 1e308, "1"]))
+        cap = outcome(moe.capacity_from_factor, T, k, E, factor)
+        if not isinstance(cap, Exception):
+            want = factor * T * k / E
+            assert type(cap) is int and cap >= 1 and cap - 1 < want * (1 + 1e-12) <= cap * (1 + 1e-12), (cap, want)
+        dt = data.draw(st.sampled_from([np.float32, np.float64]))
+        Tn, d, F = data.draw(st.integers(0, 4)), data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+        x, w1, w3, w2 = arr(data.draw, (Tn, d), dt), arr(data.draw, (d, F), dt), arr(data.draw, (d, F), dt), \
+            arr(data.draw, (F, d), data.draw(st.sampled_from([dt, dt, np.float16])))
+        got = outcome(moe.swiglu_ffn, x, w1, w3, w2)
+        if not isinstance(got, Exception):
+            x64, h = x.astype(np.float64), x.astype(np.float64) @ w1
+            with np.errstate(all="ignore"):
+                want = (h / (1 + np.exp(-h)) * (x64 @ w3)) @ w2
+            same(got, want, 1e-4, nan_where_ref=True)
+        # attention napkin math: an exact non-negative count or a named error
+        for f, args in ((A.attention_flops, (data.draw(INTS), data.draw(INTS), data.draw(INTS))),
+                        (A.kv_bytes_read, (np.array([data.draw(st.sampled_from([0, 5, -5, 2**62]))]), data.draw(INTS),
+                                           data.draw(INTS)))):
+            got = outcome(f, *args)
+            assert isinstance(got, Exception) or (type(got) is int and got >= 0), (f.__name__, args, got)
+
+    for f in (fuzz_attention, fuzz_decode, fuzz_sampling, fuzz_moe, fuzz_route, fuzz_unpermute, fuzz_moe_layer,
+              fuzz_recurrent, fuzz_speculative, fuzz_helpers):
         f()
     print("ok")
 ''')

@@ -56,3 +56,30 @@ def test_runs_whose_compute_overflows_are_named_without_warnings(tmp_path, capsy
     assert main(["scaling", "fit", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeWarning" not in err
+
+
+def test_losses_whose_fitted_coefficients_overflow_are_named_without_warnings(tmp_path, capsys):
+    import warnings
+
+    # losses near 1e300: the best log-coefficient passes 709, so exp() of it is inf (once a
+    # RuntimeWarning on stderr and an 'inf' law)
+    n = np.geomspace(1e6, 1e10, 12)
+    d = np.geomspace(1e8, 1e13, 12)[np.random.default_rng(0).permutation(12)]
+    runs = _runs(n, d, np.geomspace(1e300, 1e250, 12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(sc.NotConvergedError, match="float64 range"):
+            sc.fit_scaling_law(runs, n_bootstrap=0)
+    path = tmp_path / "huge_loss.csv"
+    runs.to_csv(path, index=False)
+    assert main(["scaling", "fit", str(path), "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diverged" in err
+
+
+@pytest.mark.parametrize("bad, shown", [(np.nan, "row 1 is nan"), (-5.0, "row 1 is -5.0"), ("lots", "row 1 is 'lots'")])
+def test_a_bad_runs_cell_is_shown_as_typed(bad, shown):
+    runs = pd.DataFrame({"N": [1e8, bad, 4e8], "D": [1e9, 2e9, 4e9], "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(ValueError, match=shown) as info:
+        sc.read_runs(runs)
+    assert "np.float64" not in str(info.value)
