@@ -40,7 +40,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from scalelab.kernels._vecmath import VECTOR_BYTES
+from scalelab.kernels._vecmath import CACHE_LINE_BYTES, VECTOR_BYTES
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
            "dot_tile_nt_2x1", "dot_tile_nt_2x4",
@@ -442,10 +442,6 @@ row_max = row_max_for()
 
 
 # ------------------------------------------------------------------ software prefetch
-
-#: Bytes per cache line the prefetch steps by (x86-64 and most ARM cores use 64).
-CACHE_LINE_BYTES = 64
-
 
 @intrinsic
 def prefetch_row(typingctx, X, r):

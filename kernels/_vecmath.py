@@ -31,7 +31,7 @@ name                           what it guarantees
 ``log_1_to_4``                 float64 ``log(s)`` for ``1 <= s < 4``, truncation < 3e-17 (the log-sum-exp)
 ``horner``                     the polynomial steps the series above share, inlined with the caller's flags
 ``max_and_bad``                one pass: max ignoring NaN and the count of NaN/+inf
-``prefetch_row``               cache hint for a 1-D row, one ``llvm.prefetch`` per 64-byte line;
+``prefetch_span``              cache hint for a 1-D span, one ``llvm.prefetch`` per 64-byte line;
                                no effect on results
 =============================  ===============================================================
 
@@ -79,7 +79,7 @@ from numba.extending import intrinsic, overload
 __all__ = [
     "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "vector_bytes_for", "bits_as_f32", "bits_as_f64",
     "exp2_f32_clamped", "exp2_nonpositive", "EXP2_F32_COEFFS", "exp2_nonpositive_with", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
-    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad", "prefetch_row",
+    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad", "prefetch_span",
 ]
 
 # ------------------------------------------------------------------ fast-math flag sets
@@ -436,7 +436,7 @@ def _prefetch(typingctx, a, i, write):
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
+                                            "llvm.prefetch.p0")
         ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
         builder.call(fn, [ptr, ir.Constant(i32, write.literal_value), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
@@ -445,7 +445,7 @@ def _prefetch(typingctx, a, i, write):
 
 
 @njit(inline="always")
-def prefetch_row(a, write):
+def prefetch_span(a, write):
     """Ask the cache to fetch every line of the 1-D array ``a`` (``write=1`` if it will be stored to).
 
     A hint only (no fault, no effect on any value): for loops that walk rows

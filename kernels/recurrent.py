@@ -92,7 +92,7 @@ Variants, in rising sophistication, and why each is faster
    walks ``x``, ``delta`` and ``y`` in rows ``D`` elements apart, a stride the
    hardware prefetcher does not follow across pages, so every token began
    with a miss to DRAM; the kernel hints the rows ``SCAN_PREFETCH`` tokens
-   ahead (``prefetch_row``): a further 1.1-1.15x (bitwise equal; 2 and 8
+   ahead (``prefetch_span``): a further 1.1-1.15x (bitwise equal; 2 and 8
    tokens ahead did no better). Checking ``x`` and ``delta`` inside the
    kernel instead of in a pass of their own: 1.05-1.15x more. The inner
    loops index 1-D row views (``delta[b, t, d0:d0 + nd]``); with the 3-D indices written inside them
@@ -157,10 +157,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from scalelab.kernels._common import check_float_array
+from scalelab.kernels._common import check_float_array, check_int
 from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
 from scalelab.kernels.attention import LOG2E
-from scalelab.kernels._vecmath import EXP2_F32_COEFFS, FASTMATH_INF_SAFE, exp2_nonpositive_with, prefetch_row
+from scalelab.kernels._vecmath import EXP2_F32_COEFFS, FASTMATH_INF_SAFE, exp2_nonpositive_with, prefetch_span
 
 __all__ = [
     "mamba_scan",
@@ -246,15 +246,21 @@ def rwkv_step_ref(r, k, v, w, u, state):
 
 def mamba_scan_bytes(batch, seq_len, d_inner, d_state, itemsize=4):
     """Bytes a selective scan must move: read ``x``, ``delta``, ``B``, ``C``; write ``y``; state in and out."""
-    tokens = int(batch) * int(seq_len)
-    return int(itemsize) * (3 * tokens * int(d_inner) + 2 * tokens * int(d_state)
-                            + 2 * int(batch) * int(d_inner) * int(d_state))
+    batch, seq_len, d_inner, d_state = (check_int(n, v, lo=0) for n, v in
+                                        (("batch", batch), ("seq_len", seq_len), ("d_inner", d_inner),
+                                         ("d_state", d_state)))
+    itemsize = check_int("itemsize", itemsize, lo=1)
+    tokens = batch * seq_len
+    return itemsize * (3 * tokens * d_inner + 2 * tokens * d_state + 2 * batch * d_inner * d_state)
 
 
 def rwkv_wkv_flops(batch, seq_len, n_heads, head_k, head_v=None):
     """FLOPs of the token-by-token WKV recurrence: ``y = r S`` (2KV) and ``S = w S + k^T v`` (3KV) per token and head."""
-    head_v = head_k if head_v is None else head_v
-    return 5 * int(batch) * int(seq_len) * int(n_heads) * int(head_k) * int(head_v)
+    batch, seq_len, n_heads, head_k = (check_int(n, v, lo=0) for n, v in
+                                       (("batch", batch), ("seq_len", seq_len), ("n_heads", n_heads),
+                                        ("head_k", head_k)))
+    head_v = head_k if head_v is None else check_int("head_v", head_v, lo=0)
+    return 5 * batch * seq_len * n_heads * head_k * head_v
 
 
 # --------------------------------------------------------------------------- validation
@@ -394,9 +400,9 @@ def _scan_block(x, delta, A2t, Bm, C, Dv, y, b, d0, nd, t0, t1, h, dsum, dx, acc
         dsum[j] = 0
     for t in range(t0, t1):
         if t + SCAN_PREFETCH < t1:  # rows SCAN_PREFETCH tokens ahead lie D elements apart: hint them
-            prefetch_row(delta[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
-            prefetch_row(x[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
-            prefetch_row(y[b, t + SCAN_PREFETCH, d0:d0 + nd], 1)
+            prefetch_span(delta[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
+            prefetch_span(x[b, t + SCAN_PREFETCH, d0:d0 + nd], 0)
+            prefetch_span(y[b, t + SCAN_PREFETCH, d0:d0 + nd], 1)
         dl = delta[b, t, d0:d0 + nd]  # (nd,) row views: with 3-D indices inside, the loops did not vectorise
         xr = x[b, t, d0:d0 + nd]
         for j in range(nd):
@@ -560,8 +566,8 @@ def mamba_scan(x, delta, A, B, C, D, state=None, *, chunk=None):
     nb, L, d = x.shape
     if chunk is None:
         chunk = _scan_chunk(L, d)
-    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    else:
+        chunk = min(check_int("chunk", chunk, lo=1), max(L, 1))  # one chunk past L; no overflow in the kernel
     out_state = np.zeros((nb, d, A.shape[1]), dtype=dtype) if state is None else state.astype(dtype, copy=True)
     if L == 0 or d == 0:
         return np.zeros(x.shape, dtype=dtype), out_state

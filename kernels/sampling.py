@@ -227,7 +227,11 @@ def top_k_ref(logits, k):
 def logprobs_ref(logits, tokens, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
     """Log-probability of ``tokens`` under the reference-filtered distribution (float64)."""
     x2, squeeze, t, k, p, mp = _ref_rows(logits, temperature, top_k, top_p, min_p)
-    tok = np.atleast_1d(np.asarray(tokens))
+    tok = np.atleast_1d(check_int_array("tokens", tokens))
+    if tok.shape != (x2.shape[0],):
+        raise ValueError(f"tokens must hold one id per row ({x2.shape[0]}), got shape {np.shape(tokens)}")
+    if tok.size and (tok.min() < 0 or tok.max() >= x2.shape[1]):
+        raise ValueError(f"tokens must be in [0, {x2.shape[1]}), got ids from {tok.min()} to {tok.max()}")
     out = np.empty(x2.shape[0])
     for r in range(x2.shape[0]):
         if t[r] == 0.0:

@@ -196,11 +196,11 @@ _INNER = textwrap.dedent(r'''
         Bm, Cm, Dv = arr(data.draw, (nb, L, N), dt), arr(data.draw, (nb, L, N), dt), arr(data.draw, (d,), dt)
         state = data.draw(st.sampled_from([None, "given"]))
         state = None if state is None else arr(data.draw, (nb, d, N), dt)
-        chunk = data.draw(st.sampled_from([None, None, 1, 3, 0, -1, 1.5]))
+        chunk = data.draw(st.sampled_from([None, None, 1, 3, 2**62, 0, -1, 2**70, 1.5]))
         out = outcome(R.mamba_scan, x, delta, A_, Bm, Cm, Dv, state, chunk=chunk)
         ref = outcome(R.mamba_scan_ref, x, delta, A_, Bm, Cm, Dv, state)
-        if chunk in (0, -1, 1.5) and not isinstance(ref, Exception):
-            assert isinstance(out, ValueError), out
+        if chunk in (0, -1, 2**70, 1.5) and not isinstance(ref, Exception):
+            assert isinstance(out, TypeError if chunk == 1.5 else ValueError), out
         else:
             same(out if isinstance(out, Exception) else out[0], ref if isinstance(ref, Exception) else ref[0], 1e-4)
             if not isinstance(out, Exception):

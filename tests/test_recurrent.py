@@ -18,6 +18,8 @@ from scalelab.kernels.recurrent import (
     rwkv_wkv,
     rwkv_wkv_loop,
     rwkv_wkv_ref,
+    mamba_scan_bytes,
+    rwkv_wkv_flops,
 )
 
 #: Error bound, relative to max |reference|: float32 kernels measure ~3e-7 on these shapes
@@ -284,3 +286,28 @@ def test_mamba_scan_finds_a_single_bad_value_anywhere(where, chunk):
         with pytest.raises(ValueError, match=msg):
             mamba_scan(*bad, state=state, chunk=chunk)
     np.testing.assert_array_equal(state, 0)
+
+
+def test_mamba_scan_chunk_is_validated_and_any_large_chunk_is_one_chunk():
+    args = mamba_inputs(1, 9, 4, 3)
+    y, s = mamba_scan(*args, chunk=9)
+    for big in (10, 2**62, 2**63 - 1):  # past the sequence: one chunk, no overflow in the chunk count
+        yb, sb = mamba_scan(*args, chunk=big)
+        np.testing.assert_array_equal(yb, y)
+        np.testing.assert_array_equal(sb, s)
+    for bad, err in ((2**70, ValueError), (0, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)):
+        with pytest.raises(err, match="chunk"):
+            mamba_scan(*args, chunk=bad)
+
+
+@pytest.mark.parametrize("fn", [mamba_scan_bytes, rwkv_wkv_flops])
+def test_cost_counters_reject_bad_sizes(fn):
+    assert fn(2, 3, 4, 5) > 0 and fn(0, 3, 4, 5) == 0
+    for i in range(4):
+        for bad, err in ((-1, ValueError), ("3", TypeError), (1.5, TypeError), (True, TypeError)):
+            sizes = [2, 3, 4, 5]
+            sizes[i] = bad
+            with pytest.raises(err):
+                fn(*sizes)
+    assert mamba_scan_bytes(1, 1, 1, 1, itemsize=4) == 4 * (3 + 2 + 2)
+    assert rwkv_wkv_flops(1, 2, 3, 4, 5) == 5 * 2 * 3 * 4 * 5

@@ -487,3 +487,12 @@ def test_sequence_logprob_names_a_huge_uint64_length_as_given(value):
     # cast to int64 first, 2**64 - 1 used to be reported as -1
     with pytest.raises(ValueError, match=rf"got {value}\)"):
         S.sequence_logprob(np.zeros((1, 3)), np.array([value], np.uint64))
+
+
+def test_logprobs_ref_checks_token_ids():
+    x = np.linspace(-1, 1, 10)[None, :].repeat(2, axis=0)
+    np.testing.assert_allclose(S.logprobs_ref(x, [9, 0]), np.log(np.exp(x[0]) / np.exp(x[0]).sum())[[9, 0]])
+    for bad, err in (([10, 0], ValueError), ([0, -1], ValueError), ([0], ValueError),
+                     (np.array([2**63, 0], np.uint64), ValueError), ([0.0, 1.0], TypeError), ([True, False], TypeError)):
+        with pytest.raises(err, match="tokens"):
+            S.logprobs_ref(x, bad)
