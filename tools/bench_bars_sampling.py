@@ -8,11 +8,15 @@ ratios of peers timed in the same process.
 spread of ``sample`` over the logit-distribution family (``FAMILY`` x ``FAMILY_FILTERS`` of the
 asv module) at B in {1, 32} and V in {128256, 256000}: the median time of every member, all
 members interleaved in one process, and the slowest / fastest ratio against the 2x bar.
+``--baseline OLD.py`` times an older copy of the kernel module in the same round-robin
+(``git show main:kernels/sampling.py > /tmp/old_sampling.py``); ``--shapes 1:256000`` picks shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,14 +94,29 @@ def measure_bars(reps=9, threads=2):
 FAMILY_BAR = 2.0
 
 
-def measure_family(reps=21, threads=1, shapes=((1, 128256), (1, 256000), (32, 128256), (32, 256000))):
+def _load_baseline(path):
+    """A copy of an older ``kernels/sampling.py`` (e.g. ``git show main:kernels/sampling.py``) as a module."""
+    spec = importlib.util.spec_from_file_location("sampling_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # Numba's cache finds the module of a cached function by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def measure_family(reps=21, threads=1, shapes=((1, 128256), (1, 256000), (32, 128256), (32, 256000)),
+                   baseline=None):
     """Print ``sample``'s median time over the distribution family and its max / min ratio at each (B, V).
 
     Every (distribution, filter) member is timed in one round-robin (:func:`_interleaved`), so
     a burst of load on the shared machine slows all members alike and the ratio survives it.
-    Returns ``{(B, V): max / min}``.
+    With ``baseline`` (the path of an older copy of the kernel module) that version's calls join
+    the same round-robin and its table and ratio are printed beside ours.
+    Returns ``{(B, V): max / min}`` (ours).
     """
     numba.set_num_threads(threads)
+    versions = {"": S}
+    if baseline:
+        versions = {"baseline ": _load_baseline(baseline), "": S}
     ratios = {}
     for B, V in shapes:
         seeds = np.arange(B)
@@ -105,19 +124,24 @@ def measure_family(reps=21, threads=1, shapes=((1, 128256), (1, 256000), (32, 12
         for dist in FAMILY:
             x = family_logits(dist, B, V)
             for filt, kw in FAMILY_FILTERS.items():
-                fns[dist, filt] = lambda x=x, kw=kw: S.sample(x, seed=seeds, **kw)
+                for tag, mod in versions.items():
+                    fns[tag, dist, filt] = lambda x=x, kw=kw, mod=mod: mod.sample(x, seed=seeds, **kw)
         for f in fns.values():
             f()  # compile / warm the workspace
-        med = {k: v[0] for k, v in _interleaved(fns, reps, block=2).items()}
-        print(f"B={B} V={V} threads={threads}: median ms of {reps} interleaved calls")
-        print(f"  {'dist':10s}" + "".join(f"{f:>16s}" for f in FAMILY_FILTERS))
-        for dist in FAMILY:
-            print(f"  {dist:10s}" + "".join(f"{med[dist, f] * 1e3:16.3f}" for f in FAMILY_FILTERS))
-        hi, lo = max(med, key=med.get), min(med, key=med.get)
-        ratios[B, V] = med[hi] / med[lo]
-        verdict = "meets" if ratios[B, V] <= FAMILY_BAR else "MISSES"
-        print(f"  max {hi} {med[hi] * 1e3:.3f} ms / min {lo} {med[lo] * 1e3:.3f} ms = {ratios[B, V]:.2f}x "
-              f"({verdict} the {FAMILY_BAR:g}x bar)")
+        allmed = {k: v[0] for k, v in _interleaved(fns, reps, block=2).items()}
+        for tag in versions:
+            med = {k[1:]: v for k, v in allmed.items() if k[0] == tag}
+            print(f"{tag}B={B} V={V} threads={threads}: median ms of {reps} interleaved calls "
+                  f"(load average {os.getloadavg()[0]:.1f})")
+            print(f"  {'dist':10s}" + "".join(f"{f:>16s}" for f in FAMILY_FILTERS))
+            for dist in FAMILY:
+                print(f"  {dist:10s}" + "".join(f"{med[dist, f] * 1e3:16.3f}" for f in FAMILY_FILTERS))
+            hi, lo = max(med, key=med.get), min(med, key=med.get)
+            ratio = med[hi] / med[lo]
+            verdict = "meets" if ratio <= FAMILY_BAR else "MISSES"
+            print(f"  max {hi} {med[hi] * 1e3:.3f} ms / min {lo} {med[lo] * 1e3:.3f} ms = {ratio:.2f}x "
+                  f"({verdict} the {FAMILY_BAR:g}x bar)")
+        ratios[B, V] = ratio
     return ratios
 
 
@@ -126,8 +150,14 @@ if __name__ == "__main__":
     ap.add_argument("--family", action="store_true", help="the distribution-family spread of sample()")
     ap.add_argument("--threads", type=int, default=None, help="Numba threads (family: 1, peers: 2)")
     ap.add_argument("--reps", type=int, default=None, help="interleaved rounds")
+    ap.add_argument("--baseline", default=None,
+                    help="family: also time this copy of an older kernels/sampling.py in the same round-robin")
+    ap.add_argument("--shapes", default=None, help="family: B:V pairs, e.g. 1:256000,32:128256")
     args = ap.parse_args()
     if args.family:
-        measure_family(reps=args.reps or 21, threads=args.threads or 1)
+        shapes = ((1, 128256), (1, 256000), (32, 128256), (32, 256000))
+        if args.shapes:
+            shapes = tuple(tuple(int(v) for v in pair.split(":")) for pair in args.shapes.split(","))
+        measure_family(reps=args.reps or 21, threads=args.threads or 1, shapes=shapes, baseline=args.baseline)
     else:
         measure_bars(reps=args.reps or 9, threads=args.threads or 2)
