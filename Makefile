@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 # all deselects exits 5 (pytest's "no tests"), which fails only if both do.
 # Any other non-zero code of either phase is make's exit code; phase 2 is
 # skipped when phase 1 did not get to run its tests (usage error, interrupt).
-TEST_WORKERS ?= auto  # 0: one process, no xdist workers
+# TEST_WORKERS=0 runs phase 1 in one process (no xdist workers).
+TEST_WORKERS ?= auto
 
 test: $(STAMP)
 	@rc1=0; rc2=0; \
