@@ -16,8 +16,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# Two phases, one command. First every test except those marked `exclusive`,
+# spread over TEST_WORKERS processes (pytest-xdist; a test file stays on one
+# worker, so its module fixtures are built once). Then the exclusive ones (the
+# regression gate's proof: real asv timings) alone, so no other test shares the
+# machine with them. PYTEST_ARGS goes to both; a phase whose tests PYTEST_ARGS
+# all deselects exits 5 (pytest's "no tests"), which fails only if both do.
+# Any other non-zero code of either phase is make's exit code; phase 2 is
+# skipped when phase 1 did not get to run its tests (usage error, interrupt).
+# TEST_WORKERS=0 runs phase 1 in one process (no xdist workers).
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@rc1=0; rc2=0; \
+	echo "make test, phase 1 of 2: all but the exclusive tests, $(TEST_WORKERS) workers"; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --exclusive=skip $(PYTEST_ARGS) || rc1=$$?; \
+	case $$rc1 in 0|1|5) \
+		echo "make test, phase 2 of 2: the exclusive tests alone (phase 1 exited $$rc1)"; \
+		$(BIN)/python -m pytest --exclusive=only $(PYTEST_ARGS) || rc2=$$?;; \
+	esac; \
+	for rc in $$rc1 $$rc2; do \
+		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
+	done; \
+	if [ $$rc1 -eq 5 ] && [ $$rc2 -eq 5 ]; then exit 5; fi
 
 # Only the slow tests (the regression gate's proof: real asv runs in a
 # temporary clone, a few minutes). `make test` runs them too; pass

@@ -475,6 +475,7 @@ def _run_gate(clone, base, head, *extra, bench="gate_probe"):
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # real asv timings: nothing else may run meanwhile
 @pytest.mark.timeout(GATE_TIMEOUT_S + 300)  # the gate run, plus cloning and committing
 def test_gate_exits_1_and_confirms_slowdowns_of_real_kernels(gate_clone):
     clone, shas = gate_clone
@@ -498,6 +499,7 @@ def test_gate_exits_1_and_confirms_slowdowns_of_real_kernels(gate_clone):
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # real asv timings: nothing else may run meanwhile
 @pytest.mark.timeout(GATE_TIMEOUT_S + 300)
 def test_gate_exits_0_on_an_unchanged_revision(gate_clone):
     clone, shas = gate_clone
@@ -510,6 +512,7 @@ def test_gate_exits_0_on_an_unchanged_revision(gate_clone):
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # shares the timing tests' clone and asv environment (module fixture)
 @pytest.mark.timeout(GATE_TIMEOUT_S + 300)
 def test_gate_exits_2_when_the_benchmark_breaks(gate_clone):
     clone, shas = gate_clone
