@@ -9,22 +9,18 @@ existing cluster given its scheduler address, or serially with ``None``. Each
 simulation is deterministic, so every way returns the same table.
 
 Where a 2-worker sweep's time goes (tools/bench_plan_dask.py records every task's CPU
-time in its worker; CPU clocks hold on a shared machine): each configuration costs the
-workers the same thread CPU as the serial run in the same round (ratio 0.98-1.06 over the
-252 default configurations at load average 9-15), so workers do not oversubscribe their
-cores (one OpenMP/BLAS thread each, no Numba pool) and pay no first-call cost of note. But
-a configuration's CPU time depends on what the *other* core runs: the serial sweep took
-54-57 s of thread CPU at load average 0.9-1.3 and 72-77 s at 9-10. Two workers keep both cores
-busy, so replaying CPU times of a serial run on an otherwise idle machine (1.83x) overstates
-what two workers reach; the quiet run measured 40.5-41.6 s against 54-57 s serial (1.33-1.36x),
-which configurations costing about 1.3x more CPU with both cores busy, plus Dask's start-up
-and bookkeeping, would account for (an inference, not yet measured on a quiet machine: the
-tool's "task CPU / serial CPU" line measures it there; under load both arms pay it). Dask's
-own share: with its default settings an idle 2-worker cluster burns about 6% of the two
-cores (see :data:`CLUSTER_CONFIG`, which cuts it to about 1%); in two sweeps at load 9-15 its
-workers spent 16-21 s of CPU outside tasks and the scheduler's process 17-21 s (two plain worker
-processes running the same batches: 2-3 s and 0.1 s), and the Dask arm took 273 and 430 s where
-the plain processes took 232 and 411 s.
+time in its worker): on a quiet machine (load average 1.0-1.8, AMD EPYC Zen 3, 2 cores) each
+configuration cost the workers the same thread CPU as the serial run of the same round (ratio
+0.998-1.001 over the 252 default configurations), so workers neither oversubscribe their cores
+(one OpenMP/BLAS thread each, no Numba pool) nor pay a first-call cost of note. The serial
+sweep took 68.1-71.3 s, Dask 38.1-41.0 s (1.74-1.79x): its tasks' CPU split over two workers
+is 33.9-35.5 s, start-up 2.5-3.8 s, gather and close under 1 s. Two plain worker processes
+running the same batches took 35.4 s (1.92-2.01x), so Dask's own cost is about 4 s a sweep.
+Before :data:`CLUSTER_CONFIG` an idle 2-worker cluster burned about 6% of the two cores (now
+about 1%), and in two sweeps at load 9-15 its workers spent 16-21 s of CPU outside tasks and
+the scheduler's process 17-21 s (plain worker processes: 2-3 s and 0.1 s). A configuration's
+CPU time varies from run to run with the machine's state (the serial sweep took 54-57 s at
+the previous quiet measurement and 72-77 s at load 9-10), so compare arms within one run.
 
 On Dask the configurations cost 0.03 to 1.1 s of CPU each (a 30-fold range
 over the default space), so the order of the work decides when the last
