@@ -40,7 +40,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from scalelab.kernels._vecmath import CACHE_LINE_BYTES, VECTOR_BYTES
+from scalelab.kernels._vecmath import CACHE_LINE_BYTES, VECTOR_BYTES, emit_prefetch
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
            "dot_tile_nt_2x1", "dot_tile_nt_2x4",
@@ -460,7 +460,6 @@ def prefetch_row(typingctx, X, r):
         isz = context.get_abi_sizeof(fty)
         intp = context.get_value_type(types.intp)
         i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
         arr = context.make_array(aty)(context, builder, args[0])
         row = context.cast(builder, args[1], sig.args[1], types.intp)
         ld = _row_stride(context, builder, arr, isz)
@@ -469,12 +468,8 @@ def prefetch_row(typingctx, X, r):
         nbytes = builder.mul(ncols, ir.Constant(intp, isz))
         nlines = builder.sdiv(builder.add(nbytes, ir.Constant(intp, CACHE_LINE_BYTES - 1)),
                               ir.Constant(intp, CACHE_LINE_BYTES))
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
         with cgutils.for_range(builder, nlines) as loop:
-            ptr = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, CACHE_LINE_BYTES))])
-            # read, keep in all cache levels (locality 3), data cache
-            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            emit_prefetch(builder, builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, CACHE_LINE_BYTES))]), 0)
         return context.get_dummy_value()
 
     return types.void(X, r), codegen

@@ -33,6 +33,8 @@ name                           what it guarantees
 ``max_and_bad``                one pass: max ignoring NaN and the count of NaN/+inf
 ``prefetch_span``              cache hint for a 1-D span, one ``llvm.prefetch`` per 64-byte line;
                                no effect on results
+``emit_prefetch``              the one ``llvm.prefetch`` call, for intrinsics' code generation
+                               (``prefetch_span`` here, ``_tiles.prefetch_row``)
 =============================  ===============================================================
 
 The three float64 exponentials stay separate on purpose: they differ in range,
@@ -79,7 +81,7 @@ from numba.extending import intrinsic, overload
 __all__ = [
     "FASTMATH_INF_SAFE", "FASTMATH_INF_SAFE_UNFUSED", "FASTMATH_EXACT_DIV", "VECTOR_BYTES", "vector_bytes_for", "bits_as_f32", "bits_as_f64",
     "exp2_f32_clamped", "exp2_nonpositive", "EXP2_F32_COEFFS", "exp2_nonpositive_with", "exp_f32_split", "exp_neg_near_zero", "exp_neg_1ulp",
-    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad", "prefetch_span",
+    "exp_nonpositive_clamped", "horner", "log_1_to_4", "max_and_bad", "prefetch_span", "emit_prefetch",
 ]
 
 # ------------------------------------------------------------------ fast-math flag sets
@@ -215,29 +217,29 @@ _I127 = np.int32(127)
 _I23 = np.int32(23)
 
 
-@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def exp2_f32_clamped(x):
-    """2**x for float32 x <= 0; exactly 0 for x <= -127 (so -inf -> 0)."""
-    x = max(x, _EXP2_MIN)
-    n = np.floor(x)
-    f = x - n  # [0, 1)
-    p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
-    return p * bits_as_f32((np.int32(n) + _I127) << _I23)  # n = -127 gives +0.0
-
-
-#: ``exp2_f32_clamped``'s clamp and polynomial, lowest degree first, as one tuple
+#: The float32 ``2**x`` clamp and polynomial, lowest degree first, as one tuple
 #: for :func:`exp2_nonpositive_with` (a run-time argument keeps them in registers).
 EXP2_F32_COEFFS = (_EXP2_MIN, _P0, _P1, _P2, _P3, _P4, _P5, _P6)
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, inline="always")
 def _exp2_f32_clamped_with(x, k):
-    """:func:`exp2_f32_clamped` with its constants ``k = EXP2_F32_COEFFS`` passed in (bitwise equal)."""
+    """``2**x`` for float32 ``x <= 0`` with the constants ``k = EXP2_F32_COEFFS`` (clamp, then ``P0..P6``)."""
     x = max(x, k[0])
     n = np.floor(x)
     f = x - n  # [0, 1)
     p = ((((((k[7] * f + k[6]) * f + k[5]) * f + k[4]) * f + k[3]) * f + k[2]) * f + k[1])
-    return p * bits_as_f32((np.int32(n) + _I127) << _I23)
+    return p * bits_as_f32((np.int32(n) + _I127) << _I23)  # n = -127 gives +0.0
+
+
+@njit(fastmath=FASTMATH_INF_SAFE, cache=True)
+def exp2_f32_clamped(x):
+    """2**x for float32 x <= 0; exactly 0 for x <= -127 (so -inf -> 0).
+
+    The constants are compile-time here; loops that want them held in
+    registers pass ``EXP2_F32_COEFFS`` to :func:`exp2_nonpositive_with` instead.
+    """
+    return _exp2_f32_clamped_with(x, EXP2_F32_COEFFS)
 
 
 def exp2_nonpositive_with(x, k):  # dispatched by type in the overload below
@@ -424,6 +426,20 @@ def max_and_bad(typingctx, a):
 CACHE_LINE_BYTES = 64
 
 
+def emit_prefetch(builder, ptr, write: int) -> None:
+    """Emit one ``llvm.prefetch`` of the line holding ``ptr`` (an ``i8*``) in intrinsic codegen.
+
+    ``write`` is 0 (the line will be read) or 1 (written); the hint keeps the
+    line in all cache levels (locality 3) of the data cache. Shared by
+    :func:`_prefetch` here and ``_tiles.prefetch_row``.
+    """
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(builder.module,
+                                        ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                                        "llvm.prefetch.p0")
+    builder.call(fn, [ptr, ir.Constant(i32, write), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+
 @intrinsic
 def _prefetch(typingctx, a, i, write):
     """``llvm.prefetch`` of the line holding ``a[i]`` (1-D array; ``write`` a literal 0 or 1; keep in all levels)."""
@@ -433,12 +449,8 @@ def _prefetch(typingctx, a, i, write):
 
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
-        builder.call(fn, [ptr, ir.Constant(i32, write.literal_value), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(8).as_pointer())
+        emit_prefetch(builder, ptr, write.literal_value)
         return context.get_dummy_value()
 
     return types.none(a, i, write), codegen
