@@ -278,6 +278,9 @@ def test_environment_is_single_threaded_and_leaves_openblas_tuning_alone(tmp_pat
     assert env["OPENBLAS_CORETYPE"] == "Zen"
     assert "NUMBA_CACHE_DIR" not in env  # set per revision by sitecustomize instead
     assert env["ASV_PYTHONPATH"] == str(tmp_path / "site")
+    assert "SCALELAB_NUMBA_CACHE_SEED" not in env
+    seeded = regress.gate_environment(tmp_path / "cache", tmp_path / "site", seed_commit="a" * 40)
+    assert seeded["SCALELAB_NUMBA_CACHE_SEED"] == "a" * 40
 
 
 def test_sitecustomize_gives_each_revision_its_own_numba_cache(tmp_path):
@@ -298,6 +301,42 @@ def test_sitecustomize_gives_each_revision_its_own_numba_cache(tmp_path):
     assert seen["b" * 40] == str(tmp_path / "c" / ("b" * 40))
 
 
+def test_sitecustomize_seeds_a_new_revision_cache_from_the_base_only(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(regress._SITECUSTOMIZE)
+    root = tmp_path / "c"
+    base, head, other = "a" * 40, "b" * 40, "d" * 40
+    (root / base / "k").mkdir(parents=True)
+    (root / base / "k" / "f.nbi").write_text("base index")
+
+    def start(commit, seed):
+        env = dict(os.environ, PYTHONPATH=str(site), SCALELAB_NUMBA_CACHE_ROOT=str(root), ASV_COMMIT=commit)
+        env.pop("NUMBA_CACHE_DIR", None)
+        env.pop("SCALELAB_NUMBA_CACHE_SEED", None)
+        if seed:
+            env["SCALELAB_NUMBA_CACHE_SEED"] = seed
+        return subprocess.run([sys.executable, "-c", "import os; print(os.environ['NUMBA_CACHE_DIR'])"],
+                              env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert start(head, base) == str(root / head)
+    assert (root / head / "k" / "f.nbi").read_text() == "base index"  # copied before numba starts
+    # an existing directory is never overwritten: the head's own entries survive
+    (root / head / "k" / "f.nbi").write_text("head index")
+    (root / base / "k" / "g.nbi").write_text("new base entry")
+    start(head, base)
+    assert (root / head / "k" / "f.nbi").read_text() == "head index"
+    assert not (root / head / "k" / "g.nbi").exists()
+    # without a seed (or with a seed that does not exist) a revision starts empty
+    start(other, None)
+    assert not (root / other).exists()
+    start(other, "e" * 40)
+    assert not (root / other).exists()
+    # the base itself is never seeded from itself, and no temporary copy is left behind
+    start(base, base)
+    assert sorted(p.name for p in root.iterdir()) == sorted([base, head])
+
+
 def test_continuous_command_interleaves_and_pins_the_machine():
     cmd = regress.asv_continuous_command("b" * 40, "h" * 40, factor=1.3, bench="gate_probe",
                                          machine="m1", rounds=2, repeat=20)
@@ -306,6 +345,7 @@ def test_continuous_command_interleaves_and_pins_the_machine():
     assert "rounds=2" in cmd and "repeat=20" in cmd
     assert cmd[cmd.index("--machine") + 1] == "m1"
     assert cmd[cmd.index("--bench") + 1] == "gate_probe"
+    assert cmd[cmd.index("--launch-method") + 1] == "forkserver"
 
 
 # ------------------------------------------------------------------- the CLI
