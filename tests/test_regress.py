@@ -319,9 +319,14 @@ def test_sitecustomize_seeds_a_new_revision_cache_from_the_base_only(tmp_path):
         return subprocess.run([sys.executable, "-c", "import os; print(os.environ['NUMBA_CACHE_DIR'])"],
                               env=env, capture_output=True, text=True, check=True).stdout.strip()
 
+    (root / base / "k" / "f.nbc").write_text("base code")
+    # asv's discovery creates the head's directory (numba makes it on import) before any round
+    (root / head / "k").mkdir(parents=True)
+    (root / head / "k" / "f.nbc").write_text("head code")
     assert start(head, base) == str(root / head)
     assert (root / head / "k" / "f.nbi").read_text() == "base index"  # copied before numba starts
-    # an existing directory is never overwritten: the head's own entries survive
+    assert (root / head / "k" / "f.nbc").read_text() == "head code"  # an existing file is never replaced
+    # once the head has an index file of its own, nothing more is copied
     (root / head / "k" / "f.nbi").write_text("head index")
     (root / base / "k" / "g.nbi").write_text("new base entry")
     start(head, base)
@@ -335,6 +340,7 @@ def test_sitecustomize_seeds_a_new_revision_cache_from_the_base_only(tmp_path):
     # the base itself is never seeded from itself, and no temporary copy is left behind
     start(base, base)
     assert sorted(p.name for p in root.iterdir()) == sorted([base, head])
+    assert sorted(p.name for p in (root / head / "k").iterdir()) == ["f.nbc", "f.nbi"]
 
 
 def test_continuous_command_interleaves_and_pins_the_machine():

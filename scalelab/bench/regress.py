@@ -113,15 +113,19 @@ SINGLE_THREAD_ENV = {
 # Runs first in every Python process asv starts (it is on ASV_PYTHONPATH) and
 # points Numba's on-disk cache at a directory owned by the installed revision.
 #
-# The first process of a revision other than the seed (the base) starts from a
-# copy of the seed's directory. That is safe because every cached scalelab
-# function is stamped with the SHA-256 of its source file and of the kernel
-# modules compiled into it (numba's own stamp and kernels/_cache_stamp.py): an
-# entry whose source differs in this revision is stale and recompiled, and an
-# entry that loads is the machine code this revision's identical source
-# compiles to. So a pull request's head compiles only what it changed. The copy
-# goes to a temporary name and is renamed into place, so a process never sees a
-# half-copied directory.
+# A revision other than the seed (the base) starts from the seed's entries: the
+# first process that finds no index file (``*.nbi``) in its revision's directory
+# copies in every file of the seed's directory it does not have. (asv's
+# discovery imports the suite with the head installed before any round, which
+# creates the directory empty, so "no index file yet" is the test, not "no
+# directory".) That is safe because every cached scalelab function is stamped
+# with the SHA-256 of its source file and of the kernel modules compiled into
+# it (numba's own stamp and kernels/_cache_stamp.py): an entry whose source
+# differs in this revision is stale and recompiled, and an entry that loads is
+# the machine code this revision's identical source compiles to. So a pull
+# request's head compiles only what it changed. Each file is copied under a
+# temporary name and renamed into place, so no process reads a half-copied one,
+# and an existing file is never replaced.
 _SITECUSTOMIZE = '''\
 import os as _os
 _root = _os.environ.get("SCALELAB_NUMBA_CACHE_ROOT")
@@ -129,19 +133,27 @@ _commit = _os.environ.get("ASV_COMMIT")
 if _root and _commit:
     _dir = _os.path.join(_root, _commit)
     _seed = _os.path.join(_root, _os.environ.get("SCALELAB_NUMBA_CACHE_SEED") or _commit)
-    if _seed != _dir and _os.path.isdir(_seed) and not _os.path.isdir(_dir):
+
+    def _has_index(top):
+        return any(f.endswith(".nbi") for _, _, fs in _os.walk(top) for f in fs)
+
+    if _seed != _dir and _os.path.isdir(_seed) and not _has_index(_dir):
         import shutil as _shutil
-        import tempfile as _tempfile
-        _tmp = _tempfile.mkdtemp(prefix=".seed-", dir=_root)
-        try:
-            _shutil.copytree(_seed, _os.path.join(_tmp, "c"))
-            _os.rename(_os.path.join(_tmp, "c"), _dir)
-        except OSError:
-            pass  # another process placed it first, or no space: numba compiles as usual
-        _shutil.rmtree(_tmp, ignore_errors=True)
-        del _shutil, _tempfile, _tmp
+        for _top, _, _files in _os.walk(_seed):
+            _dst = _os.path.join(_dir, _os.path.relpath(_top, _seed))
+            try:
+                _os.makedirs(_dst, exist_ok=True)
+                for _f in _files:
+                    _target = _os.path.join(_dst, _f)
+                    if not _os.path.exists(_target):
+                        _tmp = _os.path.join(_dst, ".seed-%d-%s" % (_os.getpid(), _f))
+                        _shutil.copy2(_os.path.join(_top, _f), _tmp)
+                        _os.replace(_tmp, _target)
+            except OSError:
+                pass  # no space or a race: numba compiles what is missing, as usual
+        del _shutil
     _os.environ["NUMBA_CACHE_DIR"] = _dir
-    del _dir, _seed
+    del _dir, _seed, _has_index
 del _os, _root, _commit
 '''
 
