@@ -39,11 +39,11 @@ Noise control (see ``docs/regression-gate.md``):
   processes through ``ASV_PYTHONPATH``) that sets
   ``NUMBA_CACHE_DIR=<root>/<ASV_COMMIT>`` at interpreter start-up, before
   anything imports Numba. asv exports ``ASV_COMMIT`` for the revision whose
-  wheel is installed. The head's directory starts as a copy of the base's
-  (made by its first process): every cached function's stamp is the SHA-256 of
-  its source and of the kernel modules compiled into it, so head loads base's
-  machine code only where its source is identical and recompiles what the pull
-  request changed. Nothing from an earlier run (or from ``~/.cache``) is reused.
+  wheel is installed. The head's directory starts from the base's entries
+  (copied in by head's first process that finds no index file there): every
+  cached function's stamp is the SHA-256 of its source and of the kernel
+  modules compiled into it, so head loads base's machine code only where its
+  source is identical and recompiles what the pull request changed. Nothing from an earlier run (or from ``~/.cache``) is reused.
 * Benchmarks warm every Numba kernel in ``setup()`` (project rule), so
   compilation never lands in a timed sample.
 
