@@ -43,7 +43,8 @@ Noise control (see ``docs/regression-gate.md``):
   (copied in by head's first process that finds no index file there): every
   cached function's stamp is the SHA-256 of its source and of the kernel
   modules compiled into it, so head loads base's machine code only where its
-  source is identical and recompiles what the pull request changed. Nothing from an earlier run (or from ``~/.cache``) is reused.
+  source is identical and recompiles what the pull request changed. Nothing
+  from an earlier run (or from ``~/.cache``) is reused.
 * Benchmarks warm every Numba kernel in ``setup()`` (project rule), so
   compilation never lands in a timed sample.
 
