@@ -22,9 +22,11 @@ The Numba kernels' results do not depend on this choice: each is bitwise
 independent of its thread count (the tests check it). OpenBLAS's ``sgemm`` is
 not: with 1 and 2 threads its float32 products differ in the last bit on
 some elements (measured here: 68% of a model's logits, by at most 2.4e-6),
-as they already do between batch sizes. A model step's thread count is a
-function of that step's work alone, so a run is reproducible; which requests
-share a step moves logits by an ulp, never the kernels' own results.
+as they do between batch sizes. That is why the model's products with its
+weights go through :func:`~scalelab.kernels.linear.linear` (one summation
+order per row), so its logits depend neither on this budget nor on which
+requests share a step. BLAS remains in :func:`~scalelab.kernels.moe.moe_layer`
+and ``swiglu_ffn`` (kernels timed on their own) and in the NumPy peers.
 """
 
 from __future__ import annotations

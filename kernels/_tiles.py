@@ -43,9 +43,9 @@ from numba.extending import intrinsic
 from scalelab.kernels._vecmath import CACHE_LINE_BYTES, VECTOR_BYTES, emit_prefetch
 
 __all__ = ["TILE_ROWS", "TILE_ROW_BYTES", "VECTOR_BYTES", "dot_tile_nt_for", "dot_tile_nt_1x1", "dot_tile_nt_1x4",
-           "dot_tile_nt_2x1", "dot_tile_nt_2x4",
-           "dot_tile_nt_4x1", "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "prefetch_row", "row_max",
-           "row_max_for", "row_sum", "row_sum_for"]
+           "dot_tile_nt_2x1", "dot_tile_nt_2x4", "dot_tile_nt_4x1", "mm_row_rescale_add", "mm_row_store",
+           "mm_tile_for", "mm_tile_store", "mm_tile_rescale_add", "prefetch_row", "row_max", "row_max_for", "row_sum",
+           "row_sum_for"]
 
 #: Rows of A (and C) per tile.
 TILE_ROWS = 4
@@ -55,8 +55,8 @@ _VECTORS = 2
 TILE_ROW_BYTES = _VECTORS * VECTOR_BYTES
 
 
-def _tile_codegen(rescale, vector_bytes):
-    """Build the IR for a TILE_ROWS x (_VECTORS * lanes) tile; ``rescale`` selects the update."""
+def _tile_codegen(rescale, vector_bytes, rows=TILE_ROWS):
+    """Build the IR for a ``rows`` x (_VECTORS * lanes) tile; ``rescale`` selects the update."""
 
     def codegen(context, builder, sig, args):
         a_val, i_val, b_val, kb_val, jb_val, c_val, jc_val, k_val = args[:8]
@@ -97,23 +97,23 @@ def _tile_codegen(rescale, vector_bytes):
 
         # Accumulators live in allocas of the entry block; mem2reg keeps them in registers.
         accs = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in range(_VECTORS)]
-                for _ in range(TILE_ROWS)]
+                for _ in range(rows)]
         a_rows = [builder.gep(A.data, [builder.mul(builder.add(i, const(r)), lda)])
-                  for r in range(TILE_ROWS)]
+                  for r in range(rows)]
         b_first = builder.gep(B.data, [builder.add(builder.mul(kb, ldb), jb)])
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
             b_row = builder.gep(b_first, [builder.mul(k, ldb)])
             bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(c * lanes)]), vptr), align=isz)
                   for c in range(_VECTORS)]
-            for r in range(TILE_ROWS):
+            for r in range(rows):
                 a = splat(builder.load(builder.gep(a_rows[r], [k])))
                 for c in range(_VECTORS):
                     builder.store(builder.call(fma, [a, bs[c], builder.load(accs[r][c])]), accs[r][c])
 
         if rescale:
             alpha = context.make_array(sig.args[8])(context, builder, args[8])
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             row = builder.add(i, const(r))
             c_row = builder.gep(C.data, [builder.add(builder.mul(row, ldc), jc)])
             if rescale:
@@ -141,17 +141,19 @@ def _same_float_c2d(*arrays):
 _MM_TILES = {}
 
 
-def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES):
+def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES, rows=TILE_ROWS):
     """The register-tile intrinsic at a given vector width (``mm_tile_store`` or, with ``rescale``,
-    ``mm_tile_rescale_add``); the tile is ``2 * vector_bytes // itemsize`` columns wide.
+    ``mm_tile_rescale_add``); the tile is ``rows`` rows by ``2 * vector_bytes // itemsize`` columns.
 
     ``vector_bytes`` defaults to the target's register width; other widths are
     correct on any CPU (LLVM splits wider vectors), which is how the tests
-    cover every width on one machine.
+    cover every width on one machine. ``rows`` (default ``TILE_ROWS``) is the
+    number of rows of A and C; each output element is the same chain of FMAs
+    whatever the tile's height or width (lanes own columns, rows own rows).
     """
-    key = (rescale, vector_bytes)
+    key = (rescale, vector_bytes, rows)
     if key not in _MM_TILES:
-        codegen = _tile_codegen(rescale, vector_bytes)
+        codegen = _tile_codegen(rescale, vector_bytes, rows)
         if rescale:
             def typer(typingctx, A, i, B, kb, jb, C, jc, K, alpha):
                 """C[i+r, jc+c] = alpha[i+r] * C[i+r, jc+c] + sum_{k<K} A[i+r, k] * B[kb+k, jb+c]."""
@@ -165,7 +167,8 @@ def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES):
                 if not _same_float_c2d(A, B, C):
                     return None
                 return types.void(A, i, B, kb, jb, C, jc, K), codegen
-        typer.__name__ = f"mm_tile_{'rescale_add' if rescale else 'store'}_{vector_bytes}B"
+        typer.__name__ = (f"mm_tile_{'rescale_add' if rescale else 'store'}_{vector_bytes}B"
+                          + ("" if rows == TILE_ROWS else f"_{rows}rows"))
         _MM_TILES[key] = intrinsic(typer)
     return _MM_TILES[key]
 
@@ -173,6 +176,9 @@ def mm_tile_for(rescale, vector_bytes=VECTOR_BYTES):
 #: Host-width tiles (the prefill kernel and the compiled-loop ceiling of the calibration).
 mm_tile_store = mm_tile_for(False)
 mm_tile_rescale_add = mm_tile_for(True)
+#: One-row host-width tiles (a linear layer's rows past the last whole tile).
+mm_row_store = mm_tile_for(False, rows=1)
+mm_row_rescale_add = mm_tile_for(True, rows=1)
 
 
 # ------------------------------------------------------------------ dot products in a fixed lane order

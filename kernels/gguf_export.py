@@ -80,19 +80,19 @@ def gguf_tensors(model: LlamaModel) -> Iterator[tuple[str, np.ndarray]]:
     yield "token_embd.weight", model.embed  # (V, d)
     for i, L in enumerate(model.layers):
         p = f"blk.{i}."
-        wqkv = L["wqkv"]  # (d, (Hq + 2 Hkv) D)
+        wqkv = L["wqkv"].unpack()  # (d, (Hq + 2 Hkv) D)
         yield p + "attn_norm.weight", L["ln1"]
         yield p + "attn_q.weight", rope_rows_to_interleaved(wqkv[:, :Hq * D].T, Hq)  # (Hq D, d)
         yield p + "attn_k.weight", rope_rows_to_interleaved(wqkv[:, Hq * D:(Hq + Hkv) * D].T, Hkv)  # (Hkv D, d)
         yield p + "attn_v.weight", rows(wqkv[:, (Hq + Hkv) * D:])  # (Hkv D, d)
-        yield p + "attn_output.weight", rows(L["wo"])  # (d, Hq D)
+        yield p + "attn_output.weight", rows(L["wo"].unpack())  # (d, Hq D)
         yield p + "ffn_norm.weight", L["ln2"]
-        yield p + "ffn_gate.weight", rows(L["w1"])  # (F, d)
-        yield p + "ffn_up.weight", rows(L["w3"])  # (F, d)
-        yield p + "ffn_down.weight", rows(L["w2"])  # (d, F)
+        yield p + "ffn_gate.weight", rows(L["w1"].unpack())  # (F, d)
+        yield p + "ffn_up.weight", rows(L["w3"].unpack())  # (F, d)
+        yield p + "ffn_down.weight", rows(L["w2"].unpack())  # (d, F)
     yield "output_norm.weight", model.norm
     if not c.tie_embeddings:  # llama.cpp falls back to token_embd when output is absent
-        yield "output.weight", rows(model.lm_head)  # (V, d)
+        yield "output.weight", rows(model.lm_head.unpack())  # (V, d)
 
 
 def _tensor_shapes(model: LlamaModel) -> dict[str, tuple[int, ...]]:

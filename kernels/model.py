@@ -12,9 +12,12 @@ name                               what it is
 =================================  =========================================================================
 
 One layer: ``h += o_proj(attn(rope(q), rope(k), v))`` over ``rms_norm(h)``, then
-``h += mlp(rms_norm(h))``; the MLP is SwiGLU (:func:`~scalelab.kernels.moe.swiglu_ffn`, three BLAS
-matmuls) or, with ``n_experts > 1`` past the first ``n_dense_layers`` layers, a top-k mixture
-(:func:`~scalelab.kernels.moe.moe_layer`; Mixtral's routing: softmax over the chosen experts).
+``h += mlp(rms_norm(h))``; the MLP is SwiGLU (``(silu(x @ w1) * (x @ w3)) @ w2``) or, with
+``n_experts > 1`` past the first ``n_dense_layers`` layers, a top-k mixture of SwiGLU experts
+(the steps of :func:`~scalelab.kernels.moe.moe_layer`: Mixtral's routing, softmax over the chosen
+experts, then dispatch, permute, each expert on its rows, unpermute). Every matrix product with a
+weight (q/k/v, o, the MLP or experts, the router, the LM head) is
+:func:`~scalelab.kernels.linear.linear` on weights packed once at load.
 Attention: a prompt chunk goes through :func:`~scalelab.kernels.attention.attention` (bottom-right
 causal mask, so a chunk that continues a cache sees all earlier tokens); single tokens of all
 sequences go together through :func:`~scalelab.kernels.attention.paged_decode_attention`.
@@ -25,12 +28,16 @@ embeddings use the "rotate half" pairing (dimension ``i`` with ``i + D/2``) with
 ``rope_theta ** (-2i / D)``; RMSNorm is ``x / sqrt(mean(x^2) + eps) * w``.
 
 Dtype rule: weights, activations and the cache are float32 and every matmul accumulates in
-float32 (BLAS); rotary tables are computed in float64 and rounded once. The reference runs the
-same arithmetic in float64 from the same (float32) weights.
+float32 (fused multiply-adds); rotary tables are computed in float64 and rounded once. The
+reference runs the same arithmetic in float64 from the same (float32) weights.
 
-Determinism: a sequence's logits depend on its own tokens only up to the summation order BLAS
-picks for a matmul of a given number of rows; sampling (:func:`~scalelab.kernels.sampling.sample`)
-is a pure function of logits and seed.
+Determinism: a sequence's logits are a function of its own tokens, bitwise, whatever other
+sequences share a step and whatever the thread count. ``linear`` fixes every product's summation
+order per row (a BLAS ``sgemm`` changes it with the number of rows and threads); RMSNorm, rotary
+embeddings, routing, permutation and the SwiGLU gate work row by row; decode attention splits the
+keys at fixed positions. Sampling (:func:`~scalelab.kernels.sampling.sample`) is a pure function
+of logits and seed, so a request's tokens do not depend on its batch mates either
+(``tests/test_model.py`` checks the logits bit for bit).
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ from scalelab.kernels._common import check_int_array
 from scalelab.kernels._threads import thread_budget, threads_for
 from scalelab.kernels.attention import attention, paged_decode_attention
 from scalelab.kernels.decoder_shape import DecoderShape, check_decoder_shape
-from scalelab.kernels.moe import moe_layer, swiglu_ffn
+from scalelab.kernels.linear import PackedWeight, linear, pack_weight
+from scalelab.kernels.moe import dispatch, permute, route, silu_mul, unpermute
 
 __all__ = ["LlamaConfig", "LlamaModel", "PagedKVCache", "SeqChunk", "WeightError", "llama_forward_ref",
            "hf_tensor_shapes"]
@@ -239,8 +247,9 @@ def _rms_norm(x, w, eps):
 class LlamaModel:
     """Llama-architecture decoder, float32 weights.
 
-    Linear weights are held in the layout the matmuls want, ``(in, out)`` contiguous (q, k and v
-    fused into one matrix); :meth:`hf_state` gives them back in Hugging Face names and layouts.
+    Linear weights are held as :class:`~scalelab.kernels.linear.PackedWeight` of ``(in, out)`` (q,
+    k and v fused into one matrix; each expert packed alone); :meth:`hf_state` gives them back in
+    Hugging Face names and layouts.
     """
 
     def __init__(self, config, tensors: dict[str, np.ndarray]) -> None:
@@ -258,8 +267,8 @@ class LlamaModel:
         def get(name):
             return np.asarray(tensors[name], dtype=np.float32)
 
-        def lin(name):  # (out, in) -> (in, out) contiguous
-            return np.ascontiguousarray(get(name).T)
+        def lin(name):  # (out, in) -> (in, out), packed
+            return pack_weight(get(name).T)
 
         self.embed = np.ascontiguousarray(get("model.embed_tokens.weight"))  # (V, d)
         self.layers = []
@@ -267,7 +276,7 @@ class LlamaModel:
             p = f"model.layers.{i}."
             a = p + "self_attn."
             L = {
-                "wqkv": np.ascontiguousarray(np.concatenate(
+                "wqkv": pack_weight(np.concatenate(
                     [get(a + "q_proj.weight"), get(a + "k_proj.weight"), get(a + "v_proj.weight")], axis=0).T),
                 "wo": lin(a + "o_proj.weight"),  # (Hq*D, d)
                 "ln1": get(p + "input_layernorm.weight"),
@@ -277,17 +286,17 @@ class LlamaModel:
                 m = p + "block_sparse_moe."
                 E = range(c.n_experts)
                 L["router"] = lin(m + "gate.weight")  # (d, E)
-                L["w1"] = np.stack([lin(m + f"experts.{e}.w1.weight") for e in E])  # (E, d, F)
-                L["w3"] = np.stack([lin(m + f"experts.{e}.w3.weight") for e in E])  # (E, d, F)
-                L["w2"] = np.stack([lin(m + f"experts.{e}.w2.weight") for e in E])  # (E, F, d)
+                L["w1"] = [lin(m + f"experts.{e}.w1.weight") for e in E]  # E x (d, F)
+                L["w3"] = [lin(m + f"experts.{e}.w3.weight") for e in E]  # E x (d, F)
+                L["w2"] = [lin(m + f"experts.{e}.w2.weight") for e in E]  # E x (F, d)
             else:
                 L["w1"] = lin(p + "mlp.gate_proj.weight")  # (d, F)
                 L["w3"] = lin(p + "mlp.up_proj.weight")  # (d, F)
                 L["w2"] = lin(p + "mlp.down_proj.weight")  # (F, d)
             self.layers.append(L)
         self.norm = get("model.norm.weight")
-        # (d, V); a transposed view of the embedding when tied (BLAS reads it transposed, no copy)
-        self.lm_head = self.embed.T if c.tie_embeddings else lin("lm_head.weight")
+        # (d, V); packed from the embedding when tied (a second copy of its V x d values)
+        self.lm_head = pack_weight(self.embed.T) if c.tie_embeddings else lin("lm_head.weight")
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -325,26 +334,26 @@ class LlamaModel:
         for i, L in enumerate(self.layers):
             p = f"model.layers.{i}."
             a = p + "self_attn."
-            wqkv = L["wqkv"].T  # (out, d)
+            wqkv = L["wqkv"].unpack().T  # (out, d)
             out[a + "q_proj.weight"] = wqkv[:Hq * D]
             out[a + "k_proj.weight"] = wqkv[Hq * D:(Hq + Hkv) * D]
             out[a + "v_proj.weight"] = wqkv[(Hq + Hkv) * D:]
-            out[a + "o_proj.weight"] = L["wo"].T
+            out[a + "o_proj.weight"] = L["wo"].unpack().T
             if c.is_moe_layer(i):
                 m = p + "block_sparse_moe."
-                out[m + "gate.weight"] = L["router"].T
+                out[m + "gate.weight"] = L["router"].unpack().T
                 for e in range(c.n_experts):
                     for w in ("w1", "w2", "w3"):
-                        out[m + f"experts.{e}.{w}.weight"] = L[w][e].T
+                        out[m + f"experts.{e}.{w}.weight"] = L[w][e].unpack().T
             else:
-                out[p + "mlp.gate_proj.weight"] = L["w1"].T
-                out[p + "mlp.up_proj.weight"] = L["w3"].T
-                out[p + "mlp.down_proj.weight"] = L["w2"].T
+                out[p + "mlp.gate_proj.weight"] = L["w1"].unpack().T
+                out[p + "mlp.up_proj.weight"] = L["w3"].unpack().T
+                out[p + "mlp.down_proj.weight"] = L["w2"].unpack().T
             out[p + "input_layernorm.weight"] = L["ln1"]
             out[p + "post_attention_layernorm.weight"] = L["ln2"]
         out["model.norm.weight"] = self.norm
         if not c.tie_embeddings:
-            out["lm_head.weight"] = self.lm_head.T
+            out["lm_head.weight"] = self.lm_head.unpack().T
         return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
     def to_safetensors(self, path) -> None:
@@ -501,7 +510,7 @@ class LlamaModel:
         h = self.embed[tokens]  # (T, d)
         for li, L in enumerate(self.layers):
             x = _rms_norm(h, L["ln1"], c.norm_eps)  # (T, d)
-            qkv = x @ L["wqkv"]  # (T, (Hq + 2 Hkv) D)
+            qkv = linear(x, L["wqkv"])  # (T, (Hq + 2 Hkv) D)
             q = _rope(qkv[:, :Hq * D].reshape(-1, Hq, D), cos, sin)  # (T, Hq, D)
             k = _rope(qkv[:, Hq * D:(Hq + Hkv) * D].reshape(-1, Hkv, D), cos, sin)  # (T, Hkv, D)
             v = qkv[:, (Hq + Hkv) * D:].reshape(-1, Hkv, D)  # (T, Hkv, D)
@@ -523,14 +532,38 @@ class LlamaModel:
                 o = attention(q[lo:hi].transpose(1, 0, 2)[None], kk.transpose(1, 0, 2)[None],
                               vv.transpose(1, 0, 2)[None], causal=True)  # (1, Hq, n, D)
                 att[lo:hi] = o[0].transpose(1, 0, 2)
-            h = h + att.reshape(-1, Hq * D) @ L["wo"]
+            h = h + linear(att.reshape(-1, Hq * D), L["wo"])
             x = _rms_norm(h, L["ln2"], c.norm_eps)
             if "router" in L:
-                h = h + moe_layer(x, L["router"], L["w1"], L["w3"], L["w2"], c.experts_per_token)
+                h = h + _moe_ffn(x, L, c.experts_per_token)
             else:
-                h = h + swiglu_ffn(np.ascontiguousarray(x), L["w1"], L["w3"], L["w2"])
+                h = h + _swiglu(x, L["w1"], L["w3"], L["w2"])
         last = h if all_logits else h[ends - 1]  # (rows, d)
-        return _rms_norm(last, self.norm, c.norm_eps) @ self.lm_head  # (rows, V)
+        return linear(_rms_norm(last, self.norm, c.norm_eps), self.lm_head)  # (rows, V)
+
+
+def _swiglu(x: np.ndarray, w1: PackedWeight, w3: PackedWeight, w2: PackedWeight) -> np.ndarray:
+    """``(silu(x @ w1) * (x @ w3)) @ w2`` for x (T, d), row by row."""
+    h = np.ascontiguousarray(linear(x, w1))  # (T, F)
+    g = np.ascontiguousarray(linear(x, w3))  # (T, F)
+    silu_mul(h, g)
+    return linear(h, w2)  # (T, d)
+
+
+def _moe_ffn(x: np.ndarray, L: dict, top_k: int) -> np.ndarray:
+    """A top-k mixture of SwiGLU experts on x (T, d): :func:`~scalelab.kernels.moe.moe_layer`'s steps
+    with the router and the experts through ``linear`` (a token's result does not depend on which
+    other tokens an expert sees)."""
+    x = np.ascontiguousarray(x)
+    weights, experts = route(linear(x, L["router"]), top_k)  # (T, k) each
+    D = dispatch(experts, len(L["w1"]))
+    xs = permute(x, D)  # (n_kept, d)
+    ys = np.empty_like(xs)  # (n_kept, d)
+    for e in range(len(L["w1"])):
+        lo, hi = int(D.offsets[e]), int(D.offsets[e + 1])
+        if hi > lo:
+            ys[lo:hi] = _swiglu(xs[lo:hi], L["w1"][e], L["w3"][e], L["w2"][e])
+    return unpermute(ys, D, weights)
 
 
 def slots_of(chunk: SeqChunk, block_size: int) -> np.ndarray:

@@ -86,6 +86,7 @@ from scalelab.kernels._vecmath import FASTMATH_INF_SAFE, exp_f32_split
 
 __all__ = [
     "Dispatch",
+    "silu_mul",
     "route",
     "route_ref",
     "dispatch",
@@ -1225,6 +1226,23 @@ def expert_choice_ref(router_logits, capacity):
 # ----------------------------------------------------------------------------
 # SwiGLU FFN and the MoE layer
 # ----------------------------------------------------------------------------
+
+def silu_mul(h, g) -> None:
+    """The SwiGLU gate in place: ``h <- silu(h) * g`` elementwise.
+
+    h, g : ndarray, (T, F), C-contiguous, one float dtype (float32 or float64; computed in it).
+    Each element depends on its own two inputs only (no reduction), so rows are independent.
+    """
+    for name, a in (("h", h), ("g", g)):
+        check_float_array(name, a, ndim=2)
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+    if g.shape != h.shape or g.dtype != h.dtype:
+        raise ValueError(f"g must match h's shape {h.shape} and dtype {h.dtype}, got {g.shape} {g.dtype}")
+    if not h.flags.writeable:
+        raise ValueError("h must be writeable (the result is written into it)")
+    _pick(_silu_mul_par, _silu_mul_ser, h.size, _SILU_PARALLEL_MIN)(h, g, h.dtype.type(1))
+
 
 def _swiglu_into(x, w1, w3, w2, h, g, out):
     """out <- (silu(x @ w1) * (x @ w3)) @ w2 using the scratch buffers h, g (rows, ffn)."""

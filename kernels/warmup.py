@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numba
 import numpy as np
 
-from scalelab.kernels import attention, moe, sampling
+from scalelab.kernels import attention, linear, moe, sampling
 
 __all__ = ["DTYPES", "warm_up"]
 
@@ -79,7 +79,14 @@ def _moe_calls(dt: np.dtype, rng) -> None:
             moe.moe_layer(x, rw, w1, w3, w2, 2)
 
 
-GROUPS: dict[str, Callable] = {"attention": _attention_calls, "sampling": _sampling_calls, "moe": _moe_calls}
+def _linear_calls(dt: np.dtype, rng) -> None:
+    w = linear.pack_weight(rng.standard_normal((linear.K_BLOCK + 3, 5)).astype(dt))  # two K blocks
+    linear.linear(rng.standard_normal((2, linear.K_BLOCK + 3)).astype(dt), w)
+    moe.silu_mul(np.ones((2, 3), dt), np.ones((2, 3), dt))
+
+
+GROUPS: dict[str, Callable] = {"attention": _attention_calls, "sampling": _sampling_calls, "moe": _moe_calls,
+                               "linear": _linear_calls}
 
 
 def warm_up(dtypes=DTYPES, groups=tuple(GROUPS), progress: Callable[[str, str, float], None] | None = None):

@@ -61,6 +61,58 @@ def test_chunked_prefill_equals_whole_prefill_and_batches_mix():
     np.testing.assert_allclose(b[0], llama_forward_ref(m, t[:4])[-1], rtol=0, atol=2e-5 * np.abs(a).max())
 
 
+def _steps_of(m, c, prompt, n_steps, mates, threads):
+    """Logits of one sequence (prefill ``prompt``, then ``n_steps`` greedy decode steps), each step
+    batched with ``mates(step)``: extra sequences' chunks, prefills and decodes of other lengths."""
+    import numba
+
+    from scalelab.kernels._common import numba_threads
+
+    cache = PagedKVCache(c, n_blocks=40, block_size=16)
+    mine = cache.allocate(2)
+    others = [cache.allocate(2) for _ in range(4)]
+    toks = list(prompt)
+    out = []
+    with numba_threads(min(threads, numba.config.NUMBA_NUM_THREADS)):
+        for step in range(n_steps + 1):
+            chunk = SeqChunk(np.array(toks if step == 0 else toks[-1:]), 0 if step == 0 else len(toks) - 1, mine)
+            extra = [SeqChunk(t, start, others[j]) for j, (t, start) in enumerate(mates(step))]
+            batch = extra[:1] + [chunk] + extra[1:]
+            logits = m.forward_cached(cache, batch)[1 if extra else 0]
+            out.append(logits)
+            toks.append(int(np.argmax(logits)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_batch_mates_and_threads_do_not_change_a_sequences_logits_bitwise(name):
+    """A sequence's logits are the same bits alone, at 1 or 2 threads, or beside other sequences'
+    prefills and decodes (the determinism rule of kernels/model.py; MoE experts see other tokens)."""
+    c = CONFIGS[name]
+    m = LlamaModel.random(c, seed=5)
+    rng = np.random.default_rng(2)
+    prompt = rng.integers(0, c.vocab_size, 11)
+    other_prompts = [rng.integers(0, c.vocab_size, n) for n in (5, 13, 3, 8)]
+
+    def crowd(step):  # a new prefill each step for a while, and decodes of the earlier ones
+        mates = []
+        for j, t in enumerate(other_prompts):
+            if step == j:
+                mates.append((t, 0))
+            elif step > j:
+                mates.append((rng_tok(j, step), t.size + step - j - 1))
+        return mates
+
+    def rng_tok(j, step):
+        return np.array([(7 * j + 3 * step) % c.vocab_size])
+
+    alone = _steps_of(m, c, prompt, 6, lambda step: [], threads=1)
+    for threads in (1, 2):
+        crowded = _steps_of(m, c, prompt, 6, crowd, threads=threads)
+        np.testing.assert_array_equal(crowded, alone)
+    np.testing.assert_array_equal(_steps_of(m, c, prompt, 6, lambda step: [], threads=2), alone)
+
+
 def test_model_config_converts_and_presets_keep_defaults():
     mc = ModelConfig(name="t", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=48, vocab_size=50,
                      rope_theta=1e4, norm_eps=1e-5, max_position=64)

@@ -790,3 +790,27 @@ def test_thresholds_select_the_drivers(monkeypatch):
     assert e.size >= moe._DISPATCH_PARALLEL_MIN
     moe.dispatch(e, 64)
     assert calls == ["_route_softmax_par", "_dispatch_kernel"]
+
+
+def test_silu_mul_in_place_matches_formula_and_names_bad_input():
+    rng = np.random.default_rng(4)
+    for dt in (np.float32, np.float64):
+        h, g = rng.standard_normal((5, 37)).astype(dt), rng.standard_normal((5, 37)).astype(dt)
+        want = h.astype(np.float64) / (1 + np.exp(-h.astype(np.float64))) * g
+        got = h.copy()
+        moe.silu_mul(got, g)
+        np.testing.assert_allclose(got, want, rtol=10 * np.finfo(dt).eps, atol=10 * np.finfo(dt).tiny)
+        one = h[2:3].copy()
+        moe.silu_mul(one, g[2:3])
+        np.testing.assert_array_equal(one[0], got[2])  # a row alone: same bits
+    h = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="g must match"):
+        moe.silu_mul(h, np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="h must be C-contiguous"):
+        moe.silu_mul(np.ones((3, 2), np.float32).T, h)
+    with pytest.raises(TypeError, match="h must have dtype"):
+        moe.silu_mul(h.astype(np.int32), h)
+    ro = h.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="h must be writeable"):
+        moe.silu_mul(ro, h)

@@ -12,6 +12,7 @@ Usage::
     .venv/bin/python tools/aa_experiment.py --runs 10 --bench 'normalized\\.ProbeSoftmax' \\
         --out aa-runs/
     .venv/bin/python tools/aa_experiment.py --analyze aa-runs/   # table again from saved runs
+    .venv/bin/python tools/aa_experiment.py --analyze runs-a/ runs-b/  # several experiments pooled
 
 The experiment works in a temporary clone of this repository's committed HEAD
 (with the work tree's benchmark files, which asv reads from the work tree)
@@ -94,21 +95,42 @@ def kind_of(benchmark: str) -> str:
     return "normalized" if benchmark.split(".")[-1].startswith("track_") else "raw"
 
 
-def analyze(out: Path) -> str:
-    """Markdown tables of false-positive rates from the saved runs in ``out``."""
+def _load_experiment(out: Path) -> tuple[dict, list]:
+    """``meta.json`` of one experiment folder and each run's rows (None for a failed run)."""
     meta = json.loads((out / "meta.json").read_text())
     rows_by_run = []
     for run in meta["runs"]:
         path = out / f"run{run['index']:02d}.json"
         rec = json.loads(path.read_text()) if path.is_file() else None
         rows_by_run.append(rec["rows"] if rec else None)
-    ok_runs = [rows for rows in rows_by_run if rows]
+    return meta, rows_by_run
+
+
+def analyze(*outs: Path) -> str:
+    """Markdown tables of false-positive rates from the saved runs in one or more folders.
+
+    Several folders (experiments on different base commits, each A/A between
+    identical code) are pooled run by run; their ``--bench`` patterns must be
+    the same, or the per-benchmark counts would mix different sets.
+    """
+    if not outs:
+        raise ValueError("analyze: expected at least one experiment folder")
+    experiments = [_load_experiment(out) for out in outs]
+    benches = {meta["bench"] for meta, _ in experiments}
+    if len(benches) > 1:
+        raise ValueError(f"analyze: the folders ran different --bench patterns: {sorted(benches)}")
+    all_runs = [run for meta, _ in experiments for run in meta["runs"]]
+    ok_runs = [rows for _, rows_by_run in experiments for rows in rows_by_run if rows]
+    meta = {"bench": benches.pop(), "runs": all_runs, "nproc": experiments[0][0].get("nproc")}
+    pairs = ", ".join(
+        f"base {m['base'][:10]} / head {m['head'][:10]} "
+        f"({len(m['runs'])} run{'' if len(m['runs']) == 1 else 's'})" for m, _ in experiments)
     n = len(ok_runs)
     kinds = ("raw", "normalized")
 
     lines = [
-        f"A/A runs: {n} completed of {len(meta['runs'])} (identical code; base {meta['base'][:10]}, "
-        f"head {meta['head'][:10]}, `--bench {meta['bench']}`).",
+        f"A/A runs: {n} completed of {len(meta['runs'])} (identical code; {pairs}; "
+        f"`--bench {meta['bench']}`).",
         "",
         "*slower*: comparisons the gate would flag (head slower than base by more than the factor, "
         "p < 0.002). *either way*: significant shifts beyond the factor in either direction; with "
@@ -173,11 +195,15 @@ def main(argv=None) -> int:
     ap.add_argument("--bench", default=r"normalized\.")
     ap.add_argument("--out", type=Path, default=Path("aa-runs"))
     ap.add_argument("--workdir", type=Path, default=None, help="where the temporary clone goes")
-    ap.add_argument("--analyze", type=Path, default=None, metavar="DIR",
-                    help="only print the tables from a finished experiment in DIR")
+    ap.add_argument("--analyze", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="only print the tables from finished experiments (several folders are pooled)")
     args = ap.parse_args(argv)
     if args.analyze:
-        print(analyze(args.analyze), end="")
+        try:
+            print(analyze(*args.analyze), end="")
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"aa_experiment: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.runs < 1:
         ap.error("--runs must be >= 1")
