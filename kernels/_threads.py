@@ -25,7 +25,7 @@ some elements (measured here: 68% of a model's logits, by at most 2.4e-6),
 as they do between batch sizes. That is why the model's products with its
 weights go through :func:`~scalelab.kernels.linear.linear` (one summation
 order per row), so its logits depend neither on this budget nor on which
-requests share a step (``kernels/model.py`` says where chunking still does). BLAS remains in :func:`~scalelab.kernels.moe.moe_layer`
+requests share a step (``kernels/model.py``, "Determinism", names the one exception). BLAS remains in :func:`~scalelab.kernels.moe.moe_layer`
 and ``swiglu_ffn`` (kernels timed on their own) and in the NumPy peers.
 """
 

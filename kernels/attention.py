@@ -679,10 +679,17 @@ def _attention_block(Q, KP, VP, V, O, q0, nq, qscale, causal, window, block_k, q
                 mm_tile_store(qbuf, i, strip, 0, 0, S, j, D)
         if kv0 + nk - 1 > hi_f or kv0 < lo_l:
             _mask_tile(S, q0, nq, kv0, nk, Lk, off, causal, window)
+        # The softmax runs over whole strips (keys past khi at -inf): its row sums then group every key
+        # by its absolute position, so a row's result does not depend on which other rows share its
+        # query block (a prompt prefilled in chunks gives the same bits as the whole prompt).
+        nks = min(block_k, -(-nk // W) * W)
+        for r in range(rows):
+            for j in range(nk, nks):
+                S[r, j] = -np.inf
         for r in range(nq, rows):  # padding rows contribute nothing
             for j in range(nk):
                 S[r, j] = -np.inf
-        _online_softmax(S, m, l, alpha, rows, nk)
+        _online_softmax(S, m, l, alpha, rows, nks)
         for c in range(0, dv_main, W):  # acc = alpha * acc + P V, one value strip at a time
             strip = VP[c // W]  # (Lk, W)
             for i in range(0, rows, TILE_ROWS):
@@ -1128,7 +1135,10 @@ def attention(q, k, v, *, causal=True, scale=None, window=None):
     and ``v`` (and contiguous copies of non-contiguous inputs); a packed copy
     up to ``STRIP_WORKSPACE_BYTES`` stays allocated for the calling thread's
     next call (no page faults on reuse). The result is
-    bitwise identical for any Numba thread count.
+    bitwise identical for any Numba thread count, and each query row's result
+    depends only on that row and the keys and values: the last ``n`` queries
+    against all keys (a prompt chunk continuing a cache) give the same bits as
+    those rows of the whole prompt's attention.
     """
     q, k, v, scale, window, dtype = _check_prefill(q, k, v, causal, scale, window)
     B, Hq, Lq, D = q.shape

@@ -31,19 +31,18 @@ Dtype rule: weights, activations and the cache are float32 and every matmul accu
 float32 (fused multiply-adds); rotary tables are computed in float64 and rounded once. The
 reference runs the same arithmetic in float64 from the same (float32) weights.
 
-Determinism: a sequence's logits are a function of its own tokens and of how its prompt was cut
-into chunks, bitwise, whatever other sequences share a step and whatever the thread count.
+Determinism: a sequence's logits are a function of its own tokens, bitwise, whatever other
+sequences share a step, however its prompt is cut into chunks, and whatever the thread count.
 ``linear`` fixes every product's summation order per row (a BLAS ``sgemm`` changes it with the
 number of rows and threads); RMSNorm, rotary embeddings, routing, permutation and the SwiGLU gate
-work row by row; decode attention splits the keys at fixed positions. Sampling
-(:func:`~scalelab.kernels.sampling.sample`) is a pure function of logits and seed, so a request's
-tokens do not depend on its batch mates either (``tests/test_model.py`` checks the logits bit for
-bit). The chunking is the exception: prefill attention over a chunk tiles the keys relative to
-the chunk's rows, so a prompt prefilled in pieces gives logits within float32 rounding of the
-whole prompt's (measured: up to 8e-6 absolute on O(1) logits), not the same bits. The static and
-continuous schedulers prefill each prompt whole; the chunked scheduler's chunk sizes depend on the
-token budget other requests leave, and preemption recomputes a sequence as a prompt, so under
-those two a request's logits can move in the last bits with its batch mates.
+work row by row; prefill attention tiles the keys and sums each row's softmax at absolute key
+positions, so a row's result does not depend on the query block it shares; decode attention
+splits the keys at fixed positions. Sampling (:func:`~scalelab.kernels.sampling.sample`) is a pure
+function of logits and seed, so a request's tokens do not depend on its batch mates either, under
+every scheduler (``tests/test_model.py`` checks the logits bit for bit). One exception: a
+sequence preempted and recomputed gets its next logits from a prefill row instead of a decode
+step, two different summations (within float32 rounding of each other), and preemption depends on
+how much memory the other requests hold.
 """
 
 from __future__ import annotations
