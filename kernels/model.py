@@ -549,8 +549,8 @@ class LlamaModel:
 
 def _swiglu(x: np.ndarray, w1: PackedWeight, w3: PackedWeight, w2: PackedWeight) -> np.ndarray:
     """``(silu(x @ w1) * (x @ w3)) @ w2`` for x (T, d), row by row."""
-    h = np.ascontiguousarray(linear(x, w1))  # (T, F)
-    g = np.ascontiguousarray(linear(x, w3))  # (T, F)
+    h = linear(x, w1)  # (T, F), C-contiguous
+    g = linear(x, w3)  # (T, F)
     silu_mul(h, g)
     return linear(h, w2)  # (T, d)
 

@@ -1241,6 +1241,11 @@ def silu_mul(h, g) -> None:
         raise ValueError(f"g must match h's shape {h.shape} and dtype {h.dtype}, got {g.shape} {g.dtype}")
     if not h.flags.writeable:
         raise ValueError("h must be writeable (the result is written into it)")
+    _silu_mul_trusted(h, g)
+
+
+def _silu_mul_trusted(h, g) -> None:
+    """:func:`silu_mul` on arguments already known to be valid (the layers' own scratch buffers)."""
     _pick(_silu_mul_par, _silu_mul_ser, h.size, _SILU_PARALLEL_MIN)(h, g, h.dtype.type(1))
 
 
@@ -1248,7 +1253,7 @@ def _swiglu_into(x, w1, w3, w2, h, g, out):
     """out <- (silu(x @ w1) * (x @ w3)) @ w2 using the scratch buffers h, g (rows, ffn)."""
     np.matmul(x, w1, out=h)
     np.matmul(x, w3, out=g)
-    _pick(_silu_mul_par, _silu_mul_ser, h.size, _SILU_PARALLEL_MIN)(h, g, h.dtype.type(1))
+    _silu_mul_trusted(h, g)
     np.matmul(h, w2, out=out)
 
 

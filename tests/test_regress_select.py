@@ -9,6 +9,7 @@ benchmark with asv's own selection code).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -92,11 +93,17 @@ def test_an_import_by_module_name_string_counts(toy):
     assert s.modules == ("attention",)
 
 
-def test_shared_helpers_and_packaging_select_everything(toy):
+def test_shared_helpers_and_packaging_select_every_module_not_the_whole_suite(toy):
     for path in ("kernels/_common.py", "asv_benchmarks/_util.py", "asv.conf.json", "pyproject.toml"):
         s = sel.select_benchmarks(["docs/x.md", path], toy)
-        assert s.everything and path in s.reasons[0], path
-        assert sel.bench_regex(s) is None
+        # every benchmark module, filtered like any selected module (pull_request_names): the
+        # literal whole suite, peers and 2 threads included, is --select all only
+        assert not s.everything and s.modules == tuple(sorted(toy.benchmarks)), path
+        assert s.headline == () and path in s.reasons[0] and "every module" in s.reasons[0]
+        rx = sel.bench_regex(s)
+        assert all(re.match(rx, f"{m}.Bench.time_a") for m in s.modules) and not re.match(rx, "other.B.time_a")
+    s = sel.select_benchmarks(["kernels/_common.py", "kernels/peers.py"], toy)
+    assert s.peers_changed
 
 
 def test_docs_tests_and_tools_select_nothing(toy):
@@ -156,7 +163,9 @@ def test_this_repository_maps_kernels_to_their_benchmarks(index):
     assert {"attention", "gate_probe", "normalized", "recurrent"} <= set(
         sel.select_benchmarks(["kernels/attention.py"], index).modules)
     assert "moe" in sel.select_benchmarks(["kernels/moe.py"], index).modules
-    assert sel.select_benchmarks(["kernels/_tiles.py"], index).everything
+    every = sel.select_benchmarks(["kernels/_tiles.py"], index)
+    assert not every.everything and "busy" not in every.modules
+    assert set(every.modules) == set(index.benchmarks) - {"busy"} and "nightly only: busy" in every.reasons[0]
 
 
 def test_every_headline_entry_selects_a_benchmark_of_this_suite(suite, index):
@@ -180,6 +189,10 @@ def test_a_pull_request_times_our_kernels_at_one_thread_and_the_headline_as_name
     with_peers = sel.pull_request_names(sel.select_benchmarks(["kernels/sampling.py", "kernels/peers.py"], index),
                                         suite)
     assert "sampling.TopK.time_top_k_numpy_f32(1, 256000, 1)" in with_peers
+    # a shared helper: every module at the same filtering, a fraction of the whole suite
+    every = sel.pull_request_names(sel.select_benchmarks(["kernels/_vecmath.py"], index), suite)
+    assert set(names) < set(every) and not [n for n in every if n.startswith("busy.") or ".timeraw_" in n]
+    assert "sampling.TopK.time_top_k(1, 256000, 1)" in every and "sampling.TopK.time_top_k(1, 256000, 2)" not in every
 
 
 def _git(cwd, *args):

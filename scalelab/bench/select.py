@@ -8,9 +8,12 @@ has the figures), so the gate runs
   ``asv_benchmarks/sampling.py``, and also ``gate_probe.py``, which imports
   ``top_k``); the import graph is read from the source text, so a
   new benchmark module or a new import needs no table edited here;
-* **everything** when a file every benchmark depends on changes (the shared
+* **every module** when a file every benchmark depends on changes (the shared
   kernel helpers, ``asv_benchmarks/_util.py``, ``asv.conf.json``, the
-  packaging), or when asked (``--select all``, a pull-request label);
+  packaging), with the same filtering as any selected module (our own
+  implementations at one thread, see :func:`pull_request_names`);
+* the **whole suite**, peers and two-thread cases included, only when asked
+  (``--select all``, a pull-request label);
 * plus a fixed **headline** set (:data:`HEADLINE`, one shape per kernel family
   on our own kernels, plus the gate's probes) whenever anything code-like
   changed, so a change whose effect the import graph cannot see still meets a
@@ -47,7 +50,7 @@ PACKAGE_DIRS = {
 
 BENCHMARK_DIR = "asv_benchmarks"
 
-#: Paths whose change runs the whole suite: what every benchmark runs on or is built by.
+#: Paths whose change selects every benchmark module: what every benchmark runs on or is built by.
 EVERYTHING = (
     "kernels/_vecmath.py", "kernels/_tiles.py", "kernels/_common.py",
     "asv_benchmarks/_util.py", "asv_benchmarks/__init__.py", "asv.conf.json",
@@ -281,7 +284,13 @@ def select_benchmarks(changed: Iterable[str], index: TreeIndex, *, everything: b
     code_changed = False
     for path in changed:
         if _matches(path, EVERYTHING):
-            return Selection(True, (), (), (f"{path}: every benchmark depends on it",))
+            # every module, filtered like any module a diff selects (ours, 1 thread, no cold compiles);
+            # the literal whole suite, peers and 2 threads included, is --select all (hours here)
+            every = sorted(n for n in index.benchmarks if n not in NIGHTLY_ONLY)
+            nightly = sorted(n for n in index.benchmarks if n in NIGHTLY_ONLY)
+            why = f"{path}: every benchmark depends on it: every module" \
+                + (f" (nightly only: {', '.join(nightly)})" if nightly else "")
+            return Selection(False, tuple(every), (), (why,), peers_changed="kernels/peers.py" in changed)
         if _matches(path, HEADLINE_ONLY):
             code_changed = True
             reasons.append(f"{path}: no benchmark imports it; headline set")

@@ -89,8 +89,9 @@ def register(subparsers) -> None:
     parser.add_argument("--select", choices=("auto", "all"), default="auto",
                         help="without --bench: 'auto' (default) runs the benchmarks the diff between "
                              "the merge base and HEAD can affect, our implementations at 1 thread, "
-                             "plus a headline set, and nothing (exit 0) for a docs-only diff; 'all' "
-                             "runs the whole suite. The choice and its reasons go to stderr")
+                             "plus a headline set (every module, same filtering, when a shared helper "
+                             "changed), and nothing (exit 0) for a docs-only diff; 'all' runs the whole "
+                             "suite, peers and 2 threads included. The choice and its reasons go to stderr")
     parser.add_argument("--output", metavar="FILE", default=None,
                         help="also write the Markdown table here")
     parser.add_argument("--json", dest="json_output", metavar="FILE", default=None,
