@@ -302,3 +302,14 @@ def test_the_module_prints_a_selection_and_the_headline_pattern(capsys, suite):
     assert sel.main(["--root", str(REPO), "--headline"]) == 0
     pattern = capsys.readouterr().out.strip()
     assert "gate_probe.DecodeProbe.time_decode_attention" in regress.selected_names(suite, pattern)
+
+
+@pytest.mark.parametrize("argv", [["scalelab.bench.select", "kernels/sampling.py"],
+                                  ["scalelab.bench.select", "--headline"]])
+def test_the_selection_tool_exits_quietly_on_a_closed_pipe(argv):
+    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write, as after `| head -1` printed its line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert err == "" and proc.returncode == 141, (proc.returncode, err)

@@ -3,11 +3,13 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scalelab.kernels.model import LlamaModel
 from scalelab.simulations.serving import poisson_workload, simulate
-from scalelab.simulations.serving.closed_loop import Calibration, _calibration_batches, _hardware_for, calibrate_engine
+from scalelab.simulations.serving.closed_loop import (Calibration, ClosedLoop, _calibration_batches, _hardware_for,
+                                                      calibrate_engine)
 from scalelab.simulations.serving.cost import StepCostModel, iteration_aggregates
 from scalelab.simulations.serving.fitted import FittedStepCost, engine_iterations, fit_step_cost
 from scalelab.simulations.serving.live import Engine, get_engine_model
@@ -232,3 +234,46 @@ def test_cli_closed_loop_bad_input_is_one_line(capsys, argv, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
 
+
+
+def test_served_iterations_tell_a_bias_from_a_spread():
+    fit = FittedStepCost(TINY, [1e-3, 1e-5, 2e-6, 1e-9, 1e-8, 0.0])
+    rng = np.random.default_rng(3)
+
+    def served(scale):  # iterations timed at ``scale`` x the fit's price, one factor per iteration
+        out = []
+        for f in scale:
+            c, o, kv = [int(rng.integers(1, 200))], [0], [int(k) for k in rng.integers(1, 500, 4)]
+            out.append((c, o, kv, fit.time(iteration_aggregates(TINY, c, o, kv)) * f))
+        return out
+
+    res = ClosedLoop(fit, 1.0, pd.DataFrame(), served={
+        0.3: served(np.full(40, 1.25)),  # a bias: every iteration 25% dearer than its price
+        0.8: served(np.tile([0.8, 1.2], 20)),  # a spread: right on average, +-20% each
+    })
+    t = res.served_iterations().set_index("load")
+    assert list(t["iterations"]) == [40, 40]
+    assert t.loc[0.3, "priced/measured"] == pytest.approx(0.8)
+    assert t.loc[0.3, "measured/priced p50"] == pytest.approx(1.25) and t.loc[0.3, "measured/priced cv"] < 1e-9
+    assert t.loc[0.8, "measured/priced p50"] == pytest.approx(1.0)
+    assert t.loc[0.8, "measured/priced p10"] == pytest.approx(0.8)
+    assert t.loc[0.8, "measured/priced p90"] == pytest.approx(1.2)
+    assert t.loc[0.8, "measured/priced cv"] == pytest.approx(0.2)
+    assert ClosedLoop(fit, 1.0, pd.DataFrame()).served_iterations().empty
+
+
+def test_cli_closed_loop_prints_how_the_fit_priced_the_served_iterations(monkeypatch, capsys):
+    import scalelab.simulations.serving.closed_loop as cl
+    from scalelab.cli.cli import main
+
+    fit = FittedStepCost(TINY, [1e-3, 1e-5, 2e-6, 1e-9, 1e-8, 0.0])
+    table = pd.DataFrame([{"load": 0.3, "rate_rps": 1.0, "requests": 8, "metric": "TTFT p50", "measured_ms": 2.0,
+                           "predicted_ms": 1.8, "predicted/measured": 0.9, "bar": "+-25%", "within_bar": True}])
+    it = ([5], [0], [3, 4])
+    served = {0.3: [(*it, fit.time(iteration_aggregates(TINY, *it)) * 1.5)]}
+    monkeypatch.setattr(cl, "closed_loop", lambda *a, **k: cl.ClosedLoop(fit, 2.0, table, {}, served))
+    assert main(["engine", "closed-loop"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 rows within the bars" in out and "served iterations against the fit's price" in out
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "0.3" and row[1] == "1" and float(row[4]) == pytest.approx(1 / 1.5, rel=1e-3)

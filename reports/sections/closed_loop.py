@@ -35,7 +35,7 @@ def build(ctx: SectionContext) -> Section:
     fit = res.fit
     n_ok, n = int(t["within_bar"].sum()), len(t)
     items: list = [TextItem(
-        "The live engine (continuous batching with chunked prefill on our attention, sampling and BLAS matmuls, "
+        "The live engine (continuous batching with chunked prefill on our attention, sampling and `linear` kernels, "
         f"model `{MODEL}`, float32) first runs a fixed calibration set of batches; a step cost `c . x` over the "
         "iteration's aggregates (fixed cost, new tokens, logit rows, attention pairs, KV tokens read) is fitted "
         f"to its {fit.n_iterations} iterations by non-negative least squares (relative error on those iterations: "
@@ -60,6 +60,12 @@ def build(ctx: SectionContext) -> Section:
         "Predicted against measured latency per load. A miss is stated, not hidden: the simulator prices an "
         "iteration by its mean cost, so the tail (p99) carries the engine's iteration-to-iteration noise that "
         "a mean cannot know, and a time-shared CPU adds queueing the fit never saw."))
+    items.append(TableItem(
+        "closed_loop_served", res.served_iterations(),
+        "How the fit priced the iterations the engine ran while it served each load. `priced/measured` below 1 "
+        "is a bias (served iterations dearer than their price: the queue grows faster than predicted); the spread "
+        "of `measured/priced` (p10 to p90, cv) is noise the simulator's mean price leaves out, and a queue with "
+        "variable service times waits longer than one with constant times of the same mean."))
     items.append(TableItem(
         "closed_loop_fit", pd.DataFrame(fit.table()),
         "The fitted step cost: seconds per unit of each aggregate (zero where the fit found no cost)."))

@@ -155,4 +155,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from scalelab.bench._script import run_tool
+
+    raise SystemExit(run_tool(main))

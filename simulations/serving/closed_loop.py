@@ -139,17 +139,45 @@ class ClosedLoop:
 
     ``table`` has one row per (load, metric): measured and predicted milliseconds, their ratio,
     the bar and whether the row meets it. ``runs`` maps each load to ``(measured, predicted)``
-    :class:`ServingResult` objects (for latency CDFs).
+    :class:`ServingResult` objects (for latency CDFs). ``served`` maps each load to the live
+    engine's iteration log while it served that load (:meth:`served_iterations` prices it).
     """
 
     fit: FittedStepCost
     capacity_rps: float
     table: pd.DataFrame
     runs: dict = field(default_factory=dict)
+    served: dict = field(default_factory=dict)
 
     @property
     def misses(self) -> pd.DataFrame:
         return self.table[~self.table["within_bar"]]
+
+    def served_iterations(self) -> pd.DataFrame:
+        """How the fit priced the iterations the engine actually ran while serving each load.
+
+        A prediction can miss because the served iterations cost more than the fit's price for
+        them (a bias: ``priced/measured`` below 1) or because they scatter around the price (a
+        spread: the simulator charges the mean, and a queue with variable service times waits
+        longer than one with constant times of the same mean). One row per load: iterations,
+        the sums of measured and priced seconds and their ratio, and the per-iteration ratio
+        ``measured/priced`` at p10, p50 and p90 with its coefficient of variation.
+        """
+        rows = []
+        for load, batches in self.served.items():
+            plain = [b for b in batches if getattr(b, "kind", "plain") == "plain"]
+            if not plain:
+                continue
+            X, y = engine_iterations(self.fit.model, plain)  # (k, 6), (k,)
+            priced = self.fit.time(X)  # (k,)
+            r = y / priced
+            rows.append({"load": load, "iterations": len(y), "measured_s": float(y.sum()),
+                         "priced_s": float(priced.sum()), "priced/measured": float(priced.sum() / y.sum()),
+                         "measured/priced p10": float(np.quantile(r, 0.1)),
+                         "measured/priced p50": float(np.median(r)),
+                         "measured/priced p90": float(np.quantile(r, 0.9)),
+                         "measured/priced cv": float(r.std() / r.mean())})
+        return pd.DataFrame(rows)
 
 
 def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, prompt: int = 128,
@@ -194,12 +222,13 @@ def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, pro
     X, y = engine_iterations(cfg, [*calibration.batches, *engine.batches])
     fit = fit_step_cost(cfg, X, y)
     capacity = engine_capacity_rps(fit, engine, scheduler, prompt_len=plen, output_len=olen, seed=seed)
-    rows, runs = [], {}
+    rows, runs, served = [], {}, {}
     for i, load in enumerate(loads):
         rate = load * capacity
         n = max(8, round(rate * duration_s))
         w = poisson_workload(rate, n, prompt_len=plen, output_len=olen, seed=seed + 1 + i)
         measured = engine.serve(w, seed=seed + 1 + i)
+        served[load] = tuple(engine.batches)
         predicted = _simulate(fit, engine, w, scheduler)
         runs[load] = (measured, predicted)
         for _, r in compare_latencies(measured, predicted).iterrows():
@@ -209,4 +238,4 @@ def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, pro
                          "measured_ms": r["measured_ms"], "predicted_ms": r["predicted_ms"],
                          "predicted/measured": ratio, "bar": f"+-{BARS[p]:.0%}",
                          "within_bar": bool(abs(ratio - 1) <= BARS[p])})
-    return ClosedLoop(fit, capacity, pd.DataFrame(rows), runs)
+    return ClosedLoop(fit, capacity, pd.DataFrame(rows), runs, served)

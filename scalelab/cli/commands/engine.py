@@ -170,4 +170,9 @@ def run_closed_loop(args: argparse.Namespace) -> int:
     print_table(list(t.columns), t.itertuples(index=False))
     print(f"{int(res.table['within_bar'].sum())} of {len(res.table)} rows within the bars "
           "(p50 +-25%, p99 +-40%)")
+    served = res.served_iterations()
+    if not served.empty:
+        print("served iterations against the fit's price (priced/measured < 1: dearer than priced; "
+              "the measured/priced spread: noise the simulator's mean leaves out)")
+        print_table(list(served.columns), served.itertuples(index=False))
     return 0
