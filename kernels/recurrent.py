@@ -115,16 +115,30 @@ Variants, in rising sophistication, and why each is faster
    parallel.
 2. ``mamba_step`` is the same block kernel on one token.
 3. ``rwkv_wkv_loop``: a work item is (sequence, head); per token the state
-   ``(K, V)`` is read and written once (the ``V`` loop innermost, vectorised).
-   It moves two state elements through L1 for three FLOPs each.
+   ``(K, V)`` is read and written once (the ``V`` loop innermost, vectorised):
+   per state element a multiply and three multiply-adds, with a load and a
+   store through L1. A work item walks its rows ``H * K`` elements apart, a
+   stride across pages the hardware prefetcher does not follow, so the loop
+   hints the rows ``RWKV_PREFETCH`` tokens ahead into the cache: 1.3x at
+   B=1, L=4096, H=32, head 64, 2 threads (any distance from 1 to 16 alike).
 4. ``rwkv_wkv``: per chunk of ``RWKV_CHUNK`` tokens the state is used twice
    as a matrix: ``Y = (R * decay-from-chunk-start) S`` and
    ``S <- diag(prod w) S + (K * decay-to-chunk-end)^T V``, both with the
    register-tile micro-kernels of :mod:`kernels._tiles` (the accumulators
-   stay in registers; no state load/store per token); the intra-chunk pairs
-   form a ``(T, T)`` lower-triangular score matrix with the bonus ``u`` on
-   its diagonal, applied to ``V`` with the same tiles. Every reduction runs
-   in a fixed order, so results do not depend on the thread count.
+   stay in registers; no state load/store per token): two multiply-adds
+   per state element and token. The intra-chunk pairs form a ``(T, T)``
+   lower-triangular score matrix with the bonus ``u`` on its diagonal,
+   applied to ``V`` with the same tiles; its entries are dot products over
+   the channels in the fixed lane order of the dot tiles, of ``r_i`` with
+   the keys decayed to query ``i`` (keys by channels, a running product
+   updated once per query, channels contiguous so every update is a
+   vector loop). The decayed keys left after the last query are the
+   decay-to-chunk-end keys of the state update, so they are not formed a
+   second time. A work item is (sequence, ``RWKV_HEADS`` consecutive heads),
+   each chunk running through the item's heads in turn, so one token's rows
+   of those heads are one contiguous run; the rows of the next chunk are
+   hinted into the cache while the current one is computed. Every reduction
+   runs in a fixed order, so results do not depend on the thread count.
 
 Measured here (2 shared cores, load average 8-14 while measuring, so
 absolute times are inflated; ratios are from interleaved runs in one
@@ -140,14 +154,22 @@ the strided walk over ``x``/``delta``/``y``). ``N`` exponentials per
 bare-``exp2`` rate on both cores the scan would move ~4 GB/s, under 20% of
 the 20-23 GB/s read-stream bandwidth measured on a quiet machine: with an
 ``exp`` accurate to float32 the exponentials' arithmetic alone keeps the
-scan far below half the read bandwidth. The chunked WKV is 1.2-1.4x the token-by-token loop at B=1,
-L=4096, H=32, head 64, 2 threads (1.3-2.0x at L=1024, H=8, one thread; it
-was 1.1-1.2x while the decay-to-chunk-end products ran as one dependent
-chain per channel): for a square ``K = V`` state the chunked form does the
-same ``~2 K V`` multiply-adds per token as the loop (``R S`` and
-``K^T V``), so its gain can only come from register tiles against the
-loop's L1 traffic, not from less work. Chunks of 8 and 16 tokens ran alike,
-32 and 64 slower (the score matrix grows with the chunk).
+scan far below half the read bandwidth.
+
+The WKV at B=1, L=4096, H=32, head 64, float32, 2 threads, on a quiet Zen 3
+(AVX2; old and new kernels interleaved in one process, three processes):
+the chunked form takes 40-48 ms, 1.4-1.8x the token loop (62-70 ms) and
+1.75x faster than before its score matrix became dot products, its heads
+were grouped and its rows prefetched (78-81 ms; 0.95-0.99x the loop as it
+was then). It cannot be much faster than the loop: it saves the loop's
+state load and store and half its vector operations, two multiply-adds
+against a multiply and three multiply-adds per state element and token,
+so at equal efficiency per operation it would be at most 2x the loop
+before its intra-chunk work, which grows with the chunk. With its rows in
+L2 and one thread the chunked form splits as: the two state matmuls
+46%, the intra-chunk scores 24%, copies and decays 22%, the transpose of
+the keys 7%. Chunks of 8 and 16 tokens ran alike, 24 slightly and 32
+clearly slower; groups of 2 to 16 heads alike within the noise.
 """
 
 from __future__ import annotations
@@ -158,7 +180,8 @@ import numpy as np
 from numba import njit, prange
 
 from scalelab.kernels._common import check_float_array, check_int
-from scalelab.kernels._tiles import TILE_ROW_BYTES, TILE_ROWS, mm_tile_rescale_add, mm_tile_store
+from scalelab.kernels._tiles import (TILE_ROW_BYTES, TILE_ROWS, dot_tile_nt_1x1, dot_tile_nt_1x4, mm_tile_rescale_add,
+                                     mm_tile_store)
 from scalelab.kernels.attention import LOG2E
 from scalelab.kernels._vecmath import EXP2_F32_COEFFS, FASTMATH_INF_SAFE, exp2_nonpositive_with, prefetch_span
 
@@ -178,6 +201,8 @@ __all__ = [
     "SCAN_CHUNK",
     "SPLIT_BELOW_BLOCKS",
     "RWKV_CHUNK",
+    "RWKV_HEADS",
+    "RWKV_PREFETCH",
 ]
 
 #: Channels per Mamba work item: at most this many, at least 16, else ``D // SPLIT_BELOW_BLOCKS``
@@ -191,6 +216,10 @@ SCAN_PREFETCH = 4
 SPLIT_BELOW_BLOCKS = 8
 #: Tokens per RWKV chunk (a multiple of the 4-row register tile).
 RWKV_CHUNK = 16
+#: Heads per work item of the chunked WKV (fixed, so results never depend on the thread count).
+RWKV_HEADS = 4
+#: Tokens ahead whose rows the token-by-token WKV loop asks the cache for.
+RWKV_PREFETCH = 4
 
 
 # --------------------------------------------------------------------------- NumPy references
@@ -594,6 +623,16 @@ def mamba_step(x, delta, A, B, C, D, state):
 # --------------------------------------------------------------------------- RWKV kernels
 
 
+@njit(cache=True, inline="always")
+def _prefetch_token(r, k, v, w, y, b, t, hh):
+    """Hint the rows of token ``t`` of head ``hh`` into the cache (inputs read, ``y`` written)."""
+    prefetch_span(r[b, t, hh], 0)
+    prefetch_span(k[b, t, hh], 0)
+    prefetch_span(v[b, t, hh], 0)
+    prefetch_span(w[b, t, hh], 0)
+    prefetch_span(y[b, t, hh], 1)
+
+
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
 def _wkv_token(r, k, v, w, u, S, y, b, t, hh, acc):
     """One token of one head: ``y[b, t, hh] = r (S + diag(u) k^T v)``, then ``S = diag(w) S + k^T v``."""
@@ -624,15 +663,18 @@ def _wkv_loop_kernel(r, k, v, w, u, y, state):
         S = state[b, hh]
         acc = np.empty(S.shape[1], dtype=y.dtype)
         for t in range(L):
+            if t + RWKV_PREFETCH < L:  # rows H * K elements apart: a stride across pages
+                _prefetch_token(r, k, v, w, y, b, t + RWKV_PREFETCH, hh)
             _wkv_token(r, k, v, w, u, S, y, b, t, hh, acc)
 
 
 @njit(fastmath=FASTMATH_INF_SAFE, cache=True)
-def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, cw):
+def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, Rr, Dm, KT, P, Vc, Y, alpha, ones, cw):
     """Tokens ``[t0, t0 + T)`` of head ``hh`` of sequence ``b`` as small matmuls; ``S (Kp, Vp)`` padded state.
 
     Decays are running products of ``w`` over the tokens between the two ends
     of each term (all in ``[0, 1]``), never ratios of cumulative products.
+    ``P``'s entries above the diagonal are zero on entry and stay zero.
     """
     K, V = r.shape[3], v.shape[3]
     Tp, Kp = R.shape
@@ -643,7 +685,10 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
     # Inner loops index 1-D row views (r[b, t, hh] is (K,)): written with 4-D indices they did not vectorise.
     for c in range(K):
         alpha[c] = one
+    L = r.shape[1]
     for i in range(T):
+        if t0 + T + i < L:  # the next chunk's rows, H * K elements apart (a stride across pages)
+            _prefetch_token(r, k, v, w, y, b, t0 + T + i, hh)
         ri, wi, Ri = r[b, t0 + i, hh], w[b, t0 + i, hh], R[i]
         for c in range(K):
             Ri[c] = ri[c] * alpha[c]
@@ -651,42 +696,32 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
     for i in range(T, Tp):
         for c in range(K):
             R[i, c] = zero
-    # KT[:, j] = k_j * prod_{j < m < T} w_m (decay to the chunk end); the running product is over
-    # tokens, so it runs for all channels at once (vectorised) and KT is filled by a transpose
-    q = np.empty(K, dtype=y.dtype)
-    for c in range(K):
-        q[c] = one
-    for j in range(T - 1, -1, -1):
-        kj, wj = k[b, t0 + j, hh], w[b, t0 + j, hh]
+    uh = u[hh]
+    for i in range(T):
+        ri, ki, wi, Rri, Dmi = r[b, t0 + i, hh], k[b, t0 + i, hh], w[b, t0 + i, hh], Rr[i], Dm[i]
         for c in range(K):
-            KT[c, j] = kj[c] * q[c]
-            q[c] *= wj[c]
+            Rri[c] = ri[c]
+            Dmi[c] = uh[c] * ki[c]
+        j = 0
+        while j + 4 <= i + 1:
+            dot_tile_nt_1x4(Rr, i, Dm, j, 1, P, i, j, K)
+            j += 4
+        while j <= i:
+            dot_tile_nt_1x1(Rr, i, Dm, j, 1, P, i, j, K)
+            j += 1
+        for j in range(i):
+            Dj = Dm[j]
+            for c in range(K):
+                Dj[c] *= wi[c]
+        for c in range(K):
+            Dmi[c] = ki[c]
+    for j in range(T):  # KT = Dm^T, the left operand of the state update
+        Dj = Dm[j]
+        for c in range(K):
+            KT[c, j] = Dj[c]
     for c in range(K):
         for j in range(T, Tp):
             KT[c, j] = zero
-    # P[i, j] = sum_c r_i,c k_j,c prod_{j < m < i} w_m,c for j < i and P[i, i] = sum_c r_i,c u_c k_i,c,
-    # built row by row from Dm[c, j] = k_j,c prod_{j < m < i} w_m,c (channels by keys, keys contiguous)
-    # with Dm[c, i] = u_c k_i,c: row i is sum_c r_i,c Dm[c, :i + 1], one axpy per channel in the order
-    # of c, so the loop over keys vectorises with no horizontal sum (a dot product over c per entry
-    # would need reassociation to vectorise); then Dm[:, :i] *= w_i and Dm[:, i] = k_i.
-    for i in range(Tp):
-        for j in range(Tp):
-            P[i, j] = zero
-    Dm = np.empty((K, Tp), dtype=y.dtype)
-    uh = u[hh]
-    for i in range(T):
-        ri, ki, wi, Pi = r[b, t0 + i, hh], k[b, t0 + i, hh], w[b, t0 + i, hh], P[i]
-        for c in range(K):
-            Dm[c, i] = uh[c] * ki[c]
-        for c in range(K):
-            rc, Dc = ri[c], Dm[c]
-            for j in range(i + 1):
-                Pi[j] += rc * Dc[j]
-        for c in range(K):
-            Dc, wc = Dm[c], wi[c]
-            for j in range(i):
-                Dc[j] *= wc
-            Dc[i] = ki[c]
     for i in range(T):
         vi, Vi = v[b, t0 + i, hh], Vc[i]
         for c in range(V):
@@ -707,8 +742,9 @@ def _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, 
 
 
 @njit(parallel=True, fastmath=FASTMATH_INF_SAFE, cache=True)
-def _wkv_chunked_kernel(r, k, v, w, u, y, state, chunk, cw):
-    """Chunked WKV; a work item is (sequence, head), chunks run in order through the padded state.
+def _wkv_chunked_kernel(r, k, v, w, u, y, state, chunk, cw, group):
+    """Chunked WKV; a work item is (sequence, ``group`` consecutive heads); per chunk of tokens the
+    item's heads run in order, each through its own padded state.
 
     ``cw`` is the column width of a register tile for ``y``'s dtype.
     """
@@ -717,16 +753,21 @@ def _wkv_chunked_kernel(r, k, v, w, u, y, state, chunk, cw):
     Kp = -(-K // TILE_ROWS) * TILE_ROWS
     Vp = -(-V // cw) * cw
     Tp = -(-chunk // TILE_ROWS) * TILE_ROWS
-    for item in prange(nb * H):
-        b, hh = item // H, item % H
-        S = np.zeros((Kp, Vp), dtype=y.dtype)  # padding rows/columns stay zero
-        for i in range(K):
-            for c in range(V):
-                S[i, c] = state[b, hh, i, c]
+    ng = -(-H // group)
+    for item in prange(nb * ng):
+        b, h0 = item // ng, (item % ng) * group
+        nh = min(group, H - h0)
+        S = np.zeros((nh, Kp, Vp), dtype=y.dtype)  # padding rows/columns stay zero
+        for g in range(nh):
+            for i in range(K):
+                for c in range(V):
+                    S[g, i, c] = state[b, h0 + g, i, c]
         R = np.empty((Tp, Kp), dtype=y.dtype)
         R[:, K:] = 0
+        Rr = np.empty((Tp, K), dtype=y.dtype)
+        Dm = np.empty((Tp, K), dtype=y.dtype)
         KT = np.zeros((Kp, Tp), dtype=y.dtype)
-        P = np.empty((Tp, Tp), dtype=y.dtype)
+        P = np.zeros((Tp, Tp), dtype=y.dtype)
         Vc = np.zeros((Tp, Vp), dtype=y.dtype)
         Y = np.empty((Tp, Vp), dtype=y.dtype)
         alpha = np.ones(Kp, dtype=y.dtype)
@@ -735,10 +776,12 @@ def _wkv_chunked_kernel(r, k, v, w, u, y, state, chunk, cw):
             T = min(chunk, L - t0)
             if T < chunk:  # stale rows of the previous chunk must not leak into the last one
                 Vc[:, :] = 0
-            _wkv_chunk(r, k, v, w, u, y, b, hh, t0, T, S, R, KT, P, Vc, Y, alpha, ones, cw)
-        for i in range(K):
-            for c in range(V):
-                state[b, hh, i, c] = S[i, c]
+            for g in range(nh):
+                _wkv_chunk(r, k, v, w, u, y, b, h0 + g, t0, T, S[g], R, Rr, Dm, KT, P, Vc, Y, alpha, ones, cw)
+        for g in range(nh):
+            for i in range(K):
+                for c in range(V):
+                    state[b, h0 + g, i, c] = S[g, i, c]
 
 
 def _run_rwkv(fn, r, k, v, w, u, state, dtype, *extra):
@@ -757,7 +800,7 @@ def _rwkv_prefill(r, k, v, w, u, state, chunked):
         return np.zeros((nb, L, H, v.shape[3]), dtype=dtype), out_state
     if chunked:
         return _run_rwkv(_wkv_chunked_kernel, r, k, v, w, u, out_state, dtype, RWKV_CHUNK,
-                         TILE_ROW_BYTES // dtype.itemsize), out_state
+                         TILE_ROW_BYTES // dtype.itemsize, RWKV_HEADS), out_state
     return _run_rwkv(_wkv_loop_kernel, r, k, v, w, u, out_state, dtype), out_state
 
 

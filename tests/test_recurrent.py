@@ -225,6 +225,24 @@ def test_rwkv_thread_count_and_batch_composition_bitwise(fn):
     np.testing.assert_array_equal(sb[0], s2[1])
 
 
+def test_rwkv_head_grouping_does_not_change_the_bits(monkeypatch):
+    """Heads per work item (whole groups, a partial last group, one head each) only reorder whole heads."""
+    import scalelab.kernels.recurrent as rec
+
+    args = rwkv_inputs(2, 2 * RWKV_CHUNK + 5, 7, 16, 24, seed=11)
+    state0 = np.random.default_rng(3).standard_normal((2, 7, 16, 24)).astype(np.float32)
+    outs = []
+    for group in (1, 3, 4, 7, 9):
+        monkeypatch.setattr(rec, "RWKV_HEADS", group)
+        outs.append(rwkv_wkv(*args, state=state0))
+    for y, s in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0][0])
+        np.testing.assert_array_equal(s, outs[0][1])
+    y_ref, s_ref = rwkv_wkv_ref(*args, state=state0)
+    _close(outs[0][0], y_ref, np.float32)
+    _close(outs[0][1], s_ref, np.float32)
+
+
 @pytest.mark.parametrize("fn", [rwkv_wkv, rwkv_wkv_ref])
 def test_rwkv_bad_input(fn):
     args = rwkv_inputs(1, 5, 2, 4, 3)

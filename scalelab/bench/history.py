@@ -155,6 +155,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from scalelab.bench._script import run_tool
+    from scalelab._closed_pipe import run_tool
 
     raise SystemExit(run_tool(main))

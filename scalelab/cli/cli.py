@@ -22,6 +22,7 @@ import re
 import sys
 
 from scalelab import __version__
+from scalelab._closed_pipe import EXIT_BROKEN_PIPE, silence_stdout
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
@@ -41,9 +42,6 @@ COMMAND_MODULES = (
 class UsageError(Exception):
     """Raised for bad command-line input; reported as one line, exit code 2."""
 
-
-#: Exit code after the reader of stdout went away (128 + SIGPIPE, what a shell reports for ``yes | head``).
-EXIT_BROKEN_PIPE = 141
 
 # argparse only treats "-5" and "-.5" as numbers; "-1e24" and "-inf" would be read as an
 # unknown option ("expected one argument") instead of reaching the option's range check.
@@ -94,16 +92,6 @@ def _os_error_message(exc: OSError) -> str:
     return text
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -117,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc).splitlines()[0] if str(exc) else "scalelab: error", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as exc:
         print(f"scalelab: error: {_os_error_message(exc)}", file=sys.stderr)
