@@ -277,3 +277,116 @@ def test_cli_closed_loop_prints_how_the_fit_priced_the_served_iterations(monkeyp
     assert "1 of 1 rows within the bars" in out and "served iterations against the fit's price" in out
     row = out.strip().splitlines()[-1].split()
     assert row[0] == "0.3" and row[1] == "1" and float(row[4]) == pytest.approx(1 / 1.5, rel=1e-3)
+
+
+# ------------------------------------------------------------------ the wake cost after an idle gap
+
+
+def test_wake_cost_builds_up_with_the_gap():
+    f = FittedStepCost(TINY, [1e-3, 0, 0, 0, 0, 0], wake_s=2e-3, wake_tau_s=0.01)
+    assert f.wake(0.0) == 0.0 and f.wake(np.inf) == pytest.approx(2e-3)
+    g = np.array([0.0, 1e-3, 0.01, 0.05, 1.0])
+    w = f.wake(g)
+    np.testing.assert_allclose(w, 2e-3 * (1 - np.exp(-g / 0.01)), rtol=1e-12)
+    assert (np.diff(w) > 0).all()
+    assert FittedStepCost(TINY, [1e-3, 0, 0, 0, 0, 0]).wake(5.0) == 0.0  # no wake cost by default
+    fw = FittedStepCost(TINY, [1e-3, 1e-5, 0, 0, 0, 0], rel_err_p50=0.1).with_wake(1e-3, 0.02)
+    assert fw.wake_s == 1e-3 and fw.wake_tau_s == 0.02 and fw.rel_err_p50 == 0.1 and fw.coef[1] == 1e-5
+    assert "wake=0.001 s" in repr(fw) and [r["aggregate"] for r in fw.table()][-2:] == [
+        "wake_after_long_idle", "wake_time_constant"]
+    for kwargs, message in [({"wake_s": -1e-3}, "wake_s must be"), ({"wake_s": np.nan}, "wake_s must be"),
+                            ({"wake_tau_s": 0.0}, "wake_tau_s must be"), ({"wake_tau_s": np.inf}, "wake_tau_s must be")]:
+        with pytest.raises(ValueError, match=message):
+            FittedStepCost(TINY, [1e-3, 0, 0, 0, 0, 0], **kwargs)
+    for gap in (-1e-3, np.nan, [0.1, -0.1]):
+        with pytest.raises(ValueError, match="gap must be >= 0"):
+            f.wake(gap)
+
+
+def test_fit_wake_recovers_a_known_curve_and_refuses_a_flat_one():
+    from scalelab.simulations.serving.fitted import fit_wake
+
+    g = np.array([0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1])
+    noise = np.random.default_rng(1).normal(0, 2e-5, g.size)
+    a, tau = fit_wake(g, 1e-3 * (1 - np.exp(-g / 0.006)) + noise)
+    assert a == pytest.approx(1e-3, rel=0.05) and tau == pytest.approx(0.006, rel=0.3)
+    a0, _ = fit_wake(g, -np.abs(noise))  # iterations no dearer after a gap: no wake cost
+    assert a0 == 0.0
+    for gaps, excess, message in [([0.0, 0.0], [0.0, 0.0], "a gap > 0"), ([0.1], [0.0], "length >= 2"),
+                                  ([0.0, -1.0], [0.0, 0.0], "finite and >= 0"),
+                                  ([0.0, 0.1], [0.0, np.nan], "excess must be finite")]:
+        with pytest.raises(ValueError, match=message):
+            fit_wake(gaps, excess)
+
+
+def _requests_of(w_kwargs, f):
+    w = poisson_workload(**w_kwargs)
+    return simulate(TINY, _hardware_for(f), w, scheduler="chunked", token_budget=512, cost_model=f, kv_blocks=256,
+                    dtype_bytes=4).requests
+
+
+def test_simulator_charges_the_wake_cost_after_idle_gaps_only():
+    base = FittedStepCost(TINY, [0.01, 0, 0, 0, 0, 0])
+    woke = base.with_wake(0.004, 0.001)
+    far = dict(rate=1e-3, n=3, prompt_len=100, output_len=5, seed=0)  # each request alone, long gaps between
+    r0, r1 = _requests_of(far, base), _requests_of(far, woke)
+    # every request starts on an idle engine: its prefill iteration pays the (saturated) wake cost once
+    np.testing.assert_allclose((r1["first_token"] - r1["arrival"]) - (r0["first_token"] - r0["arrival"]), 0.004)
+    np.testing.assert_allclose(r1["finish"] - r1["first_token"], r0["finish"] - r0["first_token"])
+    burst = dict(rate=1e9, n=6, prompt_len=100, output_len=5, seed=0)  # all at once: only the first iteration
+    b0, b1 = _requests_of(burst, base), _requests_of(burst, woke)
+    assert float(b1["finish"].max() - b0["finish"].max()) == pytest.approx(0.004)
+
+
+def test_engine_logs_idle_gaps_and_measures_its_wake_cost():
+    from scalelab.simulations.serving.closed_loop import measure_wake
+
+    engine = Engine(LlamaModel.random(TINY, seed=0), token_budget=64)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, TINY.vocab_size, 8) for _ in range(2)]
+    engine.generate(prompts, max_new_tokens=3)
+    assert engine.batches[0].idle_before == np.inf  # the engine's first iteration ever
+    engine.generate(prompts, max_new_tokens=4, pause_s=0.005)
+    assert all(0.005 <= b.idle_before < 1.0 for b in engine.batches)
+    with pytest.raises(ValueError, match="pause_s must be"):
+        engine.generate(prompts, max_new_tokens=2, pause_s=-0.1)
+    table = measure_wake(engine, TINY, gaps=(0.0, 0.001, 0.004), repeats=1, steps=2, batch=2, prompt=8)
+    assert list(table["gap_s"]) == [0.0, 0.001, 0.004] and table["excess_s"].iloc[0] == 0.0
+    assert (table["iteration_s"] > 0).all()
+    with pytest.raises(ValueError, match="gaps must start with 0"):
+        measure_wake(engine, TINY, gaps=(0.001, 0.002, 0.004))
+
+
+def test_served_iterations_price_the_wake_cost_of_iterations_after_a_gap():
+    from scalelab.simulations.serving.live import EngineIteration
+
+    fit = FittedStepCost(TINY, [1e-3, 1e-5, 2e-6, 1e-9, 1e-8, 0.0], wake_s=1e-3, wake_tau_s=1e-3)
+    it = ([5], [0], [3, 4])
+    price = fit.time(iteration_aggregates(TINY, *it))
+    served = [EngineIteration(*it, price, idle_before=0.0), EngineIteration(*it, price + 1e-3, idle_before=np.inf)]
+    t = ClosedLoop(fit, 1.0, pd.DataFrame(), served={0.3: served}).served_iterations().iloc[0]
+    assert t["priced/measured"] == pytest.approx(1.0) and t["wake_s"] == pytest.approx(1e-3)
+
+
+def test_refit_takes_the_wake_cost_out_of_the_iterations_it_fits():
+    from scalelab.simulations.serving.closed_loop import refit_with_wake
+    from scalelab.simulations.serving.live import EngineIteration
+
+    coef = np.array([2e-3, 1e-5, 3e-5, 2e-9, 4e-8, 0.0])
+    truth = FittedStepCost(TINY, coef, wake_s=1.5e-3, wake_tau_s=0.008)
+    rng = np.random.default_rng(4)
+    batches = []
+    for i in range(120):
+        chunks = [int(c) for c in rng.integers(1, 300, rng.integers(0, 3))]
+        offs = [int(o) for o in rng.integers(0, 500, len(chunks))]
+        kv = [int(k) for k in rng.integers(1, 900, rng.integers(0 if chunks else 1, 20))]
+        gap = [0.0, 1e-3, 5e-3, 0.05, np.inf][i % 5]
+        t = truth.time(iteration_aggregates(TINY, chunks, offs, kv)) + truth.wake(gap)
+        batches.append(EngineIteration(chunks, offs, kv, t, idle_before=gap))
+    gaps = np.array([0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1])
+    wake = pd.DataFrame({"gap_s": gaps, "iteration_s": 0.01, "excess_s": truth.wake(gaps)})
+    fit = refit_with_wake(TINY, batches, wake)
+    assert fit.wake_s == pytest.approx(1.5e-3, rel=0.02) and fit.wake_tau_s == pytest.approx(0.008, rel=0.05)
+    np.testing.assert_allclose(fit.coef[:5], coef[:5], rtol=0.03)
+    plain = fit_step_cost(TINY, *engine_iterations(TINY, batches))  # the same data fitted without the wake cost
+    assert plain.coef[0] > 1.2 * coef[0]  # charges every iteration part of what only the ones after a gap pay

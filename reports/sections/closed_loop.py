@@ -66,7 +66,16 @@ def build(ctx: SectionContext) -> Section:
         "is a bias (served iterations dearer than their price: the queue grows faster than predicted); the spread "
         "of `measured/priced` (p10 to p90, cv) is noise the simulator's mean price leaves out, and a queue with "
         "variable service times waits longer than one with constant times of the same mean."))
+    if res.wake is not None:
+        items.append(TableItem(
+            "closed_loop_wake", res.wake,
+            "One decode iteration (4 sequences) back to back and after idle gaps: the median iteration and its "
+            "excess over back to back. While the engine waits, its caches and its core go to other work; the fit "
+            f"carries the excess as a wake cost ({fit.wake_s * 1e3:.2f} ms after a long gap, building up over "
+            f"about {fit.wake_tau_s * 1e3:.1f} ms of idle), which the simulator adds to an iteration that follows "
+            "an idle gap."))
     items.append(TableItem(
         "closed_loop_fit", pd.DataFrame(fit.table()),
-        "The fitted step cost: seconds per unit of each aggregate (zero where the fit found no cost)."))
+        "The fitted step cost: seconds per unit of each aggregate (zero where the fit found no cost), and the "
+        "wake cost after an idle gap."))
     return Section(TITLE, items)

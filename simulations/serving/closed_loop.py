@@ -11,7 +11,13 @@ One study, on the machine it runs on:
    by about 20%, which near saturation turns into a queue the prediction
    does not have. So a second pass serves a calibration workload (its own
    seed) at 90% of the first capacity estimate, and the fit is made again
-   on both sets of iterations.
+   on both sets of iterations. Between the two passes, :func:`measure_wake`
+   times one decode iteration back to back and after idle gaps of 1-100 ms
+   and fits the *wake cost* of :mod:`simulations.serving.fitted` to the
+   excess; the refit is made on the iterations' times less their wake cost
+   (each iteration's idle gap is in the engine's log) and carries it, so the
+   simulator charges an iteration that follows an idle gap what the engine
+   pays for it (on the tiny model up to 70% more than back to back).
 2. **Capacity.** Replay a burst of the study's workload (every request at
    t = 0) in the simulator on the fitted cost: requests finished per second
    at saturation.
@@ -40,17 +46,22 @@ import pandas as pd
 
 from scalelab.simulations.hardware import Hardware
 from scalelab.simulations.inference import ModelConfig
-from scalelab.simulations.serving.fitted import FittedStepCost, engine_iterations, fit_step_cost
+from scalelab.simulations.serving.fitted import (FittedStepCost, engine_idle_gaps, engine_iterations, fit_step_cost,
+                                                 fit_wake)
 from scalelab.simulations.serving.metrics import ServingResult
 from scalelab.simulations.serving.workload import LogNormal, Workload, poisson_workload
 
-__all__ = ["Calibration", "calibrate_engine", "engine_capacity_rps", "closed_loop", "ClosedLoop", "BARS"]
+__all__ = ["Calibration", "calibrate_engine", "engine_capacity_rps", "closed_loop", "ClosedLoop", "BARS",
+           "measure_wake", "refit_with_wake", "WAKE_GAPS_S"]
 
 #: Seconds of arrivals of the second calibration pass (a served workload near capacity).
 CALIBRATION_SERVE_S = 15.0
 
 #: Allowed |predicted / measured - 1| per percentile (issue 15's bar).
 BARS = {50: 0.25, 99: 0.40}
+
+#: Idle gaps (seconds) before the probe iterations of :func:`measure_wake`; 0 is back to back.
+WAKE_GAPS_S = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
 def _calibration_batches(max_position: int, token_budget: int, quick: bool = False) -> list[tuple[int, int, int]]:
@@ -109,6 +120,50 @@ def calibrate_engine(engine, model: ModelConfig, *, seed: int = 0, quick: bool =
     return Calibration(fit_step_cost(model, X, y), tuple(batches))
 
 
+def measure_wake(engine, model: ModelConfig, *, gaps=WAKE_GAPS_S, repeats: int = 3, steps: int = 4, batch: int = 4,
+                 prompt: int = 16, seed: int = 0) -> pd.DataFrame:
+    """What a decode iteration costs after an idle gap, over the same iteration back to back.
+
+    For each repeat and each gap (in a rotated order, so no gap always runs first), the engine
+    generates ``steps + 1`` tokens for ``batch`` prompts of ``prompt`` tokens, sleeping the gap
+    before every iteration (``Engine.generate(pause_s=...)``); the median decode iteration of
+    that run minus the median of the back-to-back run of the same repeat is the excess.
+
+    Returns
+    -------
+    DataFrame
+        One row per gap: ``gap_s``, ``iteration_s`` (median over repeats of the median decode
+        iteration) and ``excess_s`` (median over repeats of the excess).
+    """
+    gaps = tuple(float(g) for g in gaps)
+    if len(gaps) < 3 or gaps[0] != 0.0 or any(g < 0 for g in gaps):
+        raise ValueError(f"gaps must start with 0 (back to back) and hold at least 3 gaps >= 0, got {gaps}")
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(0, model.vocab_size, prompt) for _ in range(batch)]
+    engine.warm_up()
+    med = np.empty((repeats, len(gaps)))  # (repeats, gaps) median decode iteration of each run
+    for rep in range(repeats):
+        for j in np.roll(np.arange(len(gaps)), rep):
+            engine.generate(prompts, max_new_tokens=steps + 1, seed=seed, pause_s=gaps[j])
+            med[rep, j] = np.median([b.seconds for b in engine.batches if not b.chunk_tokens])
+    excess = med - med[:, :1]  # (repeats, gaps)
+    return pd.DataFrame({"gap_s": gaps, "iteration_s": np.median(med, axis=0),
+                         "excess_s": np.median(excess, axis=0)})
+
+
+def refit_with_wake(model: ModelConfig, batches, wake: pd.DataFrame) -> FittedStepCost:
+    """Fit the step cost to ``batches`` less each iteration's wake cost, fitted to ``wake`` (:func:`measure_wake`).
+
+    An iteration's measured time less its wake cost is floored at half the measured time (a
+    wake cost fitted too high must not drive a time to zero).
+    """
+    wake_s, tau = fit_wake(wake["gap_s"].to_numpy(), wake["excess_s"].to_numpy())
+    X, y = engine_iterations(model, list(batches))
+    probe = FittedStepCost(model, np.r_[1.0, np.zeros(X.shape[1] - 1)], wake_s=wake_s, wake_tau_s=tau)
+    warm = np.maximum(y - probe.wake(engine_idle_gaps(list(batches))), 0.5 * y)  # (k,)
+    return fit_step_cost(model, X, warm).with_wake(wake_s, tau)
+
+
 def _hardware_for(fitted: FittedStepCost) -> Hardware:
     """A placeholder device for the simulator: the fitted cost prices iterations, the engine's blocks size the cache."""
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
@@ -141,6 +196,7 @@ class ClosedLoop:
     the bar and whether the row meets it. ``runs`` maps each load to ``(measured, predicted)``
     :class:`ServingResult` objects (for latency CDFs). ``served`` maps each load to the live
     engine's iteration log while it served that load (:meth:`served_iterations` prices it).
+    ``wake`` is :func:`measure_wake`'s table, whose fit the step cost carries.
     """
 
     fit: FittedStepCost
@@ -148,6 +204,7 @@ class ClosedLoop:
     table: pd.DataFrame
     runs: dict = field(default_factory=dict)
     served: dict = field(default_factory=dict)
+    wake: pd.DataFrame | None = None
 
     @property
     def misses(self) -> pd.DataFrame:
@@ -160,7 +217,8 @@ class ClosedLoop:
         them (a bias: ``priced/measured`` below 1) or because they scatter around the price (a
         spread: the simulator charges the mean, and a queue with variable service times waits
         longer than one with constant times of the same mean). One row per load: iterations,
-        the sums of measured and priced seconds and their ratio, and the per-iteration ratio
+        the sums of measured and priced seconds and their ratio, the part of the price that is
+        wake cost (``wake_s``; iterations after idle gaps), and the per-iteration ratio
         ``measured/priced`` at p10, p50 and p90 with its coefficient of variation.
         """
         rows = []
@@ -169,10 +227,12 @@ class ClosedLoop:
             if not plain:
                 continue
             X, y = engine_iterations(self.fit.model, plain)  # (k, 6), (k,)
-            priced = self.fit.time(X)  # (k,)
+            wake = self.fit.wake(engine_idle_gaps(plain))  # (k,)
+            priced = self.fit.time(X) + wake  # (k,)
             r = y / priced
             rows.append({"load": load, "iterations": len(y), "measured_s": float(y.sum()),
                          "priced_s": float(priced.sum()), "priced/measured": float(priced.sum() / y.sum()),
+                         "wake_s": float(wake.sum()),
                          "measured/priced p10": float(np.quantile(r, 0.1)),
                          "measured/priced p50": float(np.median(r)),
                          "measured/priced p90": float(np.quantile(r, 0.9)),
@@ -219,8 +279,9 @@ def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, pro
     n_cal = max(40, round(0.9 * capacity * (CALIBRATION_SERVE_S / 3 if quick else CALIBRATION_SERVE_S)))
     engine.serve(poisson_workload(0.9 * capacity, n_cal, prompt_len=plen, output_len=olen, seed=seed + 10_000),
                  seed=seed + 10_000)
-    X, y = engine_iterations(cfg, [*calibration.batches, *engine.batches])
-    fit = fit_step_cost(cfg, X, y)
+    served_cal = tuple(engine.batches)
+    wake = measure_wake(engine, cfg, seed=seed, repeats=2 if quick else 3)
+    fit = refit_with_wake(cfg, [*calibration.batches, *served_cal], wake)
     capacity = engine_capacity_rps(fit, engine, scheduler, prompt_len=plen, output_len=olen, seed=seed)
     rows, runs, served = [], {}, {}
     for i, load in enumerate(loads):
@@ -238,4 +299,4 @@ def closed_loop(model="tiny", *, loads=(0.3, 0.8), duration_s: float = 40.0, pro
                          "measured_ms": r["measured_ms"], "predicted_ms": r["predicted_ms"],
                          "predicted/measured": ratio, "bar": f"+-{BARS[p]:.0%}",
                          "within_bar": bool(abs(ratio - 1) <= BARS[p])})
-    return ClosedLoop(fit, capacity, pd.DataFrame(rows), runs, served)
+    return ClosedLoop(fit, capacity, pd.DataFrame(rows), runs, served, wake)

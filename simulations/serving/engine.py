@@ -101,6 +101,7 @@ class Instance:
         self._base_sum = 0.0  # sum of d_base, kept with the set so a step needs no pass over it
         self._next_end = math.inf  # min(d_end)
         self._blocks_at: tuple[float, int] = (-1.0, 0)  # (D + steps ahead, blocks): the last block count
+        self._idle_gap = math.inf  # idle seconds before the next iteration (idle since the start)
 
     # ------------------------------------------------------------------ state the schedulers read
     @property
@@ -132,6 +133,8 @@ class Instance:
     # ------------------------------------------------------------------ admission
     def enqueue(self, rid: int, t: float, front: bool = False) -> None:
         if not self.has_work():
+            if self._idle_gap != math.inf:  # idle since its last iteration ended at ``clock``
+                self._idle_gap = max(0.0, t - self.clock)
             self.clock = max(self.clock, t)
         (self.waiting.appendleft if front else self.waiting.append)(rid)
 
@@ -206,19 +209,26 @@ class Instance:
             raise RuntimeError(
                 f"instance {self.index} has {len(self.waiting)} waiting request(s) it can never admit "
                 f"(KV capacity {self.capacity} blocks)")
+        wake = self._take_wake()
         if not chunks:
             # a pure-decode batch repeats until something arrives (if it could be admitted), finishes or overflows
             arrivals_matter = not self.waiting and self.sched.admits_while_running
-            self._stretch(horizon if arrivals_matter else self.sim.other_busy_clock(self))
+            self._stretch(horizon if arrivals_matter else self.sim.other_busy_clock(self), wake)
             return
-        self._iterate(chunks, n_dec)
+        self._iterate(chunks, n_dec, wake)
+
+    def _take_wake(self) -> float:
+        """Extra seconds of this iteration for the idle gap before it (a cost model's ``wake``, if it has one)."""
+        gap, self._idle_gap = self._idle_gap, 0.0
+        wake = getattr(self.cost, "wake", None)
+        return 0.0 if wake is None or gap <= 0 else float(wake(gap))
 
     def _decode_aggregates(self, n: int, kv_sum: float):
         """``(T, S, P, K)`` contributions of a decode step over ``n`` sequences holding ``kv_sum`` cached tokens."""
         q = self.tokens_per_decode
         return q * n, q * n, q * kv_sum + n * q * (q + 1) / 2, kv_sum + n * q
 
-    def _iterate(self, chunks, n_dec: int) -> None:
+    def _iterate(self, chunks, n_dec: int, wake: float = 0.0) -> None:
         req = self.req
         t = s = pairs = kvr = 0.0
         for rid, c in chunks:
@@ -235,7 +245,7 @@ class Instance:
             if self.draft is not None:
                 x_draft = (1.0, n_dec, n_dec, kv_sum + n_dec, kv_sum + n_dec, self.draft.touched(n_dec))
                 draft_s = self.spec_k * self.draft.time(x_draft)
-        dur = self.cost.time((1.0, t, s, pairs, kvr, self.cost.touched(t))) + draft_s
+        dur = self.cost.time((1.0, t, s, pairs, kvr, self.cost.touched(t))) + draft_s + wake
         start = self.clock
         self.clock = start + dur
         ptoks = int(sum(c for _, c in chunks))
@@ -290,8 +300,11 @@ class Instance:
                 self._finish(rid)
             self._leave_decode(~done)
 
-    def _stretch(self, horizon: float) -> None:
-        """Advance ``k >= 1`` identical pure-decode steps: up to the first finish, memory limit or ``horizon``."""
+    def _stretch(self, horizon: float, wake: float = 0.0) -> None:
+        """Advance ``k >= 1`` identical pure-decode steps: up to the first finish, memory limit or ``horizon``.
+
+        ``wake``: extra seconds of the first step (it follows an idle gap).
+        """
         e = self.tokens_per_step
         kv0 = self.d_base + self.D * e  # (S,)
         n = kv0.size
@@ -312,6 +325,7 @@ class Instance:
         window = min(k, 64)
         while True:
             times = self._stretch_times(n, kv_sum, window)  # (window,)
+            times[0] += wake
             cum = np.cumsum(times)  # (window,)
             reach = horizon - self.clock
             if window == k or cum[-1] >= reach:

@@ -29,6 +29,23 @@ identify the coefficients.
 The model has the interface the simulator's instances read (``time(x)``,
 ``touched(tokens)``), so ``simulate(..., cost_model=fitted)`` replays a
 workload on it.
+
+An iteration after the engine sat idle
+--------------------------------------
+On a CPU the same iteration costs more when the engine had nothing to do
+just before it: while it waited, the operating system and other tenants of
+the machine took its caches (the shared L3 holds most of a small model's
+weights) and its core went idle. The tiny model's batch-4 decode iteration
+took 1.5 ms back to back and 1.9, 2.5 and 2.6 ms after idle gaps of 5, 20
+and 100 ms (a quiet Zen 3, 2026-12-02; one thread or two alike, and a
+busy-waiting gap still cost half of it, so it is not only thread wake-up).
+A calibration that runs its batches back to back never sees this, and a
+served workload at a light load has a gap before many of its iterations.
+So a fit may carry a *wake cost*: ``wake(gap) = wake_s * (1 - exp(-gap /
+wake_tau_s))`` seconds added to the first iteration after an idle gap of
+``gap`` seconds (:meth:`FittedStepCost.wake`; :func:`fit_wake` fits the two
+numbers to excess times measured after controlled gaps). The simulator adds
+it whenever an instance starts work after being idle.
 """
 
 from __future__ import annotations
@@ -42,7 +59,8 @@ from scalelab.simulations.checks import as_positive_array, check_positive
 from scalelab.simulations.inference import ModelConfig, get_model
 from scalelab.simulations.serving.cost import N_AGGREGATES, experts_touched, iteration_aggregates
 
-__all__ = ["FittedStepCost", "fit_step_cost", "engine_iterations", "AGGREGATE_NAMES", "IRLS_ROUNDS"]
+__all__ = ["FittedStepCost", "fit_step_cost", "engine_iterations", "engine_idle_gaps", "fit_wake", "AGGREGATE_NAMES",
+           "IRLS_ROUNDS"]
 
 #: Reweighting rounds of the fit (plain least squares, then weights 1 / prediction); the
 #: coefficients of the calibration data here settle within 1% by the fourth round.
@@ -65,10 +83,13 @@ class FittedStepCost:
         The fit's relative errors on its own iterations (NaN when unknown).
     n_iterations : int
         How many iterations the fit saw.
+    wake_s, wake_tau_s : float
+        The wake cost (module docstring): extra seconds of the first iteration after a long
+        idle gap (>= 0; 0, the default, for none) and the gap over which it builds up (> 0).
     """
 
     def __init__(self, model, coef, *, rel_err_p50: float = math.nan, rel_err_p90: float = math.nan,
-                 n_iterations: int = 0) -> None:
+                 n_iterations: int = 0, wake_s: float = 0.0, wake_tau_s: float = 0.01) -> None:
         self.model: ModelConfig = get_model(model)
         c = np.asarray(coef, dtype=np.float64)
         if c.shape != (N_AGGREGATES,):
@@ -81,6 +102,28 @@ class FittedStepCost:
         self.rel_err_p50 = float(rel_err_p50)
         self.rel_err_p90 = float(rel_err_p90)
         self.n_iterations = int(n_iterations)
+        if not (isinstance(wake_s, (int, float)) and math.isfinite(wake_s) and wake_s >= 0):
+            raise ValueError(f"wake_s must be a finite number of seconds >= 0, got {wake_s!r}")
+        if not (isinstance(wake_tau_s, (int, float)) and math.isfinite(wake_tau_s) and wake_tau_s > 0):
+            raise ValueError(f"wake_tau_s must be a finite number of seconds > 0, got {wake_tau_s!r}")
+        self.wake_s = float(wake_s)
+        self.wake_tau_s = float(wake_tau_s)
+
+    def with_wake(self, wake_s: float, wake_tau_s: float) -> "FittedStepCost":
+        """The same fit with the given wake cost."""
+        return FittedStepCost(self.model, self.coef, rel_err_p50=self.rel_err_p50, rel_err_p90=self.rel_err_p90,
+                              n_iterations=self.n_iterations, wake_s=wake_s, wake_tau_s=wake_tau_s)
+
+    def wake(self, gap):
+        """Extra seconds of an iteration after ``gap`` idle seconds (scalar or array; ``inf`` allowed).
+
+        ``wake_s * (1 - exp(-gap / wake_tau_s))``: 0 after no gap, ``wake_s`` after a long one.
+        """
+        g = np.asarray(gap, dtype=np.float64)
+        if np.isnan(g).any() or (g < 0).any():
+            raise ValueError("gap must be >= 0 seconds (inf for an engine idle since it started)")
+        w = -self.wake_s * np.expm1(-g / self.wake_tau_s)  # () or (k,)
+        return float(w) if w.ndim == 0 else w
 
     def time(self, x):
         """Seconds for iteration vector(s) ``x``: ``(6,)`` -> float, ``(k, 6)`` -> ``(k,)``."""
@@ -96,11 +139,18 @@ class FittedStepCost:
         return iteration_aggregates(self.model, chunk_tokens, chunk_offsets, decode_kv, q)
 
     def table(self) -> list[dict]:
-        """The coefficients as rows ``{aggregate, seconds_per_unit}``."""
-        return [{"aggregate": n, "seconds_per_unit": float(v)} for n, v in zip(AGGREGATE_NAMES, self.coef)]
+        """The coefficients as rows ``{aggregate, seconds_per_unit}``; with a wake cost, two rows more
+        (``wake_after_long_idle``: seconds per iteration; ``wake_time_constant``: seconds of idle)."""
+        rows = [{"aggregate": n, "seconds_per_unit": float(v)} for n, v in zip(AGGREGATE_NAMES, self.coef)]
+        if self.wake_s > 0:
+            rows += [{"aggregate": "wake_after_long_idle", "seconds_per_unit": self.wake_s},
+                     {"aggregate": "wake_time_constant", "seconds_per_unit": self.wake_tau_s}]
+        return rows
 
     def __repr__(self) -> str:
         terms = ", ".join(f"{n}={v:.3g}" for n, v in zip(AGGREGATE_NAMES, self.coef) if v > 0)
+        if self.wake_s > 0:
+            terms += f", wake={self.wake_s:.3g} s (tau {self.wake_tau_s:.3g} s)"
         return (f"FittedStepCost({self.model.name}: {terms}; rel. error p50 {self.rel_err_p50:.1%}, "
                 f"p90 {self.rel_err_p90:.1%} over {self.n_iterations} iterations)")
 
@@ -151,6 +201,54 @@ def engine_iterations(model, batches) -> tuple[np.ndarray, np.ndarray]:
         except (TypeError, ValueError) as e:
             raise type(e)(f"batches[{i}]: {e}") from None
     return X, y
+
+
+def engine_idle_gaps(batches) -> np.ndarray:
+    """``(k,)`` idle seconds before each iteration of a live engine's ``batches`` log.
+
+    Entries that do not record it (plain 4-tuples) count as iterations with no gap before them.
+    """
+    return np.array([float(getattr(b, "idle_before", 0.0)) for b in batches], dtype=np.float64)
+
+
+def fit_wake(gaps, excess) -> tuple[float, float]:
+    """Fit ``excess ~ wake_s * (1 - exp(-gap / wake_tau_s))``: the wake cost's two numbers.
+
+    Parameters
+    ----------
+    gaps : array_like (k,)
+        Idle seconds before the measured iterations, >= 0 and finite.
+    excess : array_like (k,)
+        Their extra seconds over the same iteration run back to back (may be negative: noise).
+
+    Returns
+    -------
+    (wake_s, wake_tau_s) : seconds; ``wake_s`` is 0 when the excesses do not rise with the gap.
+
+    The fit is least squares over a grid of ``wake_tau_s`` (a geometric grid from a tenth of
+    the smallest positive gap to ten times the largest, 200 points), where for each ``tau`` the
+    best ``wake_s >= 0`` is closed-form; the grid keeps the answer deterministic and free of
+    a starting guess.
+    """
+    g = np.asarray(gaps, dtype=np.float64)
+    e = np.asarray(excess, dtype=np.float64)
+    if g.ndim != 1 or e.shape != g.shape or g.size < 2:
+        raise ValueError(f"gaps and excess must be 1-D of one length >= 2, got {g.shape} and {e.shape}")
+    if not (np.isfinite(g).all() and (g >= 0).all()):
+        raise ValueError("gaps must be finite and >= 0 seconds")
+    if not np.isfinite(e).all():
+        raise ValueError("excess must be finite")
+    pos = g[g > 0]
+    if pos.size == 0:
+        raise ValueError("gaps must include a gap > 0")
+    best = (math.inf, 0.0, float(pos.min()))
+    for tau in np.geomspace(pos.min() / 10, pos.max() * 10, 200):
+        f = -np.expm1(-g / tau)  # (k,) shape of the curve at this tau
+        a = max(0.0, float(f @ e) / float(f @ f))
+        sse = float(((a * f - e) ** 2).sum())
+        if sse < best[0]:
+            best = (sse, a, float(tau))
+    return best[1], best[2]
 
 
 def fit_step_cost(model, X, y) -> FittedStepCost:

@@ -151,6 +151,7 @@ class EngineIteration(NamedTuple):
     seconds: float  # wall time of the whole iteration (scheduling included)
     kind: str = "plain"
     drafts: tuple[int, ...] = ()  # (decoding sequences,) tokens the draft proposed for each; () when plain
+    idle_before: float = 0.0  # seconds the engine sat idle before it (since its last iteration; inf: the first)
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Engine:
         # the draft's cache mirrors the target's block ids (see the module docstring)
         self.draft_cache = None if draft is None else PagedKVCache(draft.config, kv_blocks, block_size)
         self.tokens_per_decode = self.spec_k + 1  # the chunk each decoding sequence puts through the target
+        self._last_end: float | None = None  # perf_counter() at the end of the last iteration, any call
         self._reset()
 
     # ------------------------------------------------------------------ what the schedulers read
@@ -354,6 +356,7 @@ class Engine:
     def _step(self) -> None:
         req = self.req
         begin = self._now()
+        idle = math.inf if self._last_end is None else max(0.0, time.perf_counter() - self._last_end)
         if self.decoding:
             self._make_room()
         chunks, decode = self.sched.form_batch(self)
@@ -417,7 +420,8 @@ class Engine:
             self.itl.append((now - start, len(dec)))
         # what the iteration did, for fitting a step-cost model (simulations.serving.fitted)
         self.batches.append(EngineIteration([c for _, c in chunks], [req.done[r] - c for r, c in chunks], dec_ctx,
-                                            self._now() - begin, "speculative" if spec else "plain", drafts))
+                                            self._now() - begin, "speculative" if spec else "plain", drafts, idle))
+        self._last_end = time.perf_counter()
         self.rows.append((start, now - start, 0, 1, int(sum(c for _, c in chunks)), len(dec), len(self.order),
                           len(self.waiting), self.cache.n_blocks - self.cache.n_free, self._n_in_system))
 
@@ -526,12 +530,16 @@ class Engine:
         return self.req.add(t, output, seed, params, arrival)
 
     def generate(self, prompts, *, max_new_tokens, temperature=1.0, top_k=None, top_p=None, min_p=None,
-                 seed=0) -> list[np.ndarray]:
+                 seed=0, pause_s: float = 0.0) -> list[np.ndarray]:
         """Generate ``max_new_tokens`` tokens for every prompt (all arrive at once), in prompt order.
 
         ``seed``: an int (request ``i`` then draws from the stream ``(seed, i)``) or one int per
         prompt; a request's tokens depend on its prompt, parameters and seed only.
+        ``pause_s``: seconds the engine sleeps before every iteration (0: back to back), to measure
+        what an iteration costs after an idle gap (``simulations.serving.closed_loop.measure_wake``).
         """
+        if isinstance(pause_s, bool) or not isinstance(pause_s, (int, float)) or not (0 <= pause_s <= 60):
+            raise ValueError(f"pause_s must be a number of seconds in [0, 60], got {pause_s!r}")
         prompts = list(prompts)
         n = len(prompts)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
@@ -558,6 +566,8 @@ class Engine:
             self.waiting.append(rid)
             self._n_in_system += 1
         while self._has_work():
+            if pause_s:
+                time.sleep(pause_s)
             self._step()
         return [np.asarray(g, dtype=np.int64) for g in self.req.generated]
 

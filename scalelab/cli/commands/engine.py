@@ -165,6 +165,9 @@ def run_closed_loop(args: argparse.Namespace) -> int:
     res = closed_loop(args.model, loads=loads, duration_s=args.duration, prompt=args.prompt, output=args.output,
                       seed=args.seed)
     print(res.fit)
+    if res.wake is not None:
+        print("a decode iteration after an idle gap (the fit's wake cost is fitted to the excess):")
+        print_table(list(res.wake.columns), res.wake.itertuples(index=False))
     print(f"predicted capacity: {res.capacity_rps:.3g} requests/s")
     t = res.table.drop(columns=["bar"])
     print_table(list(t.columns), t.itertuples(index=False))
