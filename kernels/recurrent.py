@@ -158,7 +158,7 @@ scan far below half the read bandwidth.
 
 The WKV at B=1, L=4096, H=32, head 64, float32, 2 threads, on a quiet Zen 3
 (AVX2; old and new kernels interleaved in one process, three processes):
-the chunked form takes 40-48 ms, 1.4-1.8x the token loop (62-70 ms) and
+the chunked form takes 37-48 ms, 1.4-1.7x the token loop (62-70 ms) and
 1.75x faster than before its score matrix became dot products, its heads
 were grouped and its rows prefetched (78-81 ms; 0.95-0.99x the loop as it
 was then). It cannot be much faster than the loop: it saves the loop's

@@ -313,7 +313,7 @@ def test_fit_wake_recovers_a_known_curve_and_refuses_a_flat_one():
     a0, _ = fit_wake(g, -np.abs(noise))  # iterations no dearer after a gap: no wake cost
     assert a0 == 0.0
     for gaps, excess, message in [([0.0, 0.0], [0.0, 0.0], "a gap > 0"), ([0.1], [0.0], "length >= 2"),
-                                  ([0.0, -1.0], [0.0, 0.0], "finite and >= 0"),
+                                  ([0.0, -1.0], [0.0, 0.0], "gaps must be non-negative and finite"),
                                   ([0.0, 0.1], [0.0, np.nan], "excess must be finite")]:
         with pytest.raises(ValueError, match=message):
             fit_wake(gaps, excess)
@@ -355,6 +355,14 @@ def test_engine_logs_idle_gaps_and_measures_its_wake_cost():
     assert (table["iteration_s"] > 0).all()
     with pytest.raises(ValueError, match="gaps must start with 0"):
         measure_wake(engine, TINY, gaps=(0.001, 0.002, 0.004))
+    with pytest.raises(ValueError, match="gaps must start with 0"):
+        measure_wake(engine, TINY, gaps=(0.0, float("nan"), 0.004))
+    for kwargs, exc, message in [({"repeats": 0}, ValueError, "repeats must be positive"),
+                                 ({"steps": 0}, ValueError, "steps must be positive"),
+                                 ({"batch": 1.5}, TypeError, "batch must be an int"),
+                                 ({"prompt": True}, TypeError, "prompt must be an int")]:
+        with pytest.raises(exc, match=message):
+            measure_wake(engine, TINY, **kwargs)
 
 
 def test_served_iterations_price_the_wake_cost_of_iterations_after_a_gap():

@@ -46,8 +46,9 @@ import pandas as pd
 
 from scalelab.simulations.hardware import Hardware
 from scalelab.simulations.inference import ModelConfig
+from scalelab.simulations.checks import check_count
 from scalelab.simulations.serving.fitted import (FittedStepCost, engine_idle_gaps, engine_iterations, fit_step_cost,
-                                                 fit_wake)
+                                                 fit_wake, wake_cost)
 from scalelab.simulations.serving.metrics import ServingResult
 from scalelab.simulations.serving.workload import LogNormal, Workload, poisson_workload
 
@@ -135,8 +136,9 @@ def measure_wake(engine, model: ModelConfig, *, gaps=WAKE_GAPS_S, repeats: int =
         One row per gap: ``gap_s``, ``iteration_s`` (median over repeats of the median decode
         iteration) and ``excess_s`` (median over repeats of the excess).
     """
+    check_count(repeats=repeats, steps=steps, batch=batch, prompt=prompt)
     gaps = tuple(float(g) for g in gaps)
-    if len(gaps) < 3 or gaps[0] != 0.0 or any(g < 0 for g in gaps):
+    if len(gaps) < 3 or gaps[0] != 0.0 or not all(g >= 0 for g in gaps):
         raise ValueError(f"gaps must start with 0 (back to back) and hold at least 3 gaps >= 0, got {gaps}")
     rng = np.random.default_rng(seed)
     prompts = [rng.integers(0, model.vocab_size, prompt) for _ in range(batch)]
@@ -158,9 +160,9 @@ def refit_with_wake(model: ModelConfig, batches, wake: pd.DataFrame) -> FittedSt
     wake cost fitted too high must not drive a time to zero).
     """
     wake_s, tau = fit_wake(wake["gap_s"].to_numpy(), wake["excess_s"].to_numpy())
-    X, y = engine_iterations(model, list(batches))
-    probe = FittedStepCost(model, np.r_[1.0, np.zeros(X.shape[1] - 1)], wake_s=wake_s, wake_tau_s=tau)
-    warm = np.maximum(y - probe.wake(engine_idle_gaps(list(batches))), 0.5 * y)  # (k,)
+    batches = list(batches)
+    X, y = engine_iterations(model, batches)
+    warm = np.maximum(y - wake_cost(engine_idle_gaps(batches), wake_s, tau), 0.5 * y)  # (k,)
     return fit_step_cost(model, X, warm).with_wake(wake_s, tau)
 
 

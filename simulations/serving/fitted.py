@@ -55,12 +55,12 @@ import math
 import numpy as np
 from scipy.optimize import nnls
 
-from scalelab.simulations.checks import as_positive_array, check_positive
+from scalelab.simulations.checks import as_float_array, as_positive_array, check_positive
 from scalelab.simulations.inference import ModelConfig, get_model
 from scalelab.simulations.serving.cost import N_AGGREGATES, experts_touched, iteration_aggregates
 
-__all__ = ["FittedStepCost", "fit_step_cost", "engine_iterations", "engine_idle_gaps", "fit_wake", "AGGREGATE_NAMES",
-           "IRLS_ROUNDS"]
+__all__ = ["FittedStepCost", "fit_step_cost", "engine_iterations", "engine_idle_gaps", "fit_wake", "wake_cost",
+           "AGGREGATE_NAMES", "IRLS_ROUNDS"]
 
 #: Reweighting rounds of the fit (plain least squares, then weights 1 / prediction); the
 #: coefficients of the calibration data here settle within 1% by the fourth round.
@@ -102,11 +102,8 @@ class FittedStepCost:
         self.rel_err_p50 = float(rel_err_p50)
         self.rel_err_p90 = float(rel_err_p90)
         self.n_iterations = int(n_iterations)
-        if not (isinstance(wake_s, (int, float)) and math.isfinite(wake_s) and wake_s >= 0):
-            raise ValueError(f"wake_s must be a finite number of seconds >= 0, got {wake_s!r}")
-        if not (isinstance(wake_tau_s, (int, float)) and math.isfinite(wake_tau_s) and wake_tau_s > 0):
-            raise ValueError(f"wake_tau_s must be a finite number of seconds > 0, got {wake_tau_s!r}")
-        self.wake_s = float(wake_s)
+        check_positive(wake_tau_s=wake_tau_s)
+        self.wake_s = float(as_positive_array("wake_s", wake_s, allow_zero=True))
         self.wake_tau_s = float(wake_tau_s)
 
     def with_wake(self, wake_s: float, wake_tau_s: float) -> "FittedStepCost":
@@ -115,15 +112,8 @@ class FittedStepCost:
                               n_iterations=self.n_iterations, wake_s=wake_s, wake_tau_s=wake_tau_s)
 
     def wake(self, gap):
-        """Extra seconds of an iteration after ``gap`` idle seconds (scalar or array; ``inf`` allowed).
-
-        ``wake_s * (1 - exp(-gap / wake_tau_s))``: 0 after no gap, ``wake_s`` after a long one.
-        """
-        g = np.asarray(gap, dtype=np.float64)
-        if np.isnan(g).any() or (g < 0).any():
-            raise ValueError("gap must be >= 0 seconds (inf for an engine idle since it started)")
-        w = -self.wake_s * np.expm1(-g / self.wake_tau_s)  # () or (k,)
-        return float(w) if w.ndim == 0 else w
+        """Extra seconds of an iteration after ``gap`` idle seconds: :func:`wake_cost` with this fit's numbers."""
+        return wake_cost(gap, self.wake_s, self.wake_tau_s)
 
     def time(self, x):
         """Seconds for iteration vector(s) ``x``: ``(6,)`` -> float, ``(k, 6)`` -> ``(k,)``."""
@@ -203,6 +193,18 @@ def engine_iterations(model, batches) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def wake_cost(gap, wake_s: float, wake_tau_s: float):
+    """``wake_s * (1 - exp(-gap / wake_tau_s))`` seconds after ``gap`` idle seconds (scalar or array).
+
+    0 after no gap, ``wake_s`` after a long one; ``gap = inf`` stands for an engine idle since it started.
+    """
+    g = np.asarray(gap, dtype=np.float64)
+    if np.isnan(g).any() or (g < 0).any():
+        raise ValueError("gap must be >= 0 seconds (inf for an engine idle since it started)")
+    w = -wake_s * np.expm1(-g / wake_tau_s)  # () or (k,)
+    return float(w) if w.ndim == 0 else w
+
+
 def engine_idle_gaps(batches) -> np.ndarray:
     """``(k,)`` idle seconds before each iteration of a live engine's ``batches`` log.
 
@@ -230,14 +232,10 @@ def fit_wake(gaps, excess) -> tuple[float, float]:
     best ``wake_s >= 0`` is closed-form; the grid keeps the answer deterministic and free of
     a starting guess.
     """
-    g = np.asarray(gaps, dtype=np.float64)
-    e = np.asarray(excess, dtype=np.float64)
+    g = as_positive_array("gaps", gaps, allow_zero=True)
+    e = as_float_array("excess", excess)
     if g.ndim != 1 or e.shape != g.shape or g.size < 2:
         raise ValueError(f"gaps and excess must be 1-D of one length >= 2, got {g.shape} and {e.shape}")
-    if not (np.isfinite(g).all() and (g >= 0).all()):
-        raise ValueError("gaps must be finite and >= 0 seconds")
-    if not np.isfinite(e).all():
-        raise ValueError("excess must be finite")
     pos = g[g > 0]
     if pos.size == 0:
         raise ValueError("gaps must include a gap > 0")
